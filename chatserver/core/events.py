@@ -1,0 +1,268 @@
+"""Server → client events (PROTOCOL.md § Server → client), typed.
+
+Each event knows its wire shape (``to_wire``); ``core/wire.py`` encodes it once per
+event, never once per recipient. Optional fields that are ``None`` are left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from chatserver.core.ids import CaseId, HeldId, MessageId, ParticipantId, RoomId
+
+__all__ = [
+    "Ack", "Alert", "CaseView", "ErrorEvent", "Event", "HeldEvent", "HeldView", "Message",
+    "MemberView", "Notice", "Person", "Redacted", "Resource", "RoomState", "RuleRef",
+    "Welcome", "Wire",
+]
+
+Wire = dict[str, object]
+"""A JSON-ready object: only ``wire.py`` and the ``to_wire`` methods build these."""
+
+
+def _drop_none(d: Wire) -> Wire:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    """What a peer may see of someone: display name and role only (invariant 5)."""
+
+    id: ParticipantId
+    name: str
+    role: str
+
+    def to_wire(self) -> Wire:
+        return {"id": self.id, "name": self.name, "role": self.role}
+
+
+@dataclass(frozen=True, slots=True)
+class MemberView:
+    id: ParticipantId
+    name: str
+    role: str
+    muted: bool
+
+    def to_wire(self) -> Wire:
+        return {"id": self.id, "name": self.name, "role": self.role, "muted": self.muted}
+
+
+@dataclass(frozen=True, slots=True)
+class RuleRef:
+    """A rule that matched, as staff see it (no span: spans are for ops tools)."""
+
+    id: str
+    category: str
+
+    def to_wire(self) -> Wire:
+        return {"id": self.id, "category": self.category}
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """A crisis or support service from config (``GET /api/resources``)."""
+
+    name: str
+    phone: str | None = None
+    text: str | None = None
+    url: str | None = None
+    hours: str | None = None
+
+    def to_wire(self) -> Wire:
+        return _drop_none(
+            {"name": self.name, "phone": self.phone, "text": self.text, "url": self.url,
+             "hours": self.hours}
+        )
+
+
+class Event:
+    """Base of server → client events."""
+
+    TYPE: ClassVar[str] = ""
+
+    def to_wire(self) -> Wire:
+        raise NotImplementedError  # pragma: no cover - every subclass defines it
+
+
+@dataclass(frozen=True, slots=True)
+class Message(Event):
+    TYPE: ClassVar[str] = "message"
+    room: RoomId
+    seq: int
+    id: MessageId
+    sender: Person
+    text: str
+    ts: int
+
+    def to_wire(self) -> Wire:
+        return {"type": "message", "room": self.room, "seq": self.seq, "id": self.id,
+                "from": self.sender.to_wire(), "text": self.text, "ts": self.ts}
+
+
+@dataclass(frozen=True, slots=True)
+class RoomState(Event):
+    TYPE: ClassVar[str] = "room"
+    room: RoomId
+    title: str
+    paused: bool
+    slow_mode_s: int
+    members: tuple[MemberView, ...]
+    closed: bool = False
+    gap: bool = False
+
+    def to_wire(self) -> Wire:
+        d: Wire = {"type": "room", "room": self.room, "title": self.title,
+                   "paused": self.paused, "slow_mode_s": self.slow_mode_s,
+                   "members": [m.to_wire() for m in self.members]}
+        if self.closed:
+            d["closed"] = True
+        if self.gap:
+            d["gap"] = True
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome(Event):
+    TYPE: ClassVar[str] = "welcome"
+    you: Person
+    rooms: tuple[RoomState, ...]
+    history: Mapping[RoomId, tuple[Message, ...]] = field(default_factory=dict)
+
+    def to_wire(self) -> Wire:
+        rooms = []
+        for r in self.rooms:
+            d = r.to_wire()
+            del d["type"]
+            rooms.append(d)
+        return {"type": "welcome", "you": self.you.to_wire(), "rooms": rooms,
+                "history": {room: [m.to_wire() for m in msgs]
+                            for room, msgs in self.history.items()}}
+
+
+@dataclass(frozen=True, slots=True)
+class Redacted(Event):
+    TYPE: ClassVar[str] = "redact"
+    room: RoomId
+    seq: int
+
+    def to_wire(self) -> Wire:
+        return {"type": "redact", "room": self.room, "seq": self.seq}
+
+
+@dataclass(frozen=True, slots=True)
+class Ack(Event):
+    TYPE: ClassVar[str] = "ack"
+    ref: str
+    status: str  # sent | held | blocked | rejected
+    seq: int | None = None
+    text: str | None = None
+    held: HeldId | None = None
+    notice: str | None = None
+    code: str | None = None
+    room: RoomId | None = None
+
+    def to_wire(self) -> Wire:
+        return _drop_none({"type": "ack", "ref": self.ref, "status": self.status,
+                           "seq": self.seq, "text": self.text, "held": self.held,
+                           "notice": self.notice, "code": self.code, "room": self.room})
+
+
+@dataclass(frozen=True, slots=True)
+class Notice(Event):
+    TYPE: ClassVar[str] = "notice"
+    kind: str
+    text: str
+    room: RoomId | None = None
+    resources: tuple[Resource, ...] | None = None
+    case: CaseId | None = None
+
+    def to_wire(self) -> Wire:
+        d = _drop_none({"type": "notice", "kind": self.kind, "text": self.text,
+                        "room": self.room, "case": self.case})
+        if self.resources is not None:
+            d["resources"] = [r.to_wire() for r in self.resources]
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class HeldView:
+    id: HeldId
+    sender: Person
+    text: str
+    rules: tuple[RuleRef, ...]
+    ts: int
+
+    def to_wire(self) -> Wire:
+        return {"id": self.id, "from": self.sender.to_wire(), "text": self.text,
+                "rules": [r.to_wire() for r in self.rules], "ts": self.ts}
+
+
+@dataclass(frozen=True, slots=True)
+class HeldEvent(Event):
+    TYPE: ClassVar[str] = "held"
+    room: RoomId
+    held: HeldView
+
+    def to_wire(self) -> Wire:
+        return {"type": "held", "room": self.room, "held": self.held.to_wire()}
+
+
+@dataclass(frozen=True, slots=True)
+class Alert(Event):
+    TYPE: ClassVar[str] = "alert"
+    room: RoomId
+    kind: str
+    participant: ParticipantId
+    excerpt: str
+    rules: tuple[RuleRef, ...] = ()
+    seq: int | None = None
+    held: HeldId | None = None
+
+    def to_wire(self) -> Wire:
+        return _drop_none({"type": "alert", "room": self.room, "kind": self.kind,
+                           "participant": self.participant, "seq": self.seq,
+                           "held": self.held, "excerpt": self.excerpt,
+                           "rules": [r.to_wire() for r in self.rules]})
+
+
+@dataclass(frozen=True, slots=True)
+class CaseView(Event):
+    """A counselling case; as an event it is the ``case`` frame."""
+
+    TYPE: ClassVar[str] = "case"
+    id: CaseId
+    room: RoomId
+    participant: ParticipantId
+    urgency: str
+    status: str
+    note: str
+    ts: int
+    counsellor: ParticipantId | None = None
+    private_room: RoomId | None = None
+    context: tuple[Message, ...] = ()
+
+    def body(self) -> Wire:
+        """The case object as ``GET /api/cases`` and the ``case`` frame show it."""
+        d = _drop_none({"id": self.id, "room": self.room, "participant": self.participant,
+                        "urgency": self.urgency, "status": self.status, "note": self.note,
+                        "ts": self.ts, "counsellor": self.counsellor,
+                        "private_room": self.private_room})
+        d["context"] = [m.to_wire() for m in self.context]
+        return d
+
+    def to_wire(self) -> Wire:
+        return {"type": "case", "case": self.body()}
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorEvent(Event):
+    TYPE: ClassVar[str] = "error"
+    code: str
+    message: str
+    ref: str | None = None
+
+    def to_wire(self) -> Wire:
+        return _drop_none({"type": "error", "code": self.code, "message": self.message,
+                           "ref": self.ref})

@@ -1,0 +1,219 @@
+"""The edge: untrusted frames in, typed commands out; typed events in, bytes out.
+
+All validation happens here (STYLE.md): past this module only typed objects flow.
+Frames are parsed strictly (PROTOCOL.md § Conventions): duplicate keys, NaN/Infinity,
+a boolean where a number is expected, lone surrogates and NUL characters are all
+``bad_request``. Unknown fields are ignored; a missing required field is an error.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Final
+
+import orjson
+
+from chatserver.core import commands as c
+from chatserver.core.errors import ChatError, ErrorCode
+from chatserver.core.events import Event
+from chatserver.core.ids import CaseId, HeldId, MessageId, ParticipantId, RoomId
+
+__all__ = ["MAX_ID_CHARS", "decode_object", "encode", "parse", "parse_frame"]
+
+MAX_ID_CHARS: Final = 64
+"""Ids (rooms, messages, participants, cases) are short opaque strings."""
+MAX_NOTE_CHARS: Final = 2000
+"""Reasons, notes and outcomes: the same bound as message text (PROTOCOL.md § Limits)."""
+
+Obj = dict[str, object]
+
+
+def _reject_duplicates(pairs: list[tuple[str, object]]) -> Obj:
+    obj: Obj = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ChatError(ErrorCode.BAD_REQUEST, f"Duplicate key {key[:32]!r}.")
+        if "\x00" in key or (isinstance(value, str) and "\x00" in value):
+            raise ChatError(ErrorCode.BAD_REQUEST, "NUL characters are not allowed.")
+        obj[key] = value
+    return obj
+
+
+_STRICT_DECODER: Final = json.JSONDecoder(object_pairs_hook=_reject_duplicates)
+
+
+def decode_object(data: str | bytes) -> Obj:
+    """Decode one JSON object strictly.
+
+    orjson rejects NaN/Infinity, invalid UTF-8 and lone surrogates; it keeps the last
+    of duplicate keys, so a second pass with the stdlib decoder's pair hook finds
+    those (and NUL characters) without any hand-written parsing.
+
+    Raises:
+        ChatError: ``bad_request`` for anything that is not one strict JSON object.
+    """
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise ChatError(ErrorCode.BAD_REQUEST, "The frame is not valid JSON.") from None
+    if not isinstance(value, dict):
+        raise ChatError(ErrorCode.BAD_REQUEST, "A frame must be a JSON object.")
+    text = data if isinstance(data, str) else data.decode()
+    checked = _STRICT_DECODER.decode(text)
+    assert isinstance(checked, dict)
+    return checked
+
+
+def _str(obj: Mapping[str, object], key: str, *, limit: int = MAX_ID_CHARS,
+         required: bool = True) -> str:
+    value = obj.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str):
+        what = "missing" if value is None else "not a string"
+        raise ChatError(ErrorCode.BAD_REQUEST, f"Field {key!r} is {what}.")
+    if required and not value:
+        raise ChatError(ErrorCode.BAD_REQUEST, f"Field {key!r} is empty.")
+    if len(value) > limit:
+        raise ChatError(ErrorCode.BAD_REQUEST, f"Field {key!r} is too long.")
+    return value
+
+
+def _int(obj: Mapping[str, object], key: str, *, required: bool = True,
+         low: int = 0, high: int = 2**53) -> int | None:
+    value = obj.get(key)
+    if value is None and not required:
+        return None
+    # bool is a subclass of int: PROTOCOL.md says a boolean is not a number.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ChatError(ErrorCode.BAD_REQUEST, f"Field {key!r} must be an integer.")
+    if not low <= value <= high:
+        raise ChatError(ErrorCode.BAD_REQUEST, f"Field {key!r} is out of range.")
+    return value
+
+
+def _req_int(obj: Mapping[str, object], key: str, *, low: int = 0, high: int = 2**53) -> int:
+    value = _int(obj, key, low=low, high=high)
+    assert value is not None
+    return value
+
+
+def _room(o: Obj) -> RoomId:
+    return RoomId(_str(o, "room"))
+
+
+def _pid(o: Obj) -> ParticipantId:
+    return ParticipantId(_str(o, "participant"))
+
+
+def _note(o: Obj, key: str) -> str:
+    return _str(o, key, limit=MAX_NOTE_CHARS, required=False).strip()
+
+
+def _hello(o: Obj) -> c.Hello:
+    token = _str(o, "token", limit=4096)
+    resume_raw = o.get("resume")
+    resume: list[tuple[RoomId, int]] = []
+    if resume_raw is not None:
+        if not isinstance(resume_raw, dict) or len(resume_raw) > 64:
+            raise ChatError(ErrorCode.BAD_REQUEST, "Field 'resume' must be {room: seq}.")
+        for room, seq in resume_raw.items():
+            if len(room) > MAX_ID_CHARS or not isinstance(seq, int) or isinstance(seq, bool) \
+                    or seq < 0:
+                raise ChatError(ErrorCode.BAD_REQUEST, "Field 'resume' must be {room: seq}.")
+            resume.append((RoomId(room), seq))
+    return c.Hello(token=token, resume=tuple(resume))
+
+
+def _send(o: Obj) -> c.Send:
+    # The text limit (code points after trimming) is a config value checked by the
+    # core, which answers it with `ack rejected too_large`; the frame limit bounds it here.
+    text = o.get("text")
+    if not isinstance(text, str):
+        raise ChatError(ErrorCode.BAD_REQUEST, "Field 'text' must be a string.")
+    return c.Send(room=_room(o), id=MessageId(_str(o, "id")), text=text)
+
+
+def _urgency(o: Obj) -> c.Urgency:
+    value = _str(o, "urgency")
+    try:
+        return c.Urgency(value)
+    except ValueError:
+        raise ChatError(ErrorCode.BAD_REQUEST,
+                        "Urgency must be routine, urgent or emergency.") from None
+
+
+def _minutes(o: Obj) -> int | None:
+    return _int(o, "minutes", required=False, low=1, high=60 * 24 * 30)
+
+
+def _close_case(o: Obj) -> c.CloseCase:
+    outcome = _note(o, "outcome")
+    if not outcome:
+        # SECURITY.md SG-15: a case is never closed without its recorded outcome.
+        raise ChatError(ErrorCode.BAD_REQUEST, "Closing a case needs an 'outcome'.")
+    return c.CloseCase(case=CaseId(_str(o, "case")), outcome=outcome)
+
+
+_PARSERS: Final[dict[str, Callable[[Obj], c.Command]]] = {
+    "hello": _hello,
+    "join": lambda o: c.Join(room=_room(o)),
+    "leave": lambda o: c.Leave(room=_room(o)),
+    "send": _send,
+    "report": lambda o: c.Report(room=_room(o), seq=_req_int(o, "seq", low=1),
+                                 reason=_note(o, "reason")),
+    "ignore": lambda o: c.Ignore(room=_room(o), participant=_pid(o)),
+    "unignore": lambda o: c.Unignore(room=_room(o), participant=_pid(o)),
+    "mute": lambda o: c.Mute(room=_room(o), participant=_pid(o), minutes=_minutes(o),
+                             reason=_note(o, "reason")),
+    "unmute": lambda o: c.Unmute(room=_room(o), participant=_pid(o)),
+    "pause": lambda o: c.Pause(room=_room(o), reason=_note(o, "reason")),
+    "resume": lambda o: c.Resume(room=_room(o)),
+    "slow_mode": lambda o: c.SlowMode(room=_room(o),
+                                      seconds=_req_int(o, "seconds", high=3600)),
+    "remove": lambda o: c.Remove(room=_room(o), participant=_pid(o),
+                                 reason=_note(o, "reason")),
+    "escalate": lambda o: c.Escalate(room=_room(o), participant=_pid(o),
+                                     urgency=_urgency(o), note=_note(o, "note")),
+    "claim": lambda o: c.Claim(case=CaseId(_str(o, "case"))),
+    "close_case": _close_case,
+    "redact": lambda o: c.Redact(room=_room(o), seq=_req_int(o, "seq", low=1),
+                                 reason=_note(o, "reason")),
+    "approve": lambda o: c.Approve(room=_room(o), held=HeldId(_str(o, "held"))),
+    "reject": lambda o: c.Reject(room=_room(o), held=HeldId(_str(o, "held")),
+                                 reason=_note(o, "reason")),
+}
+
+
+def frame_ref(obj: Mapping[str, object]) -> str | None:
+    """The client's id on a frame, echoed as ``ref`` in an error about it."""
+    ref = obj.get("id")
+    if isinstance(ref, str) and len(ref) <= MAX_ID_CHARS:
+        return ref
+    return None
+
+
+def parse(obj: Obj) -> c.Command:
+    """Turn a decoded frame into a typed command.
+
+    Raises:
+        ChatError: ``bad_request`` (missing/mistyped field) or ``unknown_type``.
+    """
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise ChatError(ErrorCode.BAD_REQUEST, "Every frame needs a string 'type'.")
+    parser = _PARSERS.get(kind)
+    if parser is None:
+        raise ChatError(ErrorCode.UNKNOWN_TYPE, f"Unknown frame type {kind[:32]!r}.")
+    return parser(obj)
+
+
+def parse_frame(data: str | bytes) -> c.Command:
+    """``decode_object`` then ``parse``: one text frame to one command."""
+    return parse(decode_object(data))
+
+
+def encode(event: Event) -> bytes:
+    """Encode an event once; the same bytes go to every recipient."""
+    return orjson.dumps(event.to_wire())

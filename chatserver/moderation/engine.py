@@ -1,0 +1,276 @@
+"""RuleSet + text + role → Verdict, with one hyperscan database per rule-set version.
+
+Every pattern of every rule (and every ``unless`` exception) is compiled into one
+database; a message is scanned once, over ``folded + "\\n" + words`` (see
+``normalize.py``), and each hit maps back to its rule and to a span of the original.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+import hyperscan
+
+from chatserver.moderation.normalize import Normalized, normalize, words_view
+from chatserver.moderation.rules import Action, Rule, RuleLoadError, RuleProblem, parse_rule_files
+
+__all__ = ["Hit", "RuleSet", "Verdict", "compile_rules", "letters_pattern", "load_rules"]
+
+_FLAGS: Final = hyperscan.HS_FLAG_SOM_LEFTMOST | hyperscan.HS_FLAG_UTF8 | hyperscan.HS_FLAG_CASELESS
+MASK_CHAR: Final = "*"
+"""Masked spans keep their length so the sentence still reads naturally."""
+
+
+def letters_pattern(text: str) -> str | None:
+    """Compile a word or phrase into a pattern over the ``words`` view.
+
+    Letters may be separated by spaces (``k i l l``, ``kill.your.self`` once dots are
+    spaces) and stretched (``kiiiill``); a doubled letter in the phrase must stay
+    doubled, so "ass" never matches "as" and "class" never matches "ass" (whole words).
+    """
+    letters = "".join(words_view(normalize(text).folded).split())
+    if not letters:
+        return None
+    groups = []
+    for ch, run in itertools.groupby(letters):
+        n = len(list(run))
+        c = re.escape(ch)
+        groups.append(f"{c} *" * (n - 1) + c + f"(?: *{c})*")
+    return r"\b" + " *".join(groups) + r"\b"
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One rule that matched, with the first span it matched in the original text."""
+
+    rule: Rule
+    span: tuple[int, int]
+    spans: tuple[tuple[int, int], ...]
+    evasive: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What happens to one message, and why."""
+
+    action: Action
+    text_out: str
+    hits: tuple[Hit, ...]
+    shadow: tuple[Hit, ...]
+    alerts: tuple[str, ...]
+    signpost: bool
+    notice: str | None
+    normalized: str
+    """The folded text the regex rules read (what ops see as "normalized")."""
+    words: str
+    """The words view: leetspeak and symbols mapped, punctuation as spaces."""
+    version: str
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        return tuple(sorted({h.rule.category for h in self.hits}))
+
+
+@dataclass(frozen=True, slots=True)
+class _Pattern:
+    rule: int
+    unless: bool
+    plain: str
+
+
+@dataclass(slots=True)
+class RuleSet:
+    """Compiled rules of one version; ``check`` is the hot path."""
+
+    rules: tuple[Rule, ...]
+    version: str
+    _patterns: list[_Pattern] = field(default_factory=list)
+    _db: object = None
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def _scan(self, norm: Normalized) -> tuple[dict[int, list[tuple[int, int, bool]]], set[int]]:
+        """Return rule index → [(start, end, evasive)] in ``folded`` coordinates."""
+        folded_b = norm.folded.encode()
+        data = folded_b + b"\n" + norm.words.encode()
+        boundary = len(folded_b)
+        raw: list[tuple[int, int, int]] = []
+
+        def on_match(pid: int, start: int, end: int, _flags: int, _ctx: object) -> None:
+            raw.append((pid, start, end))
+
+        self._db.scan(data, match_event_handler=on_match)  # type: ignore[attr-defined]
+        hits: dict[int, list[tuple[int, int, bool]]] = {}
+        suppressed: set[int] = set()
+        if not raw:
+            return hits, suppressed
+        ascii_text = boundary == len(norm.folded)
+        for pid, start, end in raw:
+            pat = self._patterns[pid]
+            if start < boundary < end or start == boundary:
+                continue  # crosses the separator between the two views
+            in_words = start > boundary
+            if in_words:
+                start, end = start - boundary - 1, end - boundary - 1
+                view_b = data[boundary + 1:]
+            else:
+                view_b = folded_b
+            if not ascii_text:
+                # hyperscan reports byte offsets; the views are indexed by character.
+                start = len(view_b[:start].decode(errors="ignore"))
+                end = len(view_b[:end].decode(errors="ignore"))
+            if pat.unless:
+                suppressed.add(pat.rule)
+                continue
+            plain = " ".join(norm.folded[start:end].split())
+            evasive = in_words and plain != pat.plain
+            hits.setdefault(pat.rule, []).append((start, end, evasive))
+        return hits, suppressed
+
+    def matching_rules(self, text: str) -> set[str]:
+        """Ids of rules (live or shadow) whose patterns match ``text`` after ``unless``."""
+        hits, suppressed = self._scan(normalize(text))
+        return {self.rules[i].id for i in hits if i not in suppressed}
+
+    def check(self, text: str, role: str = "participant",
+              disabled: frozenset[str] = frozenset()) -> Verdict:
+        """Decide what happens to ``text`` sent by ``role``.
+
+        Args:
+            text: the message as the sender typed it.
+            role: the sender's role; a rule applies only to roles in its ``applies_to``.
+            disabled: categories the room's profile switches off (e.g. ``profanity``).
+        """
+        norm = normalize(text)
+        found, suppressed = self._scan(norm)
+        live: list[Hit] = []
+        shadow: list[Hit] = []
+        for idx, spans in found.items():
+            rule = self.rules[idx]
+            if idx in suppressed or role not in rule.applies_to or rule.category in disabled:
+                continue
+            orig = tuple(sorted({norm.to_original(s, e) for s, e, _ in spans}))
+            evasive = norm.obfuscated > 0 or any(ev for _, _, ev in spans)
+            (shadow if rule.shadow else live).append(Hit(rule, orig[0], orig, evasive))
+        live.sort(key=lambda h: (-h.rule.action, h.rule.id))
+        action = live[0].rule.action if live else Action.ALLOW
+        alerts = {h.rule.alert for h in live if h.rule.alert}
+        if any(h.evasive and h.rule.action >= Action.MASK for h in live):
+            alerts.add("evasion")
+        notice = next((h.rule.notice for h in live if h.rule.notice), None)
+        text_out = text
+        if action == Action.MASK:
+            chars = list(text)
+            for h in live:
+                if h.rule.action == Action.MASK:
+                    for s, e in h.spans:
+                        chars[s:e] = MASK_CHAR * (e - s)
+            text_out = "".join(chars)
+        return Verdict(
+            action=action, text_out=text_out, hits=tuple(live), shadow=tuple(shadow),
+            alerts=tuple(sorted(alerts)), signpost=any(h.rule.signpost for h in live),
+            notice=notice, normalized=norm.folded, words=norm.words, version=self.version,
+        )
+
+
+def _hs_compile(expressions: list[bytes]) -> object:
+    db = hyperscan.Database()
+    db.compile(expressions=expressions, ids=list(range(len(expressions))),
+               elements=len(expressions), flags=[_FLAGS] * len(expressions))
+    return db
+
+
+def compile_rules(rules: list[Rule], version: str) -> tuple[RuleSet, list[RuleProblem]]:
+    """Compile rules into one database; problems name each pattern hyperscan refuses."""
+    patterns: list[_Pattern] = []
+    expressions: list[bytes] = []
+    problems: list[RuleProblem] = []
+    for idx, rule in enumerate(rules):
+        for text in (*rule.words, *rule.phrases):
+            pat = letters_pattern(text)
+            if pat is None:
+                problems.append(RuleProblem(rule.file, rule.id, f"{text!r} has no letters"))
+                continue
+            expressions.append(pat.encode())
+            patterns.append(_Pattern(idx, False, " ".join(normalize(text).folded.split())))
+        for regex in rule.regex:
+            expressions.append(regex.encode())
+            patterns.append(_Pattern(idx, False, ""))
+        for text in rule.unless:
+            pat = letters_pattern(text)
+            if pat is not None:
+                expressions.append(pat.encode())
+                patterns.append(_Pattern(idx, True, ""))
+    ruleset = RuleSet(tuple(rules), version, patterns)
+    if problems or not expressions:
+        return ruleset, problems
+    try:
+        ruleset._db = _hs_compile(expressions)
+    except hyperscan.error:
+        # Find every culprit, not just the first: compile each pattern alone.
+        for pat, expr in zip(patterns, expressions, strict=True):
+            try:
+                _hs_compile([expr])
+            except hyperscan.error as e:
+                rule = rules[pat.rule]
+                problems.append(RuleProblem(rule.file, rule.id,
+                                            f"pattern {expr.decode()!r} refused: {e}"))
+    return ruleset, problems
+
+
+def _example_problems(ruleset: RuleSet) -> list[RuleProblem]:
+    problems = []
+    for rule in ruleset.rules:
+        for example in rule.examples_match:
+            if rule.id not in ruleset.matching_rules(example):
+                problems.append(RuleProblem(rule.file, rule.id,
+                                            f"example should match but does not: {example!r}"))
+        for example in rule.examples_no_match:
+            if rule.id in ruleset.matching_rules(example):
+                problems.append(RuleProblem(rule.file, rule.id,
+                                            f"example should not match but does: {example!r}"))
+    return problems
+
+
+_CACHE: dict[str, RuleSet] = {}
+
+
+def rules_version(files: Mapping[str, str]) -> str:
+    """A content hash of the rule files: the version written into every audit entry."""
+    h = hashlib.sha256()
+    for name in sorted(files):
+        h.update(name.encode() + b"\0" + files[name].encode() + b"\0")
+    return h.hexdigest()[:12]
+
+
+def load_rules(files: Mapping[str, str]) -> RuleSet:
+    """Parse, compile and prove (every example) a set of rule files.
+
+    Compiling is the slow part (seconds for thousands of patterns), so a version is
+    compiled once per process and shared.
+
+    Raises:
+        RuleLoadError: with every problem found; the caller keeps its running set.
+    """
+    version = rules_version(files)
+    cached = _CACHE.get(version)
+    if cached is not None:
+        return cached
+    rules, problems = parse_rule_files(files)
+    ruleset, compile_problems = compile_rules(rules, version)
+    problems += compile_problems
+    if not problems:
+        if not rules:
+            problems.append(RuleProblem("-", "-", "no rules found"))
+        else:
+            problems += _example_problems(ruleset)
+    if problems:
+        raise RuleLoadError(problems)
+    _CACHE[version] = ruleset
+    return ruleset

@@ -1,0 +1,202 @@
+"""The rule format (STYLE.md § A rule file an ops person can read): TOML → ``Rule``.
+
+Parsing validates everything it can without running the matcher (unknown keys,
+duplicate ids, unknown actions, alerts or roles, missing examples, bad regex
+syntax) and returns **every** problem with its file and rule id, never just the first.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Final
+
+__all__ = [
+    "ALERT_KINDS", "ROLES", "Action", "Rule", "RuleLoadError", "RuleProblem", "parse_rule_files",
+]
+
+
+class Action(IntEnum):
+    """Delivery actions, least to most severe: the most severe match wins."""
+
+    ALLOW = 0
+    MASK = 1
+    HOLD = 2
+    BLOCK = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+ALERT_KINDS: Final = frozenset({"risk", "grooming", "contact", "abuse", "evasion"})
+"""Alert kinds a rule may raise (PROTOCOL.md `alert` kinds the filter produces)."""
+ROLES: Final = frozenset({"participant", "facilitator", "counsellor", "ops"})
+_KEYS: Final = frozenset({
+    "id", "category", "action", "alert", "signpost", "notice", "applies_to", "mode",
+    "words", "phrases", "regex", "unless", "examples", "message", "description",
+})
+_ID: Final = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)+$")
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One moderation rule, as written by ops."""
+
+    id: str
+    category: str
+    action: Action
+    file: str
+    alert: str | None = None
+    signpost: bool = False
+    notice: str | None = None
+    applies_to: frozenset[str] = frozenset({"participant"})
+    shadow: bool = False
+    words: tuple[str, ...] = ()
+    phrases: tuple[str, ...] = ()
+    regex: tuple[str, ...] = ()
+    unless: tuple[str, ...] = ()
+    examples_match: tuple[str, ...] = ()
+    examples_no_match: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RuleProblem:
+    """One thing wrong with the rules, located for the person who must fix it."""
+
+    file: str
+    rule: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.rule}: {self.message}"
+
+
+class RuleLoadError(Exception):
+    """Raised with every problem found; the caller keeps its running rules."""
+
+    def __init__(self, problems: list[RuleProblem]) -> None:
+        super().__init__(f"{len(problems)} problem(s) in the moderation rules")
+        self.problems = problems
+
+
+def _strings(raw: Mapping[str, object], key: str, where: RuleProblem,
+             problems: list[RuleProblem]) -> tuple[str, ...]:
+    value = raw.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        problems.append(RuleProblem(where.file, where.rule, f"{key!r} must be a list of "
+                                                           "non-empty strings"))
+        return ()
+    return tuple(value)
+
+
+def _parse_rule(raw: Mapping[str, object], file: str, problems: list[RuleProblem]) -> Rule | None:
+    rid = raw.get("id")
+    if not isinstance(rid, str) or not _ID.match(rid):
+        problems.append(RuleProblem(file, str(rid), "'id' must be dotted lower-case, "
+                                                    "like 'contact.phone-uk'"))
+        return None
+    here = RuleProblem(file, rid, "")
+    before = len(problems)
+
+    def bad(message: str) -> None:
+        problems.append(RuleProblem(file, rid, message))
+
+    for key in sorted(set(raw) - _KEYS):
+        bad(f"unknown key {key!r}")
+    category = raw.get("category")
+    if not isinstance(category, str) or not category:
+        bad("'category' is required")
+        category = ""
+    action_raw = raw.get("action")
+    try:
+        action = Action[str(action_raw).upper()]
+    except KeyError:
+        bad(f"unknown action {action_raw!r} (allow, mask, hold or block)")
+        action = Action.HOLD
+    alert = raw.get("alert")
+    if alert is not None and alert not in ALERT_KINDS:
+        bad(f"unknown alert kind {alert!r} ({', '.join(sorted(ALERT_KINDS))})")
+    signpost = raw.get("signpost", False)
+    if not isinstance(signpost, bool):
+        bad("'signpost' must be true or false")
+    notice = raw.get("notice")
+    if notice is not None and not isinstance(notice, str):
+        bad("'notice' must be a string")
+    mode = raw.get("mode", "live")
+    if mode not in ("live", "shadow"):
+        bad("'mode' must be 'live' or 'shadow'")
+    applies = _strings(raw, "applies_to", here, problems) if "applies_to" in raw \
+        else ("participant",)
+    for role in applies:
+        if role not in ROLES:
+            bad(f"unknown role {role!r} in 'applies_to'")
+    words = _strings(raw, "words", here, problems)
+    phrases = _strings(raw, "phrases", here, problems)
+    regex = _strings(raw, "regex", here, problems)
+    unless = _strings(raw, "unless", here, problems)
+    if not (words or phrases or regex):
+        bad("a rule needs at least one of 'words', 'phrases' or 'regex'")
+    for pattern in regex:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            bad(f"bad regex {pattern!r}: {e}")
+    examples = raw.get("examples", {})
+    if not isinstance(examples, dict):
+        bad("'examples' must be a table with 'match' and 'no_match'")
+        examples = {}
+    ex_match = _strings(examples, "match", here, problems)
+    ex_no = _strings(examples, "no_match", here, problems)
+    if not ex_match or not ex_no:
+        bad("every rule needs examples.match and examples.no_match")
+    if len(problems) > before:
+        return None
+    return Rule(
+        id=rid, category=category, action=action, file=file,
+        alert=alert if isinstance(alert, str) else None, signpost=bool(signpost),
+        notice=notice if isinstance(notice, str) else None, applies_to=frozenset(applies),
+        shadow=mode == "shadow", words=words, phrases=phrases, regex=regex, unless=unless,
+        examples_match=ex_match, examples_no_match=ex_no,
+    )
+
+
+def parse_rule_files(files: Mapping[str, str]) -> tuple[list[Rule], list[RuleProblem]]:
+    """Parse rule files (name → TOML text), returning the rules and every problem.
+
+    Args:
+        files: file name → contents, e.g. ``{"contact.toml": "..."}``.
+
+    Returns:
+        The rules that parsed, and all problems; the caller must refuse the set when
+        the problem list is not empty.
+    """
+    rules: list[Rule] = []
+    problems: list[RuleProblem] = []
+    seen: dict[str, str] = {}
+    for file in sorted(files):
+        try:
+            doc = tomllib.loads(files[file])
+        except tomllib.TOMLDecodeError as e:
+            problems.append(RuleProblem(file, "-", f"not valid TOML: {e}"))
+            continue
+        for key in sorted(set(doc) - {"rule"}):
+            problems.append(RuleProblem(file, "-", f"unknown top-level key {key!r}"))
+        entries = doc.get("rule", [])
+        if not isinstance(entries, list):
+            problems.append(RuleProblem(file, "-", "rules must be [[rule]] tables"))
+            continue
+        for raw in entries:
+            rule = _parse_rule(raw, file, problems)
+            if rule is None:
+                continue
+            if rule.id in seen:
+                problems.append(RuleProblem(file, rule.id,
+                                            f"duplicate id (also in {seen[rule.id]})"))
+                continue
+            seen[rule.id] = file
+            rules.append(rule)
+    return rules, problems
