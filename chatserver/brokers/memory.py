@@ -1,0 +1,72 @@
+"""The embedded broker: one process, so publishing is a direct call.
+
+It keeps the same semantics as the Redis broker: per-room capped history with
+strictly increasing seq, at-most-once delivery in publish order.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+
+from chatserver.core.events import Message
+from chatserver.core.ids import RoomId
+from chatserver.ports import Envelope
+
+__all__ = ["MemoryBroker"]
+
+
+class MemoryBroker:
+    def __init__(self, history: int = 200, node: str = "local") -> None:
+        self.node = node
+        self._cap = history
+        self._history: dict[RoomId, deque[Message]] = {}
+        self._floor: dict[RoomId, int] = {}
+        self._handler: Callable[[Envelope], Awaitable[None] | None] | None = None
+
+    async def start(self, on_envelope: Callable[[Envelope], Awaitable[None] | None]) -> None:
+        self._handler = on_envelope
+
+    async def close(self) -> None:
+        self._handler = None
+
+    async def ping(self) -> bool:
+        return True
+
+    async def publish(self, envelope: Envelope) -> None:
+        if self._handler is None:
+            raise RuntimeError("broker is not started")
+        result = self._handler(envelope)
+        if inspect.isawaitable(result):
+            await result
+
+    async def append(self, message: Message) -> None:
+        hist = self._history.setdefault(message.room, deque(maxlen=self._cap))
+        if hist and message.seq <= hist[-1].seq:
+            raise RuntimeError(f"seq {message.seq} out of order in {message.room}")
+        if len(hist) == hist.maxlen:
+            self._floor[message.room] = hist[0].seq
+        hist.append(message)
+
+    async def history(self, room: RoomId, after: int | None, limit: int
+                      ) -> tuple[list[Message], bool]:
+        hist = list(self._history.get(room, ()))
+        if after is None:
+            return hist[-limit:], False
+        missed = [m for m in hist if m.seq > after]
+        # A hole: the client's point is older than what is kept (evicted messages).
+        gap = after < self._floor.get(room, 0)
+        return missed[-limit:] if gap else missed, gap
+
+    async def redact(self, room: RoomId, seq: int) -> None:
+        hist = self._history.get(room)
+        if hist is not None:
+            kept = [m for m in hist if m.seq != seq]
+            hist.clear()
+            hist.extend(kept)
+
+    async def seed(self, room: RoomId, messages: Sequence[Message]) -> None:
+        hist = self._history.setdefault(room, deque(maxlen=self._cap))
+        hist.clear()
+        hist.extend(messages)

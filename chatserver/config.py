@@ -1,0 +1,279 @@
+"""config.toml → frozen dataclasses; every key can be overridden by CHATSERVER_<SECTION>_<KEY>.
+
+Every default lives here, with its reason; ``config.toml`` documents the same keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from chatserver.core.events import Resource
+
+__all__ = [
+    "AuthConfig", "BrokerConfig", "Config", "ConfigError", "LimitsConfig", "ModerationConfig",
+    "RoomSeed", "RoomsConfig", "ServerConfig", "StoreConfig", "load_config", "read_rule_files",
+]
+
+
+class ConfigError(Exception):
+    """A config value that cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: str = "data"
+    allowed_origins: tuple[str, ...] = ()
+    """Exact scheme://host[:port] origins besides our own (same-origin is always allowed)."""
+    hello_timeout_s: float = 10.0
+    """PROTOCOL.md § WebSocket: the first frame must be hello within 10 s, else 4001."""
+    heartbeat_s: float = 20.0
+    """aiohttp ping interval; a dead peer is closed after a missed pong (SEC-24)."""
+    outbox_frames: int = 256
+    """Per-socket queue; a client that falls this far behind is closed 1013 (FL-06)."""
+    shutdown_grace_s: float = 5.0
+    tick_s: float = 1.0
+    """How often timers (mute expiry, unanswered, break reminders) are checked."""
+    hsts: bool = False
+    """Send Strict-Transport-Security; turn on when served over TLS (SEC-29)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    secret: str = ""
+    """HS256 signing key shared by a cluster; generated into data_dir when empty."""
+    participant_ttl_s: int = 4 * 3600
+    staff_ttl_s: int = 8 * 3600
+    issuer: str = "chatserver"
+    audience: str = "chatserver"
+    leeway_s: int = 5
+    """Small clock-skew allowance on exp/nbf (F-14)."""
+    login_max_failures: int = 5
+    """PROTOCOL.md: 429 after repeated failures (SEC-27)."""
+    login_lockout_s: int = 300
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    url: str = "memory://"
+    timeout_s: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    url: str = ""
+    """Default: sqlite:///<data_dir>/chat.db."""
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    max_frame_bytes: int = 32 * 1024
+    """PROTOCOL.md § Limits: frame ≤ 32 KiB (2,000 escaped emoji fit); aiohttp max_msg_size."""
+    max_text_chars: int = 2000
+    """Code points after trimming (PROTOCOL.md § Limits)."""
+    rate_messages: int = 5
+    rate_window_s: int = 10
+    """PROTOCOL.md § Limits: ≤ 5 messages per 10 s per participant."""
+    flood_alert_after: int = 3
+    """Rate-limited sends in a row before facilitators get a `flood` alert."""
+    flood_close_after: int = 10
+    """Rate-limited sends in a row before the socket is closed 1008."""
+    frame_rate: float = 20.0
+    frame_burst: float = 40.0
+    """Per-connection frame budget for every frame type (SEC-20)."""
+    frame_close_after: int = 50
+    history: int = 200
+    """Messages kept per room for history and resume."""
+    welcome_history: int = 50
+    """How many recent messages a fresh (non-resume) welcome carries."""
+    resume_window_s: int = 600
+    max_sockets_per_token: int = 3
+    """SEC-19: a cap on concurrent sockets per participant."""
+    idempotency_keys: int = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class ModerationConfig:
+    rules_dir: str = "moderation_rules"
+    profiles: Mapping[str, frozenset[str]] = field(
+        default_factory=lambda: {"default": frozenset(), "adult": frozenset({"profanity"})})
+    """Profile → categories switched off."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoomsConfig:
+    age_bands: tuple[str, ...] = ("13-15", "16-17", "18-25")
+    require_facilitator: bool = True
+    """A room with no facilitator present is paused for participants."""
+    unanswered_s: int = 120
+    break_after_min: int = 45
+    emergency_unclaimed_s: int = 120
+    case_context: int = 20
+
+
+@dataclass(frozen=True, slots=True)
+class RoomSeed:
+    id: str
+    title: str
+    age_bands: tuple[str, ...]
+    profile: str = "default"
+    require_facilitator: bool | None = None
+
+
+_DEFAULT_RESOURCES = (
+    Resource("Childline", phone="0800 1111", url="https://www.childline.org.uk",
+             hours="24 hours, free"),
+    Resource("Samaritans", phone="116 123", url="https://www.samaritans.org",
+             hours="24 hours, free"),
+    Resource("Shout", text="Text SHOUT to 85258", hours="24 hours, free"),
+    Resource("Emergency", phone="999", text="If you are in danger right now, call 999.",
+             hours="Any time"),
+)
+
+_DEFAULT_NOTICES: Mapping[str, str] = {
+    "signpost": "You matter, and you don't have to cope with this alone. These people are "
+                "there to listen, any time:",
+    "muted": "A facilitator has paused your messages for a little while. You can still read "
+             "along, and you're welcome to keep reading.",
+    "unmuted": "You can send messages again. Welcome back into the conversation.",
+    "removed": "A facilitator has asked you to leave this room for now. If you need support, "
+               "the 'Get help now' options are always there for you.",
+    "held_rejected": "A facilitator decided not to share your message with the room. You're "
+                     "not in trouble; if you'd like to talk about it, a facilitator is here.",
+    "break_reminder": "You've been chatting for a while. How about a short break: a glass of "
+                      "water, a stretch, some fresh air? We'll be here.",
+    "escalated": "A counsellor would like to talk with you one-to-one. It's private, and you "
+                 "can stay in the group too.",
+    "welcome_back": "Welcome back! You're reconnected and caught up.",
+    "report_received": "Thank you for letting us know. A facilitator will take a look. The "
+                       "person you reported won't be told it was you.",
+    "paused": "The room is paused for a moment. A facilitator will be back soon.",
+    "blocked": "That message wasn't sent. You're not in trouble. If you'd like to talk about "
+               "it, a facilitator is here.",
+    "held": "Your message is waiting for a facilitator to take a look. You're not in trouble.",
+    "complaints": "If you think we got this wrong, you can tell us: "
+                  "feedback@example.org or the 'Tell us' form on the help page.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig = ServerConfig()
+    auth: AuthConfig = AuthConfig()
+    broker: BrokerConfig = BrokerConfig()
+    store: StoreConfig = StoreConfig()
+    limits: LimitsConfig = LimitsConfig()
+    moderation: ModerationConfig = ModerationConfig()
+    rooms: RoomsConfig = RoomsConfig()
+    resources: tuple[Resource, ...] = _DEFAULT_RESOURCES
+    notices: Mapping[str, str] = field(default_factory=lambda: dict(_DEFAULT_NOTICES))
+    emergency_procedure: str = (
+        "Emergency: if a young person is in immediate danger, call 999 now, then tell the "
+        "duty counsellor and follow the safeguarding procedure.")
+    seed_rooms: tuple[RoomSeed, ...] = ()
+
+    @property
+    def store_url(self) -> str:
+        return self.store.url or f"sqlite:///{Path(self.server.data_dir) / 'chat.db'}"
+
+
+T = TypeVar("T")
+
+
+def _coerce(value: Any, like: Any, key: str) -> Any:
+    """Coerce an env string (or TOML value) to the type of the default ``like``."""
+    try:
+        if isinstance(like, bool):
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if isinstance(like, int):
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if isinstance(like, float):
+            return float(value)
+        if isinstance(like, tuple):
+            if isinstance(value, str):
+                return tuple(v.strip() for v in value.split(",") if v.strip())
+            return tuple(str(v) for v in value)
+        if isinstance(like, str):
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: cannot use {value!r}") from None
+    return value
+
+
+def _section(cls: type[T], raw: Mapping[str, Any], name: str, env: Mapping[str, str]) -> T:
+    default = cls()
+    values: dict[str, Any] = {}
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"unknown key [{name}] {key}")
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        like = getattr(default, f.name)
+        env_key = f"CHATSERVER_{name}_{f.name}".upper()
+        if env_key in env:
+            values[f.name] = _coerce(env[env_key], like, f"{name}.{f.name}")
+        elif f.name in raw:
+            values[f.name] = _coerce(raw[f.name], like, f"{name}.{f.name}")
+    return dataclasses.replace(default, **values)  # type: ignore[type-var]
+
+
+def load_config(path: str | Path | None = None,
+                env: Mapping[str, str] | None = None) -> Config:
+    """Read ``path`` (if given and present) and apply environment overrides.
+
+    Raises:
+        ConfigError: an unknown key or a value of the wrong type, named.
+    """
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    if path is not None and Path(path).exists():
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    mod_raw = dict(raw.get("moderation", {}))
+    profiles_raw = mod_raw.pop("profiles", None)
+    moderation = _section(ModerationConfig, mod_raw, "moderation", env)
+    if profiles_raw is not None:
+        profiles = {name: frozenset(p.get("disable", [])) for name, p in profiles_raw.items()}
+        moderation = dataclasses.replace(moderation, profiles=profiles)
+    resources = tuple(Resource(**r) for r in raw["resources"]) if "resources" in raw \
+        else _DEFAULT_RESOURCES
+    notices = dict(_DEFAULT_NOTICES)
+    notices.update(raw.get("notices", {}))
+    seeds = tuple(
+        RoomSeed(id=r["id"], title=r["title"], age_bands=tuple(r.get("age_bands", ())),
+                 profile=r.get("profile", "default"),
+                 require_facilitator=r.get("require_facilitator"))
+        for r in raw.get("room", []))
+    return Config(
+        server=_section(ServerConfig, raw.get("server", {}), "server", env),
+        auth=_section(AuthConfig, raw.get("auth", {}), "auth", env),
+        broker=_section(BrokerConfig, raw.get("broker", {}), "broker", env),
+        store=_section(StoreConfig, raw.get("store", {}), "store", env),
+        limits=_section(LimitsConfig, raw.get("limits", {}), "limits", env),
+        moderation=moderation,
+        rooms=_section(RoomsConfig, raw.get("rooms", {}), "rooms", env),
+        resources=resources,
+        notices=notices,
+        emergency_procedure=raw.get("emergency_procedure", Config.emergency_procedure),
+        seed_rooms=seeds,
+    )
+
+
+def read_rule_files(directory: str | Path) -> dict[str, str]:
+    """Read every ``*.toml`` in the rules directory: name → text."""
+    return {p.name: p.read_text(encoding="utf-8") for p in sorted(Path(directory).glob("*.toml"))}

@@ -1,0 +1,183 @@
+"""What the core asks the shell to do. The shell runs effects in order.
+
+A durable step (``Persist``, ``Deliver``) that fails aborts the rest of its batch and
+the shell answers ``internal`` instead: nobody is told an outcome that is not in the
+store (DESIGN.md invariants 3 and 7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from chatserver.core.errors import CloseCode
+from chatserver.core.events import Event, Message, Person, RoomState
+from chatserver.core.ids import CaseId, ConnId, HeldId, MessageId, ParticipantId, RoomId
+
+__all__ = [
+    "ALL_ROOMS", "AuditEntry", "Audience", "CaseRecord", "Close", "Deliver", "Effect", "Emit",
+    "HeldRecord", "OpsAlert", "Persist", "Publish", "RedactRecord", "RoomRecord", "StoreOp",
+    "Welcome",
+]
+
+ALL_ROOMS = RoomId("*")
+"""A ``Publish`` to every node's staff (case queue, emergency re-alerts)."""
+
+
+class Audience(StrEnum):
+    """Who on each node receives a published event."""
+
+    MEMBERS = "members"
+    STAFF = "staff"            # facilitators, counsellors and ops in the room
+    PARTICIPANT = "participant"  # one participant's connections (``target``)
+    COUNSELLORS = "counsellors"  # every counsellor (with ``ALL_ROOMS``)
+    FACILITATORS = "facilitators"  # every facilitator and ops (with ``ALL_ROOMS``)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One line of the audit log (SECURITY.md SG-15: who, what, to whom, why, which rules)."""
+
+    ts: int
+    room: RoomId | None
+    actor: str
+    action: str
+    target: str | None = None
+    detail: Mapping[str, object] = field(default_factory=dict)
+    version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HeldRecord:
+    id: HeldId
+    room: RoomId
+    sender: Person
+    msg_id: MessageId
+    text: str
+    rules: tuple[tuple[str, str], ...]
+    ts: int
+    approvable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class CaseRecord:
+    id: CaseId
+    room: RoomId
+    participant: ParticipantId
+    participant_name: str
+    urgency: str
+    status: str
+    note: str
+    ts: int
+    opened_by: str
+    counsellor: ParticipantId | None = None
+    private_room: RoomId | None = None
+    outcome: str | None = None
+    context: tuple[Message, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RoomRecord:
+    id: RoomId
+    title: str
+    age_bands: tuple[str, ...]
+    profile: str
+    kind: str
+    paused: bool
+    slow_mode_s: int
+    mutes: Mapping[str, int | None]
+    removed: tuple[str, ...]
+    require_facilitator: bool
+    closed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RedactRecord:
+    room: RoomId
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class HeldDecided:
+    id: HeldId
+
+
+StoreOp = AuditEntry | HeldRecord | HeldDecided | CaseRecord | RoomRecord | RedactRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    """Base of every effect."""
+
+
+@dataclass(frozen=True, slots=True)
+class Emit(Effect):
+    """Send an event to one local connection."""
+
+    conn: ConnId
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class Publish(Effect):
+    """Send an event to an audience of a room on every node, through the broker."""
+
+    room: RoomId
+    event: Event
+    audience: Audience = Audience.MEMBERS
+    target: ParticipantId | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Close(Effect):
+    conn: ConnId
+    code: CloseCode
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Persist(Effect):
+    """Write records in one transaction before anything after it runs."""
+
+    ops: tuple[StoreOp, ...]
+    ref: str | None = None
+    conn: ConnId | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver(Effect):
+    """Persist a message with its audit entry, publish it with the store's seq, ack it.
+
+    ``conn``/``ref`` are the sender's socket and send id (None for an approved held
+    message, whose sender was already answered ``held``). ``masked`` puts the text in
+    the ack so the sender sees what peers saw.
+    """
+
+    room: RoomId
+    sender: Person
+    msg_id: MessageId
+    text: str
+    ts: int
+    audit: AuditEntry
+    conn: ConnId | None = None
+    ref: str | None = None
+    masked: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome(Effect):
+    """Answer ``hello``: the shell adds each room's history from the broker."""
+
+    conn: ConnId
+    you: Person
+    rooms: tuple[RoomState, ...]
+    resume: Mapping[RoomId, int]
+
+
+@dataclass(frozen=True, slots=True)
+class OpsAlert(Effect):
+    """Something ops must know now (fail-closed moderation, store trouble)."""
+
+    kind: str
+    detail: str

@@ -1,0 +1,773 @@
+"""ChatCore: ``handle(conn, command, now_ms) -> list[Effect]``. Pure: no I/O, no clock.
+
+The transport calls it for every frame and timer tick and runs the effects in order
+(STYLE.md example 1). Peer mistakes become ``ack rejected`` or ``error`` effects here
+and never raise out of the core.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from chatserver.config import Config
+from chatserver.core import commands as c
+from chatserver.core.effects import (
+    ALL_ROOMS, AuditEntry, Audience, CaseRecord, Close, Deliver, Effect, Emit, HeldDecided,
+    HeldRecord, OpsAlert, Persist, Publish, RedactRecord, RoomRecord, Welcome,
+)
+from chatserver.core.errors import ChatError, CloseCode, ErrorCode
+from chatserver.core.events import (
+    Ack, Alert, CaseView, ErrorEvent, Event, HeldEvent, HeldView, Message, Notice, Person,
+    Redacted, RoomState, RuleRef,
+)
+from chatserver.core.ids import CaseId, ConnId, HeldId, IdFactory, MessageId, ParticipantId, RoomId
+from chatserver.core.ratelimit import SlidingWindow, TokenBucket
+from chatserver.core.roles import STAFF, Role, may
+from chatserver.core.room import Member, Room
+from chatserver.core.session import Conn, Identity, State
+from chatserver.moderation.engine import RuleSet, Verdict
+from chatserver.moderation.rules import Action
+
+__all__ = ["ChatCore", "CoreStats"]
+
+EXCERPT_CHARS: Final = 80
+"""SG-22: alert excerpts are truncated; method text is never shown, only its category."""
+HIDDEN_CATEGORIES: Final = frozenset({"method"})
+STREAK_GAP_MS: Final = 10 * 60 * 1000
+"""A pause this long ends a chatting streak (break reminders)."""
+_REJECT_CODES: Final = frozenset({
+    ErrorCode.MUTED, ErrorCode.PAUSED, ErrorCode.SLOW_MODE, ErrorCode.RATE_LIMITED,
+    ErrorCode.TOO_LARGE, ErrorCode.FORBIDDEN, ErrorCode.INTERNAL,
+})
+
+
+@dataclass(slots=True)
+class _Person:
+    """Per-participant state shared by all their sockets (the limit is per participant)."""
+
+    window: SlidingWindow
+    conns: set[ConnId] = field(default_factory=set)
+    strikes: int = 0
+    flood_alerted: bool = False
+    streak_start: int | None = None
+    last_send: int = 0
+    reminded: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CoreStats:
+    """A snapshot for /metrics (Trio's ``statistics()``)."""
+
+    connections: int
+    rooms: int
+    held: int
+    open_cases: int
+
+
+class ChatCore:
+    """All chat state of one node, driven by commands and explicit time."""
+
+    def __init__(self, config: Config, rules: RuleSet, ids: IdFactory | None = None) -> None:
+        self.config = config
+        self.rules = rules
+        self.ids = ids or IdFactory()
+        self.conns: dict[ConnId, Conn] = {}
+        self.rooms: dict[RoomId, Room] = {}
+        self.cases: dict[CaseId, CaseRecord] = {}
+        self._people: dict[ParticipantId, _Person] = {}
+        self._idem: OrderedDict[tuple[ParticipantId, MessageId], Ack | list[ConnId]] = \
+            OrderedDict()
+        self._alerted_emergencies: set[CaseId] = set()
+        self._handlers: Mapping[type[c.Command], Callable[[Conn, Identity, Any, int],
+                                                             list[Effect]]] = {
+            c.Join: self._join, c.Leave: self._leave, c.Send: self._send,
+            c.Report: self._report, c.Ignore: self._ignore, c.Unignore: self._unignore,
+            c.Mute: self._mute, c.Unmute: self._unmute, c.Pause: self._pause,
+            c.Resume: self._resume, c.SlowMode: self._slow_mode, c.Remove: self._remove,
+            c.Escalate: self._escalate, c.Claim: self._claim, c.CloseCase: self._close_case,
+            c.Redact: self._redact, c.Approve: self._approve, c.Reject: self._reject_held,
+        }
+
+    # ----------------------------------------------------------------- loading
+    def add_room(self, record: RoomRecord) -> Room:
+        room = Room.from_record(record)
+        self.rooms[room.id] = room
+        return room
+
+    def load_held(self, held: Iterable[HeldRecord]) -> None:
+        for h in held:
+            if h.room in self.rooms:
+                self.rooms[h.room].held[h.id] = h
+
+    def load_cases(self, cases: Iterable[CaseRecord]) -> None:
+        for case in cases:
+            self.cases[case.id] = case
+            if case.status == "claimed" and case.private_room and case.counsellor:
+                room = self.rooms.get(case.private_room)
+                if room is not None:
+                    room.case = case.id
+                    room.allowed = {case.participant, case.counsellor}
+
+    def set_rules(self, rules: RuleSet) -> None:
+        """Swap the rule set atomically (hot reload)."""
+        self.rules = rules
+
+    def statistics(self) -> CoreStats:
+        return CoreStats(
+            connections=len(self.conns), rooms=len(self.rooms),
+            held=sum(len(r.held) for r in self.rooms.values()),
+            open_cases=sum(1 for k in self.cases.values() if k.status != "closed"))
+
+    # --------------------------------------------------------------- lifecycle
+    def connect(self, conn_id: ConnId) -> None:
+        lim = self.config.limits
+        self.conns[conn_id] = Conn(conn_id, TokenBucket(lim.frame_rate, lim.frame_burst))
+
+    def hello(self, conn_id: ConnId, ident: Identity, resume: Mapping[RoomId, int],
+              now_ms: int) -> list[Effect]:
+        """Authenticate a connection whose token the shell has verified."""
+        conn = self.conns.get(conn_id)
+        if conn is None or conn.state is not State.AWAIT_HELLO:
+            return [Close(conn_id, CloseCode.NO_HELLO, "hello was already given")]
+        person = self._people.setdefault(ident.id, self._new_person())
+        if len(person.conns) >= self.config.limits.max_sockets_per_token:
+            return [Emit(conn_id, ErrorEvent(ErrorCode.RATE_LIMITED,
+                                             "Too many connections for this session.")),
+                    Close(conn_id, CloseCode.POLICY, "too many sockets")]
+        rooms: list[RoomId] = []
+        if ident.role == Role.PARTICIPANT:
+            assert ident.room is not None
+            room = self.rooms.get(ident.room)
+            if room is None or room.closed:
+                return [Close(conn_id, CloseCode.BAD_TOKEN, "room no longer exists")]
+            if ident.id in room.removed:
+                return [Close(conn_id, CloseCode.REMOVED, "removed from this room")]
+            rooms.append(room.id)
+            rooms += [k.private_room for k in self.cases.values()
+                      if k.participant == ident.id and k.status == "claimed" and k.private_room]
+        else:
+            for rid in resume:
+                room = self.rooms.get(rid)
+                if room is not None and self._staff_may_enter(ident, room):
+                    rooms.append(rid)
+        conn.state, conn.identity = State.READY, ident
+        person.conns.add(conn_id)
+        effects: list[Effect] = []
+        for rid in rooms:
+            effects += self._enter(conn, ident, self.rooms[rid], now_ms, announce=False)
+        states = tuple(self.rooms[rid].state(now_ms) for rid in rooms)
+        effects.insert(0, Welcome(conn_id, self._person_view(ident), states,
+                                  {r: s for r, s in resume.items() if r in rooms}))
+        for rid in rooms:
+            effects.append(Publish(rid, self.rooms[rid].state(now_ms)))
+            effects += self._held_for(conn, ident, self.rooms[rid])
+        if ident.role in (Role.COUNSELLOR, Role.OPS):
+            effects += [Emit(conn_id, self._case_view(k)) for k in self._case_queue()]
+        if resume:
+            effects.append(Emit(conn_id, self._notice("welcome_back")))
+        return effects
+
+    def disconnect(self, conn_id: ConnId, now_ms: int) -> list[Effect]:
+        conn = self.conns.pop(conn_id, None)
+        if conn is None or conn.identity is None:
+            return []
+        conn.state = State.CLOSED
+        person = self._people.get(conn.identity.id)
+        if person is not None:
+            person.conns.discard(conn_id)
+        effects: list[Effect] = []
+        for rid in sorted(conn.rooms):
+            room = self.rooms.get(rid)
+            member = room.members.get(conn.identity.id) if room else None
+            if room is None or member is None:
+                continue
+            member.conns.discard(conn_id)
+            if not member.conns:
+                effects.append(Publish(rid, room.state(now_ms)))
+        return effects
+
+    # ------------------------------------------------------------------ frames
+    def handle(self, conn_id: ConnId, command: c.Command, now_ms: int) -> list[Effect]:
+        """Run one command from a connection; never raises for a peer's mistake."""
+        conn = self.conns.get(conn_id)
+        if conn is None:
+            return []
+        if conn.state is not State.READY or conn.identity is None:
+            return [Close(conn_id, CloseCode.NO_HELLO, "the first frame must be hello")]
+        if not conn.frames.try_take(now_ms):
+            conn.frame_strikes += 1
+            if conn.frame_strikes >= self.config.limits.frame_close_after:
+                return [Close(conn_id, CloseCode.POLICY, "too many frames")]
+            return [self._error(conn_id, command,
+                                ChatError(ErrorCode.RATE_LIMITED, "Slow down a little."))]
+        ident = conn.identity
+        try:
+            if isinstance(command, c.Hello):
+                raise ChatError(ErrorCode.BAD_REQUEST, "This connection already said hello.")
+            if not may(ident.role, type(command)):
+                return [
+                    Persist((AuditEntry(now_ms, getattr(command, "room", None), ident.id,
+                                        "denied", None,
+                                        {"command": type(command).__name__.lower(),
+                                         "role": ident.role.value}),)),
+                    self._error(conn_id, command,
+                                ChatError(ErrorCode.FORBIDDEN, "Your role can't do that.")),
+                ]
+            return self._handlers[type(command)](conn, ident, command, now_ms)
+        except ChatError as e:
+            return [self._error(conn_id, command, e)]
+
+    def reject_frame(self, conn_id: ConnId, error: ChatError, ref: str | None,
+                     now_ms: int) -> list[Effect]:
+        """A frame that did not parse: answer it, and count it against the frame budget."""
+        conn = self.conns.get(conn_id)
+        if conn is None:
+            return []
+        if conn.state is not State.READY:
+            return [Close(conn_id, CloseCode.NO_HELLO, "the first frame must be hello")]
+        if not conn.frames.try_take(now_ms):
+            conn.frame_strikes += 1
+            if conn.frame_strikes >= self.config.limits.frame_close_after:
+                return [Close(conn_id, CloseCode.POLICY, "too many frames")]
+        return [Emit(conn_id, ErrorEvent(error.code, error.message, ref))]
+
+    def _error(self, conn_id: ConnId, command: c.Command, e: ChatError) -> Effect:
+        if isinstance(command, c.Send) and e.code in _REJECT_CODES:
+            return Emit(conn_id, Ack(command.id, "rejected", code=e.code.value,
+                                     room=command.room))
+        ref = command.id if isinstance(command, c.Send) else None
+        return Emit(conn_id, ErrorEvent(e.code.value, e.message, ref))
+
+    # ------------------------------------------------------------ room access
+    def _room_of(self, conn: Conn, rid: RoomId) -> Room:
+        """The room, if this connection is in it. Not being in it and the room not
+        existing look the same from outside (SEC-10: nothing leaks)."""
+        room = self.rooms.get(rid)
+        if room is None or rid not in conn.rooms:
+            raise ChatError(ErrorCode.FORBIDDEN, "You're not in that room.")
+        return room
+
+    def _member(self, room: Room, pid: ParticipantId) -> Member:
+        member = room.members.get(pid)
+        if member is None:
+            raise ChatError(ErrorCode.NOT_FOUND, "No such participant in this room.")
+        return member
+
+    def _staff_may_enter(self, ident: Identity, room: Room) -> bool:
+        if room.closed:
+            return False
+        if room.kind == "case":
+            return ident.role == Role.COUNSELLOR and ident.id in room.allowed
+        return ident.role in (Role.FACILITATOR, Role.OPS)
+
+    def _enter(self, conn: Conn, ident: Identity, room: Room, now_ms: int,
+               announce: bool = True) -> list[Effect]:
+        member = room.members.setdefault(ident.id, Member(self._person_view(ident)))
+        member.conns.add(conn.id)
+        conn.rooms.add(room.id)
+        return [Publish(room.id, room.state(now_ms))] if announce else []
+
+    def _held_for(self, conn: Conn, ident: Identity, room: Room) -> list[Effect]:
+        if ident.role not in (Role.FACILITATOR, Role.OPS):
+            return []
+        return [Emit(conn.id, HeldEvent(room.id, self._held_view(h)))
+                for h in sorted(room.held.values(), key=lambda h: h.ts)]
+
+    def _join(self, conn: Conn, ident: Identity, cmd: c.Join, now_ms: int) -> list[Effect]:
+        room = self.rooms.get(cmd.room)
+        if room is None or not self._staff_may_enter(ident, room):
+            raise ChatError(ErrorCode.FORBIDDEN, "You can't join that room.")
+        was_paused = room.paused_for_participants()
+        effects = self._enter(conn, ident, room, now_ms)
+        effects.insert(0, Emit(conn.id, room.state(now_ms)))
+        effects += self._held_for(conn, ident, room)
+        if was_paused and not room.paused_for_participants():
+            effects.append(Persist((AuditEntry(now_ms, room.id, ident.id, "join"),)))
+        return effects
+
+    def _leave(self, conn: Conn, ident: Identity, cmd: c.Leave, now_ms: int) -> list[Effect]:
+        room = self._room_of(conn, cmd.room)
+        conn.rooms.discard(room.id)
+        member = room.members.get(ident.id)
+        if member is not None:
+            member.conns.discard(conn.id)
+        return [Publish(room.id, room.state(now_ms))]
+
+    # -------------------------------------------------------------------- send
+    def _send(self, conn: Conn, ident: Identity, cmd: c.Send, now_ms: int) -> list[Effect]:
+        room = self._room_of(conn, cmd.room)
+        key = (ident.id, cmd.id)
+        seen = self._idem.get(key)
+        if isinstance(seen, Ack):
+            return [Emit(conn.id, seen)]  # PROTOCOL.md: the original outcome, once in the room
+        if isinstance(seen, list):
+            seen.append(conn.id)  # in flight: answered when it completes
+            return []
+        text = cmd.text.strip()
+        if not text:
+            raise ChatError(ErrorCode.BAD_REQUEST, "A message can't be empty.")
+        if len(text) > self.config.limits.max_text_chars:
+            raise ChatError(ErrorCode.TOO_LARGE, "That message is too long to send.")
+        staff = ident.role in STAFF
+        person = self._people.setdefault(ident.id, self._new_person())
+        effects: list[Effect] = []
+        if not staff:
+            if room.is_muted(ident.id, now_ms):
+                raise ChatError(ErrorCode.MUTED, "You're muted for now.")
+            if not person.window.try_take(now_ms):
+                return self._flooding(conn, ident, room, cmd, now_ms)
+            person.strikes = 0
+            last = room.last_send.get(ident.id)
+            if room.slow_mode_s and last is not None and now_ms - last < room.slow_mode_s * 1000:
+                raise ChatError(ErrorCode.SLOW_MODE, "The room is in slow mode.")
+        verdict, failed = self._moderate(text, ident.role, room)
+        if failed:
+            effects.append(OpsAlert("moderation_failed", f"rules {self.rules.version}"))
+        if not staff and room.paused_for_participants() and verdict.action < Action.HOLD:
+            if not verdict.signpost:
+                raise ChatError(ErrorCode.PAUSED, "The room is paused for a moment.")
+        if not staff:
+            room.last_send[ident.id] = now_ms
+            self._streak(person, now_ms)
+        if verdict.signpost:
+            # DESIGN.md invariant 2: crisis support at once, before anything durable.
+            effects.append(Emit(conn.id, self._notice("signpost", room.id, resources=True)))
+        audit = AuditEntry(now_ms, room.id, ident.id, f"message.{verdict.action.label}",
+                           cmd.id, self._verdict_detail(verdict, failed), verdict.version)
+        sender = self._person_view(ident)
+        if verdict.action <= Action.MASK:
+            self._idem_put(key, [conn.id])
+            effects.append(Deliver(room.id, sender, cmd.id, verdict.text_out, now_ms, audit,
+                                   conn=conn.id, ref=cmd.id,
+                                   masked=verdict.action == Action.MASK))
+            effects += self._alerts(room, ident.id, verdict, text, None, None)
+            return effects
+        if verdict.action == Action.HOLD:
+            held = HeldRecord(HeldId(self.ids.new("h")), room.id, sender, cmd.id, text,
+                              tuple((h.rule.id, h.rule.category) for h in verdict.hits), now_ms,
+                              approvable=not (set(verdict.categories) & HIDDEN_CATEGORIES))
+            ack = Ack(cmd.id, "held", held=held.id, room=room.id,
+                      notice=verdict.notice or self._text("held"))
+            room.held[held.id] = held
+            self._idem_put(key, ack)
+            effects += [Persist((held, audit), ref=cmd.id, conn=conn.id), Emit(conn.id, ack),
+                        Publish(room.id, HeldEvent(room.id, self._held_view(held)),
+                                Audience.STAFF)]
+            effects += self._alerts(room, ident.id, verdict, text, None, held.id)
+            return effects
+        ack = Ack(cmd.id, "blocked", room=room.id,
+                  notice=f"{verdict.notice or self._text('blocked')} {self._text('complaints')}")
+        self._idem_put(key, ack)
+        effects += [Persist((audit,), ref=cmd.id, conn=conn.id), Emit(conn.id, ack)]
+        effects += self._alerts(room, ident.id, verdict, text, None, None)
+        return effects
+
+    def _moderate(self, text: str, role: Role, room: Room) -> tuple[Verdict, bool]:
+        disabled = self.config.moderation.profiles.get(room.profile, frozenset())
+        try:
+            return self.rules.check(text, role.value, disabled), False
+        except Exception:  # noqa: BLE001 - DESIGN.md invariant 6: fail closed, hold it
+            return Verdict(Action.HOLD, text, (), (), (), False, None, "", "", "error"), True
+
+    def _verdict_detail(self, v: Verdict, failed: bool) -> dict[str, object]:
+        detail: dict[str, object] = {
+            "rules": [h.rule.id for h in v.hits],
+            "shadow": [h.rule.id for h in v.shadow],
+        }
+        if failed:
+            detail["error"] = "moderation failed: held (fail closed)"
+        return detail
+
+    def _alerts(self, room: Room, pid: ParticipantId, v: Verdict, text: str, seq: int | None,
+                held: HeldId | None) -> list[Effect]:
+        if not v.alerts:
+            return []
+        hidden = set(v.categories) & HIDDEN_CATEGORIES
+        excerpt = f"(not shown: {', '.join(sorted(hidden))} detail)" if hidden else \
+            text[:EXCERPT_CHARS] + ("…" if len(text) > EXCERPT_CHARS else "")
+        rules = tuple(RuleRef(h.rule.id, h.rule.category) for h in v.hits)
+        return [Publish(room.id, Alert(room.id, kind, pid, excerpt, rules, seq, held),
+                        Audience.STAFF) for kind in v.alerts]
+
+    def _flooding(self, conn: Conn, ident: Identity, room: Room, cmd: c.Send,
+                  now_ms: int) -> list[Effect]:
+        person = self._people[ident.id]
+        person.strikes += 1
+        effects: list[Effect] = [Emit(conn.id, Ack(cmd.id, "rejected", room=room.id,
+                                                   code=ErrorCode.RATE_LIMITED.value))]
+        lim = self.config.limits
+        if person.strikes >= lim.flood_alert_after and not person.flood_alerted:
+            person.flood_alerted = True
+            effects += [
+                Persist((AuditEntry(now_ms, room.id, ident.id, "flood", ident.id,
+                                    {"strikes": person.strikes}),)),
+                Publish(room.id, Alert(room.id, "flood", ident.id,
+                                       "Sending very fast (rate limited)."), Audience.STAFF)]
+        if person.strikes >= lim.flood_close_after:
+            person.strikes = 0
+            effects.append(Close(conn.id, CloseCode.POLICY, "flooding"))
+        return effects
+
+    def complete_send(self, pid: ParticipantId, msg_id: MessageId, ack: Ack | None
+                      ) -> list[Effect]:
+        """The shell finished a ``Deliver``: ``ack`` is the outcome, None if it failed
+        (then a retry with the same id runs again)."""
+        waiters = self._idem.pop((pid, msg_id), None)
+        if ack is not None:
+            self._idem_put((pid, msg_id), ack)
+        if not isinstance(waiters, list):
+            return []
+        out = ack or Ack(msg_id, "rejected", code=ErrorCode.INTERNAL.value)
+        return [Emit(w, out) for w in waiters[1:] if w in self.conns]
+
+    def _idem_put(self, key: tuple[ParticipantId, MessageId], value: Ack | list[ConnId]) -> None:
+        self._idem[key] = value
+        while len(self._idem) > self.config.limits.idempotency_keys:
+            self._idem.popitem(last=False)
+
+    # ----------------------------------------------------------- delivery side
+    def observe(self, msg: Message) -> None:
+        """A message was delivered to the room (from any node): remember it."""
+        room = self.rooms.get(msg.room)
+        if room is None:
+            return
+        room.recent.append(msg)
+        if msg.sender.role == Role.PARTICIPANT:
+            if room.unanswered is None or room.unanswered.sender.id == msg.sender.id:
+                room.unanswered = room.unanswered or msg
+            else:
+                room.unanswered = None
+        else:
+            room.unanswered = None
+
+    def recipients(self, room_id: RoomId, event: Event, audience: Audience,
+                   target: ParticipantId | None) -> list[ConnId]:
+        """Local connections that get a published event (encoded once for all of them)."""
+        if room_id == ALL_ROOMS:
+            want = {Audience.COUNSELLORS: {Role.COUNSELLOR, Role.OPS},
+                    Audience.FACILITATORS: {Role.FACILITATOR, Role.OPS}}.get(audience, set())
+            return [cid for cid, conn in self.conns.items()
+                    if conn.identity is not None and conn.identity.role in want]
+        room = self.rooms.get(room_id)
+        if room is None:
+            return []
+        if audience == Audience.STAFF:
+            return sorted(room.staff_conns())
+        if audience == Audience.PARTICIPANT:
+            member = room.members.get(target) if target else None
+            return sorted(member.conns) if member else []
+        if isinstance(event, Message):
+            sender = event.sender.id
+            return sorted(cid for pid, m in room.members.items()
+                          if sender not in room.ignores.get(pid, ()) for cid in m.conns)
+        return sorted(room.conns())
+
+    # ------------------------------------------------------ peer safety tools
+    def _report(self, conn: Conn, ident: Identity, cmd: c.Report, now_ms: int) -> list[Effect]:
+        room = self._room_of(conn, cmd.room)
+        msg = next((m for m in room.recent if m.seq == cmd.seq), None)
+        if msg is None:
+            raise ChatError(ErrorCode.NOT_FOUND, "That message isn't available to report.")
+        return [
+            Persist((AuditEntry(now_ms, room.id, ident.id, "report", msg.sender.id,
+                                {"seq": cmd.seq, "reason": cmd.reason}),)),
+            Emit(conn.id, self._notice("report_received", room.id)),
+            Publish(room.id, Alert(room.id, "report", msg.sender.id,
+                                   msg.text[:EXCERPT_CHARS], (), msg.seq), Audience.STAFF),
+        ]
+
+    def _ignore(self, conn: Conn, ident: Identity, cmd: c.Ignore, now_ms: int) -> list[Effect]:
+        room = self._room_of(conn, cmd.room)
+        target = self._member(room, cmd.participant)
+        if target.role != Role.PARTICIPANT:
+            raise ChatError(ErrorCode.FORBIDDEN, "Staff can't be ignored.")
+        room.ignores.setdefault(ident.id, set()).add(cmd.participant)
+        return [Emit(conn.id, room.state(now_ms))]
+
+    def _unignore(self, conn: Conn, ident: Identity, cmd: c.Unignore, now_ms: int
+                  ) -> list[Effect]:
+        room = self._room_of(conn, cmd.room)
+        room.ignores.get(ident.id, set()).discard(cmd.participant)
+        return [Emit(conn.id, room.state(now_ms))]
+
+    # ------------------------------------------------------------ facilitation
+    def _staff_action(self, room: Room, ident: Identity, action: str, now_ms: int,
+                      target: str | None = None, **detail: object) -> Persist:
+        return Persist((room.record(), AuditEntry(now_ms, room.id, ident.id, action, target,
+                                                  detail, self.rules.version)))
+
+    def _participant(self, room: Room, pid: ParticipantId) -> Member:
+        member = self._member(room, pid)
+        if member.role != Role.PARTICIPANT:
+            raise ChatError(ErrorCode.FORBIDDEN, "That's a member of staff.")
+        return member
+
+    def _mute(self, conn: Conn, ident: Identity, cmd: c.Mute, now_ms: int) -> list[Effect]:
+        room = self._room_of(conn, cmd.room)
+        self._participant(room, cmd.participant)
+        until = now_ms + cmd.minutes * 60_000 if cmd.minutes else None
+        room.mutes[cmd.participant] = until
+        return [self._staff_action(room, ident, "mute", now_ms, cmd.participant,
+                                   minutes=cmd.minutes, reason=cmd.reason),
+                Publish(room.id, self._notice("muted", room.id), Audience.PARTICIPANT,
+                        cmd.participant),
+                Publish(room.id, room.state(now_ms))]
+
+    def _unmute(self, conn: Conn, ident: Identity, cmd: c.Unmute, now_ms: int) -> list[Effect]:
+        room = self._room_of(conn, cmd.room)
+        self._member(room, cmd.participant)
+        room.mutes.pop(cmd.participant, None)
+        return [self._staff_action(room, ident, "unmute", now_ms, cmd.participant),
+                Publish(room.id, self._notice("unmuted", room.id), Audience.PARTICIPANT,
+                        cmd.participant),
+                Publish(room.id, room.state(now_ms))]
+
+    def _pause(self, conn: Conn, ident: Identity, cmd: c.Pause, now_ms: int) -> list[Effect]:
+        room = self._room_of(conn, cmd.room)
+        room.paused = True
+        return [self._staff_action(room, ident, "pause", now_ms, reason=cmd.reason),
+                Publish(room.id, room.state(now_ms)),
+                Publish(room.id, self._notice("paused", room.id))]
+
+    def _resume(self, conn: Conn, ident: Identity, cmd: c.Resume, now_ms: int) -> list[Effect]:
+        room = self._room_of(conn, cmd.room)
+        room.paused = False
+        return [self._staff_action(room, ident, "resume", now_ms),
+                Publish(room.id, room.state(now_ms))]
+
+    def _slow_mode(self, conn: Conn, ident: Identity, cmd: c.SlowMode, now_ms: int
+                   ) -> list[Effect]:
+        room = self._room_of(conn, cmd.room)
+        room.slow_mode_s = cmd.seconds
+        return [self._staff_action(room, ident, "slow_mode", now_ms, seconds=cmd.seconds),
+                Publish(room.id, room.state(now_ms))]
+
+    def _remove(self, conn: Conn, ident: Identity, cmd: c.Remove, now_ms: int) -> list[Effect]:
+        room = self._room_of(conn, cmd.room)
+        member = self._participant(room, cmd.participant)
+        room.removed.add(cmd.participant)
+        effects: list[Effect] = [
+            self._staff_action(room, ident, "remove", now_ms, cmd.participant,
+                               reason=cmd.reason),
+            Publish(room.id, self._notice("removed", room.id), Audience.PARTICIPANT,
+                    cmd.participant)]
+        for cid in sorted(member.conns):
+            their = self.conns.get(cid)
+            if their is not None:
+                their.rooms.discard(room.id)
+                if not their.rooms:
+                    effects.append(Close(cid, CloseCode.REMOVED, "removed from the room"))
+        del room.members[cmd.participant]
+        effects.append(Publish(room.id, room.state(now_ms)))
+        return effects
+
+    def _redact(self, conn: Conn, ident: Identity, cmd: c.Redact, now_ms: int) -> list[Effect]:
+        room = self._room_of(conn, cmd.room)
+        msg = next((m for m in room.recent if m.seq == cmd.seq), None)
+        if msg is not None:
+            room.recent.remove(msg)
+        return [Persist((RedactRecord(room.id, cmd.seq),
+                         AuditEntry(now_ms, room.id, ident.id, "redact",
+                                    msg.sender.id if msg else None,
+                                    {"seq": cmd.seq, "reason": cmd.reason},
+                                    self.rules.version))),
+                Publish(room.id, Redacted(room.id, cmd.seq))]
+
+    def _approve(self, conn: Conn, ident: Identity, cmd: c.Approve, now_ms: int
+                 ) -> list[Effect]:
+        room = self._room_of(conn, cmd.room)
+        held = room.held.get(cmd.held)
+        if held is None or not held.approvable:
+            # SG-08: method detail can never be approved; it looks like any unknown id.
+            raise ChatError(ErrorCode.NOT_FOUND, "No such held message.")
+        del room.held[held.id]
+        audit = AuditEntry(now_ms, room.id, ident.id, "approve", held.sender.id,
+                           {"held": held.id, "rules": [r for r, _ in held.rules]},
+                           self.rules.version)
+        return [Persist((HeldDecided(held.id),)),
+                Deliver(room.id, held.sender, held.msg_id, held.text, now_ms, audit)]
+
+    def _reject_held(self, conn: Conn, ident: Identity, cmd: c.Reject, now_ms: int
+                     ) -> list[Effect]:
+        room = self._room_of(conn, cmd.room)
+        held = room.held.pop(cmd.held, None)
+        if held is None:
+            raise ChatError(ErrorCode.NOT_FOUND, "No such held message.")
+        return [Persist((HeldDecided(held.id),
+                         AuditEntry(now_ms, room.id, ident.id, "reject", held.sender.id,
+                                    {"held": held.id, "reason": cmd.reason},
+                                    self.rules.version))),
+                Publish(room.id, self._notice("held_rejected", room.id), Audience.PARTICIPANT,
+                        held.sender.id)]
+
+    # ------------------------------------------------------------------- cases
+    def _case_queue(self) -> list[CaseRecord]:
+        rank = {"emergency": 0, "urgent": 1, "routine": 2}
+        return sorted((k for k in self.cases.values() if k.status != "closed"),
+                      key=lambda k: (rank.get(k.urgency, 3), k.ts))
+
+    def _case_view(self, k: CaseRecord) -> CaseView:
+        return CaseView(k.id, k.room, k.participant, k.urgency, k.status, k.note, k.ts,
+                        k.counsellor, k.private_room, k.context)
+
+    def _escalate(self, conn: Conn, ident: Identity, cmd: c.Escalate, now_ms: int
+                  ) -> list[Effect]:
+        room = self._room_of(conn, cmd.room)
+        member = self._participant(room, cmd.participant)
+        context = tuple(list(room.recent)[-self.config.rooms.case_context:])
+        case = CaseRecord(CaseId(self.ids.new("case")), room.id, cmd.participant,
+                          member.person.name, cmd.urgency.value, "open", cmd.note, now_ms,
+                          ident.id, context=context)
+        self.cases[case.id] = case
+        effects: list[Effect] = [
+            Persist((case, AuditEntry(now_ms, room.id, ident.id, "escalate", cmd.participant,
+                                      {"case": case.id, "urgency": case.urgency,
+                                       "note": cmd.note}, self.rules.version))),
+            Publish(ALL_ROOMS, self._case_view(case), Audience.COUNSELLORS),
+            Publish(room.id, self._notice("escalated", room.id, case=case.id),
+                    Audience.PARTICIPANT, cmd.participant)]
+        if cmd.urgency == c.Urgency.EMERGENCY:
+            effects.append(Emit(conn.id, Notice("emergency_procedure",
+                                                self.config.emergency_procedure, room.id,
+                                                case=case.id)))
+        return effects
+
+    def _claim(self, conn: Conn, ident: Identity, cmd: c.Claim, now_ms: int) -> list[Effect]:
+        case = self.cases.get(cmd.case)
+        if case is None or case.status != "open":
+            raise ChatError(ErrorCode.NOT_FOUND, "That case isn't open.")
+        private = RoomId(f"{case.id}-room")
+        case = CaseRecord(**{**_fields(case), "status": "claimed", "counsellor": ident.id,
+                             "private_room": private})
+        self.cases[case.id] = case
+        room = Room(private, "One-to-one with a counsellor", (), kind="case", case=case.id,
+                    require_facilitator=False, allowed={case.participant, ident.id})
+        self.rooms[private] = room
+        effects: list[Effect] = [
+            Persist((room.record(), case,
+                     AuditEntry(now_ms, case.room, ident.id, "claim", case.participant,
+                                {"case": case.id, "private_room": private},
+                                self.rules.version)))]
+        effects += self._enter(conn, ident, room, now_ms, announce=False)
+        group = self.rooms.get(case.room)
+        young = group.members.get(case.participant) if group else None
+        for cid in sorted(young.conns if young else ()):
+            their = self.conns.get(cid)
+            if their is not None and their.identity is not None:
+                self._enter(their, their.identity, room, now_ms, announce=False)
+        effects += [
+            Emit(conn.id, room.state(now_ms)),
+            Publish(case.room, self._notice("escalated", private, case=case.id),
+                    Audience.PARTICIPANT,
+                    case.participant),
+            Publish(private, room.state(now_ms)),
+            Publish(ALL_ROOMS, self._case_view(case), Audience.COUNSELLORS)]
+        return effects
+
+    def _close_case(self, conn: Conn, ident: Identity, cmd: c.CloseCase, now_ms: int
+                    ) -> list[Effect]:
+        case = self.cases.get(cmd.case)
+        if case is None or case.counsellor != ident.id or case.status != "claimed":
+            raise ChatError(ErrorCode.NOT_FOUND, "That case isn't yours to close.")
+        case = CaseRecord(**{**_fields(case), "status": "closed", "outcome": cmd.outcome})
+        self.cases[case.id] = case
+        effects: list[Effect] = []
+        room = self.rooms.get(case.private_room) if case.private_room else None
+        ops: list[Any] = [case, AuditEntry(now_ms, case.room, ident.id, "close_case",
+                                           case.participant,
+                                           {"case": case.id, "outcome": cmd.outcome},
+                                           self.rules.version)]
+        if room is not None:
+            room.closed = True
+            ops.insert(0, room.record())
+        effects.append(Persist(tuple(ops)))
+        if room is not None:
+            effects.append(Publish(room.id, room.state(now_ms)))
+            for member in room.members.values():
+                for cid in member.conns:
+                    their = self.conns.get(cid)
+                    if their is not None:
+                        their.rooms.discard(room.id)
+            room.members.clear()
+        effects.append(Publish(ALL_ROOMS, self._case_view(case), Audience.COUNSELLORS))
+        return effects
+
+    # ------------------------------------------------------------------ timers
+    def tick(self, now_ms: int) -> list[Effect]:
+        """Timers, driven by the shell once a second: mute expiry, unanswered messages,
+        break reminders and unclaimed emergencies."""
+        effects: list[Effect] = []
+        wb = self.config.rooms
+        for room in self.rooms.values():
+            expired = [p for p, until in room.mutes.items() if until is not None and
+                       until <= now_ms]
+            for pid in expired:
+                del room.mutes[pid]
+                effects += [Persist((room.record(), AuditEntry(now_ms, room.id, "system",
+                                                               "mute_expired", pid),)),
+                            Publish(room.id, self._notice("unmuted", room.id),
+                                    Audience.PARTICIPANT, pid)]
+            if expired:
+                effects.append(Publish(room.id, room.state(now_ms)))
+            msg = room.unanswered
+            if msg is not None and now_ms - msg.ts >= wb.unanswered_s * 1000:
+                room.unanswered = None
+                if room.has_facilitator():
+                    effects.append(Publish(room.id, Alert(
+                        room.id, "unanswered", msg.sender.id, msg.text[:EXCERPT_CHARS], (),
+                        msg.seq), Audience.STAFF))
+        for person in self._people.values():
+            if person.streak_start is None or person.reminded:
+                continue
+            if now_ms - person.last_send >= STREAK_GAP_MS:
+                person.streak_start = None
+            elif now_ms - person.streak_start >= wb.break_after_min * 60_000:
+                person.reminded = True
+                effects += [Emit(cid, self._notice("break_reminder")) for cid in
+                            sorted(person.conns)]
+        for case in self._case_queue():
+            if case.urgency == "emergency" and case.status == "open" and \
+                    case.id not in self._alerted_emergencies and \
+                    now_ms - case.ts >= wb.emergency_unclaimed_s * 1000:
+                self._alerted_emergencies.add(case.id)
+                alert = Alert(case.room, "risk", case.participant,
+                              f"Emergency case {case.id} has not been claimed yet.")
+                effects += [Publish(ALL_ROOMS, alert, Audience.FACILITATORS),
+                            Publish(ALL_ROOMS, alert, Audience.COUNSELLORS),
+                            OpsAlert("emergency_unclaimed", case.id)]
+        return effects
+
+    def _streak(self, person: _Person, now_ms: int) -> None:
+        if person.streak_start is None or now_ms - person.last_send >= STREAK_GAP_MS:
+            person.streak_start, person.reminded = now_ms, False
+        person.last_send = now_ms
+
+    # ----------------------------------------------------------------- helpers
+    def _new_person(self) -> _Person:
+        lim = self.config.limits
+        return _Person(SlidingWindow(lim.rate_messages, lim.rate_window_s * 1000))
+
+    def _person_view(self, ident: Identity) -> Person:
+        return Person(ident.id, ident.name, ident.role.value)
+
+    def _held_view(self, h: HeldRecord) -> HeldView:
+        return HeldView(h.id, h.sender, h.text, tuple(RuleRef(r, k) for r, k in h.rules), h.ts)
+
+    def _text(self, kind: str) -> str:
+        return self.config.notices.get(kind, "")
+
+    def _notice(self, kind: str, room: RoomId | None = None, *, resources: bool = False,
+                case: CaseId | None = None) -> Notice:
+        return Notice(kind, self._text(kind), room,
+                      self.config.resources if resources else None, case)
+
+
+def _fields(obj: CaseRecord) -> dict[str, Any]:
+    return {name: getattr(obj, name) for name in obj.__dataclass_fields__}
+
+
+def room_states(rooms: Iterable[Room], now_ms: int) -> tuple[RoomState, ...]:
+    return tuple(r.state(now_ms) for r in rooms)

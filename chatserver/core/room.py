@@ -1,0 +1,105 @@
+"""A room's state: members and their connections, mutes, pause, slow mode, held
+messages and a short window of recent messages (reports, case context, unanswered).
+
+History for resume is the broker's (DESIGN.md § Cluster semantics); the store is the
+record. The room keeps only what the core needs to decide.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from chatserver.core.effects import HeldRecord, RoomRecord
+from chatserver.core.events import MemberView, Message, Person, RoomState
+from chatserver.core.ids import CaseId, ConnId, HeldId, ParticipantId, RoomId
+from chatserver.core.roles import Role
+
+__all__ = ["Member", "Room"]
+
+
+@dataclass(slots=True)
+class Member:
+    person: Person
+    conns: set[ConnId] = field(default_factory=set)
+
+    @property
+    def role(self) -> str:
+        return self.person.role
+
+
+@dataclass(slots=True)
+class Room:
+    id: RoomId
+    title: str
+    age_bands: tuple[str, ...]
+    profile: str = "default"
+    kind: str = "group"  # group | case
+    require_facilitator: bool = True
+    case: CaseId | None = None
+    paused: bool = False
+    slow_mode_s: int = 0
+    closed: bool = False
+    members: dict[ParticipantId, Member] = field(default_factory=dict)
+    mutes: dict[ParticipantId, int | None] = field(default_factory=dict)
+    removed: set[ParticipantId] = field(default_factory=set)
+    ignores: dict[ParticipantId, set[ParticipantId]] = field(default_factory=dict)
+    last_send: dict[ParticipantId, int] = field(default_factory=dict)
+    held: dict[HeldId, HeldRecord] = field(default_factory=dict)
+    recent: deque[Message] = field(default_factory=lambda: deque(maxlen=50))
+    unanswered: Message | None = None
+    allowed: set[ParticipantId] = field(default_factory=set)
+    """For case rooms: the two people who may be in it."""
+
+    def is_muted(self, pid: ParticipantId, now_ms: int) -> bool:
+        if pid not in self.mutes:
+            return False
+        until = self.mutes[pid]
+        return until is None or now_ms < until
+
+    def has_facilitator(self) -> bool:
+        return any(m.conns and m.role == Role.FACILITATOR for m in self.members.values())
+
+    def paused_for_participants(self) -> bool:
+        """Paused by a facilitator, or (safety default) no facilitator is present."""
+        if self.paused:
+            return True
+        return self.kind == "group" and self.require_facilitator and not self.has_facilitator()
+
+    def conns(self) -> set[ConnId]:
+        out: set[ConnId] = set()
+        for m in self.members.values():
+            out |= m.conns
+        return out
+
+    def staff_conns(self) -> set[ConnId]:
+        out: set[ConnId] = set()
+        for m in self.members.values():
+            if m.role != Role.PARTICIPANT:
+                out |= m.conns
+        return out
+
+    def state(self, now_ms: int) -> RoomState:
+        members = tuple(
+            MemberView(m.person.id, m.person.name, m.person.role,
+                       self.is_muted(m.person.id, now_ms))
+            for m in self.members.values() if m.conns)
+        return RoomState(self.id, self.title, self.paused_for_participants(), self.slow_mode_s,
+                         members, closed=self.closed)
+
+    def record(self) -> RoomRecord:
+        return RoomRecord(
+            id=self.id, title=self.title, age_bands=self.age_bands, profile=self.profile,
+            kind=self.kind, paused=self.paused, slow_mode_s=self.slow_mode_s,
+            mutes={str(k): v for k, v in self.mutes.items()},
+            removed=tuple(sorted(self.removed)), require_facilitator=self.require_facilitator,
+            closed=self.closed)
+
+    @classmethod
+    def from_record(cls, rec: RoomRecord) -> Room:
+        return cls(
+            id=rec.id, title=rec.title, age_bands=rec.age_bands, profile=rec.profile,
+            kind=rec.kind, require_facilitator=rec.require_facilitator, paused=rec.paused,
+            slow_mode_s=rec.slow_mode_s, closed=rec.closed,
+            mutes={ParticipantId(k): v for k, v in rec.mutes.items()},
+            removed={ParticipantId(p) for p in rec.removed})

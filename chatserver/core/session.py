@@ -1,0 +1,40 @@
+"""A connection's life: await hello → ready → closed (fail closed in between)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from chatserver.core.ids import ConnId, ParticipantId, RoomId
+from chatserver.core.ratelimit import TokenBucket
+from chatserver.core.roles import Role
+
+__all__ = ["Conn", "Identity", "State"]
+
+
+class State(Enum):
+    AWAIT_HELLO = "await_hello"
+    READY = "ready"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a verified token says the client is. Built only by ``transport/auth.py``."""
+
+    id: ParticipantId
+    name: str
+    role: Role
+    room: RoomId | None = None
+    """A participant's token is scoped to the room it joined."""
+    age_band: str | None = None
+
+
+@dataclass(slots=True)
+class Conn:
+    id: ConnId
+    frames: TokenBucket
+    state: State = State.AWAIT_HELLO
+    identity: Identity | None = None
+    rooms: set[RoomId] = field(default_factory=set)
+    frame_strikes: int = 0

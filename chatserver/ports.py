@@ -1,0 +1,104 @@
+"""The two ports every backend implements (STYLE.md example 7), with their guarantees."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from chatserver.core.effects import AuditEntry, Audience, CaseRecord, HeldRecord, RoomRecord, StoreOp
+from chatserver.core.events import Event, Message, Person
+from chatserver.core.ids import MessageId, ParticipantId, RoomId
+
+__all__ = ["AuditRow", "Broker", "Envelope", "Store", "StoreError", "UserRow"]
+
+
+class StoreError(Exception):
+    """The store could not make a write durable; nothing of that write happened."""
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What travels between nodes: an already-moderated event and who gets it.
+
+    A node never re-moderates an envelope (DESIGN.md § Cluster semantics).
+    """
+
+    room: RoomId
+    event: Event
+    audience: Audience
+    target: ParticipantId | None = None
+    node: str = ""
+
+
+class Broker(Protocol):
+    """Fan-out between nodes, and each room's recent history for resume.
+
+    Guarantees: ``publish`` delivers the envelope to every subscribed handler on every
+    node, at most once each, in publish order per room; ``append`` keeps the last
+    ``history`` messages per room with strictly increasing ``seq``; a failure raises
+    instead of dropping silently.
+    """
+
+    async def start(self, on_envelope: Callable[[Envelope], Awaitable[None] | None]) -> None: ...
+    async def close(self) -> None: ...
+    async def publish(self, envelope: Envelope) -> None: ...
+    async def append(self, message: Message) -> None:
+        """Add a delivered message to the room's history (before it is published)."""
+    async def history(self, room: RoomId, after: int | None, limit: int
+                      ) -> tuple[list[Message], bool]:
+        """Messages after ``after`` (or the last ``limit``); True when history has a hole
+        before them, so the client must be told ``gap``."""
+    async def redact(self, room: RoomId, seq: int) -> None: ...
+    async def seed(self, room: RoomId, messages: Sequence[Message]) -> None:
+        """Rebuild a room's history from the store (the record) after a restart."""
+    async def ping(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    id: str
+    username: str
+    role: str
+    password_hash: str
+    disabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    id: int
+    ts: int
+    room: str | None
+    actor: str
+    action: str
+    target: str | None
+    detail: dict[str, object]
+
+
+class Store(Protocol):
+    """The system of record (DESIGN.md invariant 7).
+
+    Guarantees: every method that writes is one transaction, durable when it
+    returns; on failure it raises ``StoreError`` and nothing of the write remains.
+    ``append_message`` assigns the room's next ``seq`` in the same transaction as the
+    message and its audit entry, so a seq is never reused, across restarts too.
+    """
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> bool: ...
+    async def append_message(self, room: RoomId, sender: Person, msg_id: MessageId,
+                             text: str, ts: int, audit: AuditEntry) -> tuple[int, bool]:
+        """Store a message and its audit entry; return (seq, True), or the original
+        (seq, False) when this sender already sent this id (idempotent resend)."""
+    async def apply(self, ops: Sequence[StoreOp]) -> None: ...
+    async def recent_messages(self, room: RoomId, limit: int) -> list[Message]: ...
+    async def rooms(self) -> list[RoomRecord]: ...
+    async def held(self) -> list[HeldRecord]: ...
+    async def cases(self) -> list[CaseRecord]: ...
+    async def audit(self, room: str | None, since: int, limit: int) -> list[AuditRow]: ...
+    async def add_user(self, user: UserRow) -> None: ...
+    async def user(self, username: str) -> UserRow | None: ...
+    async def user_by_id(self, user_id: str) -> UserRow | None: ...
+    async def users(self) -> list[UserRow]: ...
+    async def set_disabled(self, username: str, disabled: bool) -> bool: ...

@@ -1,0 +1,52 @@
+"""Records ↔ JSON for the stores (orjson encodes dataclasses natively)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from chatserver.core.effects import CaseRecord, HeldRecord, RoomRecord
+from chatserver.core.events import Message, Person
+from chatserver.core.ids import CaseId, HeldId, MessageId, ParticipantId, RoomId
+
+__all__ = ["case_from", "dumps", "held_from", "message_from", "room_from"]
+
+
+def dumps(record: object) -> str:
+    return orjson.dumps(record).decode()
+
+
+def _person(d: dict[str, Any]) -> Person:
+    return Person(ParticipantId(d["id"]), d["name"], d["role"])
+
+
+def message_from(d: dict[str, Any]) -> Message:
+    return Message(RoomId(d["room"]), d["seq"], MessageId(d["id"]), _person(d["sender"]),
+                   d["text"], d["ts"])
+
+
+def room_from(raw: str) -> RoomRecord:
+    d = orjson.loads(raw)
+    return RoomRecord(
+        id=RoomId(d["id"]), title=d["title"], age_bands=tuple(d["age_bands"]),
+        profile=d["profile"], kind=d["kind"], paused=d["paused"], slow_mode_s=d["slow_mode_s"],
+        mutes=d["mutes"], removed=tuple(d["removed"]),
+        require_facilitator=d["require_facilitator"], closed=d.get("closed", False))
+
+
+def held_from(raw: str) -> HeldRecord:
+    d = orjson.loads(raw)
+    return HeldRecord(HeldId(d["id"]), RoomId(d["room"]), _person(d["sender"]),
+                      MessageId(d["msg_id"]), d["text"],
+                      tuple((r[0], r[1]) for r in d["rules"]), d["ts"], d["approvable"])
+
+
+def case_from(raw: str) -> CaseRecord:
+    d = orjson.loads(raw)
+    return CaseRecord(
+        id=CaseId(d["id"]), room=RoomId(d["room"]), participant=ParticipantId(d["participant"]),
+        participant_name=d["participant_name"], urgency=d["urgency"], status=d["status"],
+        note=d["note"], ts=d["ts"], opened_by=d["opened_by"], counsellor=d["counsellor"],
+        private_room=d["private_room"], outcome=d["outcome"],
+        context=tuple(message_from(m) for m in d["context"]))

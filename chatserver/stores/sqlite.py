@@ -1,0 +1,264 @@
+"""The embedded store: SQLite in WAL mode through aiosqlite, with group commit.
+
+One writer task takes queued writes and commits them together, so a burst of sends
+costs one commit, not one each, while every caller still learns only after its own
+write is durable (DESIGN.md invariant 7). ``synchronous=NORMAL`` in WAL mode survives
+a process crash (SIGKILL); surviving power loss needs ``FULL`` (config, slower).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import aiosqlite
+import orjson
+
+from chatserver.core.effects import (
+    AuditEntry, CaseRecord, HeldDecided, HeldRecord, RedactRecord, RoomRecord, StoreOp,
+)
+from chatserver.core.events import Message, Person
+from chatserver.core.ids import MessageId, ParticipantId, RoomId
+from chatserver.ports import AuditRow, StoreError, UserRow
+from chatserver.stores.records import case_from, dumps, held_from, room_from
+
+__all__ = ["SqliteStore"]
+
+SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS rooms (id TEXT PRIMARY KEY, record TEXT NOT NULL,
+    hwm INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS messages (room TEXT NOT NULL, seq INTEGER NOT NULL,
+    msg_id TEXT NOT NULL, sender_id TEXT NOT NULL, sender_name TEXT NOT NULL,
+    sender_role TEXT NOT NULL, text TEXT NOT NULL, ts INTEGER NOT NULL,
+    redacted INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (room, seq));
+CREATE UNIQUE INDEX IF NOT EXISTS messages_idem ON messages (room, sender_id, msg_id);
+CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, ts INTEGER NOT NULL,
+    room TEXT, actor TEXT NOT NULL, action TEXT NOT NULL, target TEXT, detail TEXT NOT NULL,
+    version TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS audit_room ON audit (room, id);
+CREATE TABLE IF NOT EXISTS held (id TEXT PRIMARY KEY, room TEXT NOT NULL, record TEXT NOT NULL,
+    decided INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS cases (id TEXT PRIMARY KEY, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS users (id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL, password_hash TEXT NOT NULL, disabled INTEGER NOT NULL DEFAULT 0);
+"""
+
+Write = Callable[[aiosqlite.Connection], Awaitable[Any]]
+
+
+class SqliteStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._db: aiosqlite.Connection | None = None
+        self._queue: asyncio.Queue[tuple[Write, asyncio.Future[Any]]] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self._hwm: dict[str, int] = {}
+
+    @classmethod
+    def from_url(cls, url: str) -> SqliteStore:
+        return cls(url.removeprefix("sqlite:///").removeprefix("sqlite://"))
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreError("store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute("PRAGMA synchronous=NORMAL")
+        await self._db.execute("PRAGMA busy_timeout=5000")
+        await self._db.executescript(SCHEMA)
+        async with self._db.execute("SELECT id, hwm FROM rooms") as cur:
+            self._hwm = {row[0]: row[1] async for row in cur}
+        self._writer = asyncio.create_task(self._write_loop(), name="sqlite-writer")
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            await self._queue.join()
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def ping(self) -> bool:
+        try:
+            await self.db.execute("SELECT 1")
+        except (sqlite3.Error, StoreError, ValueError):
+            return False
+        return self._writer is not None and not self._writer.done()
+
+    # ------------------------------------------------------------ group commit
+    async def _write(self, fn: Write) -> Any:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        await self._queue.put((fn, fut))
+        return await fut
+
+    async def _write_loop(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while not self._queue.empty() and len(batch) < 256:
+                batch.append(self._queue.get_nowait())
+            hwm_before = dict(self._hwm)
+            results: list[Any] = []
+            try:
+                await self.db.execute("BEGIN IMMEDIATE")
+                for fn, _ in batch:
+                    results.append(await fn(self.db))
+                await self.db.execute("COMMIT")
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - one failed batch fails its callers only
+                # SQLITE_FULL and friends roll back the whole transaction: nothing partial.
+                self._hwm = hwm_before
+                with contextlib.suppress(Exception):
+                    await self.db.execute("ROLLBACK")
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(StoreError(str(e)))
+            else:
+                for (_, fut), result in zip(batch, results, strict=True):
+                    if not fut.done():
+                        fut.set_result(result)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    # ------------------------------------------------------------------ writes
+    async def append_message(self, room: RoomId, sender: Person, msg_id: MessageId, text: str,
+                             ts: int, audit: AuditEntry) -> tuple[int, bool]:
+        async def write(db: aiosqlite.Connection) -> tuple[int, bool]:
+            async with db.execute(
+                    "SELECT seq FROM messages WHERE room=? AND sender_id=? AND msg_id=?",
+                    (room, sender.id, msg_id)) as cur:
+                row = await cur.fetchone()
+            if row is not None:
+                return int(row[0]), False
+            seq = self._hwm.get(room, 0) + 1
+            await db.execute(
+                "INSERT INTO messages (room, seq, msg_id, sender_id, sender_name, sender_role,"
+                " text, ts) VALUES (?,?,?,?,?,?,?,?)",
+                (room, seq, msg_id, sender.id, sender.name, sender.role, text, ts))
+            await db.execute("UPDATE rooms SET hwm=? WHERE id=?", (seq, room))
+            await self._audit(db, audit, {"seq": seq})
+            self._hwm[room] = seq
+            return seq, True
+
+        result: tuple[int, bool] = await self._write(write)
+        return result
+
+    async def apply(self, ops: Sequence[StoreOp]) -> None:
+        async def write(db: aiosqlite.Connection) -> None:
+            for op in ops:
+                await self._apply_one(db, op)
+
+        await self._write(write)
+
+    async def _apply_one(self, db: aiosqlite.Connection, op: StoreOp) -> None:
+        if isinstance(op, AuditEntry):
+            await self._audit(db, op)
+        elif isinstance(op, RoomRecord):
+            await db.execute(
+                "INSERT INTO rooms (id, record) VALUES (?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET record=excluded.record", (op.id, dumps(op)))
+        elif isinstance(op, HeldRecord):
+            await db.execute("INSERT OR REPLACE INTO held (id, room, record) VALUES (?,?,?)",
+                             (op.id, op.room, dumps(op)))
+        elif isinstance(op, HeldDecided):
+            await db.execute("UPDATE held SET decided=1 WHERE id=?", (op.id,))
+        elif isinstance(op, CaseRecord):
+            await db.execute("INSERT OR REPLACE INTO cases (id, record) VALUES (?,?)",
+                             (op.id, dumps(op)))
+        elif isinstance(op, RedactRecord):
+            await db.execute("UPDATE messages SET redacted=1 WHERE room=? AND seq=?",
+                             (op.room, op.seq))
+        else:  # pragma: no cover - the union is exhaustive
+            raise TypeError(op)
+
+    async def _audit(self, db: aiosqlite.Connection, e: AuditEntry,
+                     extra: dict[str, object] | None = None) -> None:
+        detail = {**e.detail, **(extra or {})}
+        await db.execute(
+            "INSERT INTO audit (ts, room, actor, action, target, detail, version) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (e.ts, e.room, e.actor, e.action, e.target, orjson.dumps(detail).decode(),
+             e.version))
+
+    # ------------------------------------------------------------------- reads
+    async def recent_messages(self, room: RoomId, limit: int) -> list[Message]:
+        async with self.db.execute(
+                "SELECT seq, msg_id, sender_id, sender_name, sender_role, text, ts FROM "
+                "messages WHERE room=? AND redacted=0 ORDER BY seq DESC LIMIT ?",
+                (room, limit)) as cur:
+            rows = await cur.fetchall()
+        return [Message(room, r[0], MessageId(r[1]), Person(ParticipantId(r[2]), r[3], r[4]),
+                        r[5], r[6]) for r in reversed(list(rows))]
+
+    async def rooms(self) -> list[RoomRecord]:
+        async with self.db.execute("SELECT record FROM rooms") as cur:
+            return [room_from(r[0]) async for r in cur]
+
+    async def held(self) -> list[HeldRecord]:
+        async with self.db.execute("SELECT record FROM held WHERE decided=0") as cur:
+            return [held_from(r[0]) async for r in cur]
+
+    async def cases(self) -> list[CaseRecord]:
+        async with self.db.execute("SELECT record FROM cases") as cur:
+            return [case_from(r[0]) async for r in cur]
+
+    async def audit(self, room: str | None, since: int, limit: int) -> list[AuditRow]:
+        sql = ("SELECT id, ts, room, actor, action, target, detail FROM audit WHERE ts >= ?"
+               + (" AND room = ?" if room else "") + " ORDER BY id LIMIT ?")
+        args: tuple[object, ...] = (since, room, limit) if room else (since, limit)
+        async with self.db.execute(sql, args) as cur:
+            return [AuditRow(r[0], r[1], r[2], r[3], r[4], r[5], orjson.loads(r[6]))
+                    async for r in cur]
+
+    # ------------------------------------------------------------------- users
+    async def add_user(self, user: UserRow) -> None:
+        async def write(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "INSERT INTO users (id, username, role, password_hash, disabled) "
+                "VALUES (?,?,?,?,?) ON CONFLICT (username) DO UPDATE SET role=excluded.role,"
+                " password_hash=excluded.password_hash, disabled=excluded.disabled",
+                (user.id, user.username, user.role, user.password_hash, int(user.disabled)))
+
+        await self._write(write)
+
+    def _user(self, r: Any) -> UserRow:
+        return UserRow(r[0], r[1], r[2], r[3], bool(r[4]))
+
+    async def user(self, username: str) -> UserRow | None:
+        async with self.db.execute("SELECT id, username, role, password_hash, disabled FROM "
+                                   "users WHERE username=?", (username,)) as cur:
+            row = await cur.fetchone()
+        return self._user(row) if row else None
+
+    async def user_by_id(self, user_id: str) -> UserRow | None:
+        async with self.db.execute("SELECT id, username, role, password_hash, disabled FROM "
+                                   "users WHERE id=?", (user_id,)) as cur:
+            row = await cur.fetchone()
+        return self._user(row) if row else None
+
+    async def users(self) -> list[UserRow]:
+        async with self.db.execute("SELECT id, username, role, password_hash, disabled FROM "
+                                   "users ORDER BY username") as cur:
+            return [self._user(r) async for r in cur]
+
+    async def set_disabled(self, username: str, disabled: bool) -> bool:
+        async def write(db: aiosqlite.Connection) -> bool:
+            cur = await db.execute("UPDATE users SET disabled=? WHERE username=?",
+                                   (int(disabled), username))
+            return bool(cur.rowcount)
+
+        result: bool = await self._write(write)
+        return result

@@ -1,0 +1,408 @@
+"""HTTP routes of PROTOCOL.md § HTTP, the static client, and security headers."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import unicodedata
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Final
+
+from aiohttp import web
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from chatserver.config import read_rule_files
+from chatserver.core.effects import AuditEntry, RoomRecord
+from chatserver.core.errors import ChatError, ErrorCode
+from chatserver.core.ids import ParticipantId, RoomId
+from chatserver.core.roles import Role
+from chatserver.core.session import Identity
+from chatserver.core.wire import decode_object
+from chatserver.moderation.engine import load_rules
+from chatserver.moderation.normalize import normalize
+from chatserver.moderation.rules import Action, RuleLoadError
+from chatserver.observability import log
+from chatserver.transport.app import APP_KEY, Server, now_ms
+from chatserver.transport.auth import Passwords, TokenError
+from chatserver.transport.ws import ws_handler
+
+__all__ = ["build_app", "reload_rules"]
+
+CLIENT_DIR: Final = Path(__file__).resolve().parents[2] / "client_web"
+NAME_CHARS: Final = re.compile(r"^[A-Za-z0-9 _.\-]{1,24}$")
+"""PROTOCOL.md: 1–24 characters after trimming, letters, digits, spaces, _ - ."""
+RESERVED_NAMES: Final = frozenset({
+    "admin", "administrator", "facilitator", "counsellor", "counselor", "childline",
+    "samaritans", "moderator", "mod", "staff", "shout", "system", "support", "kooth",
+    "nspcc", "police", "helpline", "official",
+})
+"""SG-21: nobody may impersonate staff or a helpline, nor a look-alike spelling."""
+CSP: Final = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+              "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(code: ErrorCode, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code.value, "message": message}},
+                             status=code.http_status)
+
+
+@web.middleware
+async def errors_and_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except ChatError as e:
+        response = _error(e.code, e.message)
+    except web.HTTPException as e:
+        if e.status >= 400 and request.path.startswith("/api/"):
+            code = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.BAD_REQUEST,
+                    413: ErrorCode.TOO_LARGE}.get(e.status, ErrorCode.BAD_REQUEST)
+            response = _error(code, e.reason)
+        else:
+            raise
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # noqa: BLE001 - SEC-28: generic answer, traceback to the log only
+        log.exception("http_failed", path=request.path)
+        response = _error(ErrorCode.INTERNAL, "Something went wrong on our side.")
+    if not response.prepared:
+        h = response.headers
+        h.setdefault("Content-Security-Policy", CSP)
+        h.setdefault("X-Content-Type-Options", "nosniff")
+        h.setdefault("Referrer-Policy", "no-referrer")
+        h.setdefault("X-Frame-Options", "DENY")
+        h.setdefault("Cache-Control", "no-store")
+        if request.app[APP_KEY].config.server.hsts:
+            h.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+    return response
+
+
+async def _body(request: web.Request) -> dict[str, object]:
+    raw = await request.read()
+    if len(raw) > 64 * 1024:
+        raise ChatError(ErrorCode.TOO_LARGE, "Request body is too large.")
+    return decode_object(raw or b"{}")
+
+
+def _str_field(body: dict[str, object], key: str, required: bool = True) -> str:
+    value = body.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str):
+        raise ChatError(ErrorCode.BAD_REQUEST, f"Field {key!r} must be a string.")
+    return value
+
+
+async def staff(request: web.Request, *roles: Role) -> Identity:
+    """The caller's staff identity, or 401/403. A participant token is always 403."""
+    server = request.app[APP_KEY]
+    auth = request.headers.get("Authorization", "")
+    if not auth.startswith("Bearer "):
+        raise ChatError(ErrorCode.UNAUTHORIZED, "Sign in first.")
+    try:
+        ident = server.tokens.verify(auth.removeprefix("Bearer ").strip())
+    except TokenError as e:
+        log.info("token_refused", reason=e.reason, path=request.path)
+        raise ChatError(ErrorCode.UNAUTHORIZED, "Your session has expired.") from None
+    if ident.role == Role.PARTICIPANT or ident.role not in roles:
+        log.info("authz_denied", path=request.path, role=ident.role.value)
+        raise ChatError(ErrorCode.FORBIDDEN, "Your role can't do that.")
+    user = await server.store.user_by_id(ident.id)
+    if user is None or user.disabled:
+        raise ChatError(ErrorCode.UNAUTHORIZED, "Your account is not active.")
+    return ident
+
+
+def _looks_reserved(name: str) -> bool:
+    folded = "".join(normalize(name).words.split())
+    return any(word in folded for word in RESERVED_NAMES if len(word) > 3) or \
+        folded in RESERVED_NAMES
+
+
+async def join(request: web.Request) -> web.Response:
+    server = request.app[APP_KEY]
+    body = await _body(request)
+    room_id = _str_field(body, "room")
+    name = unicodedata.normalize("NFC", _str_field(body, "name")).strip()
+    band = _str_field(body, "age_band")
+    # SG-01: only name and age band are kept (inside the token); extra fields are ignored.
+    if not NAME_CHARS.match(name):
+        raise ChatError(ErrorCode.BAD_REQUEST, "Names can be 1 to 24 letters, numbers, "
+                                               "spaces, dots, dashes or underscores.")
+    if _looks_reserved(name):
+        raise ChatError(ErrorCode.BAD_REQUEST, "That name is kept for staff. Please pick "
+                                               "another.")
+    if server.core.rules.check(name, "participant").action >= Action.MASK:
+        raise ChatError(ErrorCode.BAD_REQUEST, "Please pick a different name.")
+    room = server.core.rooms.get(RoomId(room_id))
+    if room is None or room.kind != "group" or room.closed:
+        raise ChatError(ErrorCode.NOT_FOUND, "No such room.")
+    if band not in server.config.rooms.age_bands:
+        raise ChatError(ErrorCode.BAD_REQUEST, "Unknown age band.")
+    if band not in room.age_bands:
+        raise ChatError(ErrorCode.FORBIDDEN, "This room is for a different age group.")
+    if any(m.person.name.casefold() == name.casefold() for m in room.members.values()
+           if m.conns):
+        raise ChatError(ErrorCode.CONFLICT, "Someone is already using that name here.")
+    pid = ParticipantId(server.core.ids.new("p"))
+    ident = Identity(pid, name, Role.PARTICIPANT, room.id, band)
+    token = server.tokens.issue(ident, int(time.time()))
+    return web.json_response({"token": token, "participant": {"id": pid, "name": name},
+                              "room": {"id": room.id, "title": room.title}})
+
+
+class LoginThrottle:
+    """SEC-27: after N failures a username is locked for a while (429), audited."""
+
+    def __init__(self, max_failures: int, lockout_s: int) -> None:
+        self.max, self.lockout_ms = max_failures, lockout_s * 1000
+        self.failures: dict[str, list[int]] = {}
+
+    def locked(self, username: str, now: int) -> bool:
+        recent = [t for t in self.failures.get(username, []) if now - t < self.lockout_ms]
+        self.failures[username] = recent
+        return len(recent) >= self.max
+
+    def fail(self, username: str, now: int) -> None:
+        self.failures.setdefault(username, []).append(now)
+
+    def clear(self, username: str) -> None:
+        self.failures.pop(username, None)
+
+
+THROTTLE_KEY: Final = web.AppKey("throttle", LoginThrottle)
+
+
+async def login(request: web.Request) -> web.Response:
+    server = request.app[APP_KEY]
+    throttle = request.app[THROTTLE_KEY]
+    body = await _body(request)
+    username = _str_field(body, "username")[:64]
+    password = _str_field(body, "password")[:1024]
+    now = now_ms()
+    if throttle.locked(username, now):
+        await server.store.apply([AuditEntry(now, None, username[:64], "login_locked")])
+        raise ChatError(ErrorCode.RATE_LIMITED, "Too many attempts. Try again later.")
+    user = await server.store.user(username)
+    ok = await asyncio.to_thread(Passwords.verify, user.password_hash if user else None,
+                                 password)
+    if not ok or user is None or user.disabled:
+        throttle.fail(username, now)
+        await server.store.apply([AuditEntry(now, None, username[:64], "login_failed")])
+        raise ChatError(ErrorCode.UNAUTHORIZED, "Wrong username or password.")
+    throttle.clear(username)
+    ident = Identity(ParticipantId(user.id), user.username, Role(user.role))
+    await server.store.apply([AuditEntry(now, None, user.id, "login")])
+    return web.json_response({"token": server.tokens.issue(ident, int(time.time())),
+                              "user": {"id": user.id, "name": user.username,
+                                       "role": user.role}})
+
+
+async def list_rooms(request: web.Request) -> web.Response:
+    server = request.app[APP_KEY]
+    await staff(request, Role.FACILITATOR, Role.COUNSELLOR, Role.OPS)
+    now = now_ms()
+    rooms = []
+    for room in server.core.rooms.values():
+        if room.kind != "group" or room.closed:
+            continue
+        present = [m for m in room.members.values() if m.conns]
+        rooms.append({
+            "id": room.id, "title": room.title, "age_bands": list(room.age_bands),
+            "paused": room.state(now).paused, "slow_mode_s": room.slow_mode_s,
+            "participants": sum(1 for m in present if m.role == Role.PARTICIPANT),
+            "facilitators": sum(1 for m in present if m.role == Role.FACILITATOR),
+        })
+    return web.json_response({"rooms": rooms})
+
+
+async def create_room(request: web.Request) -> web.Response:
+    server = request.app[APP_KEY]
+    ident = await staff(request, Role.FACILITATOR, Role.OPS)
+    body = await _body(request)
+    title = _str_field(body, "title").strip()
+    bands = body.get("age_bands")
+    if not title or len(title) > 80:
+        raise ChatError(ErrorCode.BAD_REQUEST, "A room needs a title of up to 80 characters.")
+    if not isinstance(bands, list) or not bands or \
+            any(b not in server.config.rooms.age_bands for b in bands):
+        raise ChatError(ErrorCode.BAD_REQUEST, "age_bands must be a list of configured bands.")
+    rid = _str_field(body, "id", required=False) or server.core.ids.new("room")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,47}", rid):
+        raise ChatError(ErrorCode.BAD_REQUEST, "Room ids are lower-case letters, digits, - "
+                                               "and _.")
+    if rid in server.core.rooms:
+        raise ChatError(ErrorCode.CONFLICT, "That room already exists.")
+    profile = "adult" if bands == ["18-25"] else "default"
+    record = RoomRecord(RoomId(rid), title, tuple(bands), profile, "group", False, 0, {}, (),
+                        server.config.rooms.require_facilitator)
+    await server.store.apply([record, AuditEntry(now_ms(), RoomId(rid), ident.id,
+                                                 "room_created", None, {"title": title})])
+    server.core.add_room(record)
+    return web.json_response({"id": rid, "title": title, "age_bands": bands, "paused": False,
+                              "slow_mode_s": 0, "participants": 0, "facilitators": 0},
+                             status=201)
+
+
+def _int_query(request: web.Request, key: str, default: int, high: int) -> int:
+    raw = request.query.get(key)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or int(raw) > high:
+        raise ChatError(ErrorCode.BAD_REQUEST, f"Query {key!r} must be a number.")
+    return int(raw)
+
+
+async def audit(request: web.Request) -> web.Response:
+    server = request.app[APP_KEY]
+    ident = await staff(request, Role.FACILITATOR, Role.OPS)
+    room = request.query.get("room") or None
+    since = _int_query(request, "since", 0, 2**53)
+    limit = _int_query(request, "limit", 100, 1000)
+    rows = await server.store.audit(room, since, limit)
+    # SG-18: reading the audit log is itself audited.
+    await server.store.apply([AuditEntry(now_ms(), RoomId(room) if room else None, ident.id,
+                                         "audit_read", None, {"since": since,
+                                                              "limit": limit})])
+    return web.json_response({"entries": [
+        {"id": r.id, "ts": r.ts, "room": r.room, "actor": r.actor, "action": r.action,
+         **({"target": r.target} if r.target else {}), "detail": r.detail} for r in rows]})
+
+
+async def cases(request: web.Request) -> web.Response:
+    server = request.app[APP_KEY]
+    ident = await staff(request, Role.COUNSELLOR, Role.OPS)
+    status = request.query.get("status") or None
+    rank = {"emergency": 0, "urgent": 1, "routine": 2}
+    out = []
+    for k in sorted(server.core.cases.values(), key=lambda k: (rank.get(k.urgency, 3), k.ts)):
+        if status and k.status != status:
+            continue
+        if ident.role == Role.COUNSELLOR and k.status != "open" and k.counsellor != ident.id:
+            continue  # SG-18: a counsellor sees the queue and their own cases only
+        body = {"id": k.id, "ts": k.ts, "room": k.room, "participant": k.participant,
+                "urgency": k.urgency, "status": k.status, "note": k.note}
+        if k.counsellor:
+            body["counsellor"] = k.counsellor
+        out.append(body)
+    return web.json_response({"cases": out})
+
+
+async def rules_try(request: web.Request) -> web.Response:
+    server = request.app[APP_KEY]
+    await staff(request, Role.OPS)
+    body = await _body(request)
+    text = _str_field(body, "text")
+    role = _str_field(body, "role", required=False) or "participant"
+    v = server.core.rules.check(text, role)
+    out: dict[str, object] = {
+        "action": v.action.label, "normalized": v.normalized, "version": v.version,
+        "rules": [{"id": h.rule.id, "category": h.rule.category, "action": h.rule.action.label,
+                   "span": list(h.span)} for h in v.hits],
+        "shadow": [h.rule.id for h in v.shadow], "alerts": list(v.alerts),
+        "signpost": v.signpost,
+    }
+    if v.action == Action.MASK:
+        out["text_out"] = v.text_out
+    return web.json_response(out)
+
+
+async def reload_rules(server: Server) -> tuple[int, str]:
+    """Load ``moderation_rules/`` and swap atomically; raises RuleLoadError and keeps the
+    running set on any problem. Compiling runs in a thread: the loop keeps serving."""
+    async with server._reload_lock:
+        files = read_rule_files(server.config.moderation.rules_dir)
+        ruleset = await asyncio.to_thread(load_rules, files)
+        server.core.set_rules(ruleset)
+        log.info("rules_reloaded", version=ruleset.version, rules=len(ruleset))
+        return len(ruleset), ruleset.version
+
+
+async def rules_reload(request: web.Request) -> web.Response:
+    server = request.app[APP_KEY]
+    ident = await staff(request, Role.OPS)
+    try:
+        count, version = await reload_rules(server)
+    except RuleLoadError as e:
+        await server.store.apply([AuditEntry(now_ms(), None, ident.id, "rules_reload_refused",
+                                             None, {"problems": len(e.problems)},
+                                             server.core.rules.version)])
+        return web.json_response({"error": {
+            "code": "bad_request", "message": f"{len(e.problems)} problem(s); the running "
+                                              "rules were kept.",
+            "problems": [{"file": p.file, "rule": p.rule, "message": p.message}
+                         for p in e.problems]}}, status=400)
+    await server.store.apply([AuditEntry(now_ms(), None, ident.id, "rules_reload", None,
+                                         {"rules": count}, version)])
+    return web.json_response({"rules": count, "version": version})
+
+
+async def resources(request: web.Request) -> web.Response:
+    server = request.app[APP_KEY]
+    return web.json_response({"resources": [r.to_wire() for r in server.config.resources],
+                              "complaints": server.config.notices.get("complaints", "")})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    server = request.app[APP_KEY]
+    broker_ok = await server.broker.ping()
+    store_ok = await server.store.ping()
+    ok = broker_ok and store_ok and not server.stopping
+    return web.json_response({"status": "ok" if ok else "unavailable", "broker": broker_ok,
+                              "store": store_ok}, status=200 if ok else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    server = request.app[APP_KEY]
+    body = generate_latest(server.metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    page = request.match_info.get("page") or "index"
+    path = CLIENT_DIR / f"{page}.html"
+    if not re.fullmatch(r"[a-z]+", page) or not path.exists():
+        raise web.HTTPNotFound()
+    return web.FileResponse(path)
+
+
+def build_app(server: Server) -> web.Application:
+    app = web.Application(middlewares=[errors_and_headers], client_max_size=64 * 1024)
+    app[APP_KEY] = server
+    app[THROTTLE_KEY] = LoginThrottle(server.config.auth.login_max_failures,
+                                      server.config.auth.login_lockout_s)
+    app.router.add_get("/ws", ws_handler)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/resources", resources)
+    app.router.add_post("/api/join", join)
+    app.router.add_post("/api/login", login)
+    app.router.add_get("/api/rooms", list_rooms)
+    app.router.add_post("/api/rooms", create_room)
+    app.router.add_get("/api/audit", audit)
+    app.router.add_get("/api/cases", cases)
+    app.router.add_post("/api/rules/try", rules_try)
+    app.router.add_post("/api/rules/reload", rules_reload)
+    app.router.add_get("/", index)
+    app.router.add_get("/{page:[a-z]+}", index)
+    if CLIENT_DIR.exists():
+        app.router.add_static("/static/", CLIENT_DIR, show_index=False)
+
+    async def on_startup(_: web.Application) -> None:
+        await server.start()
+
+    async def on_shutdown(_: web.Application) -> None:
+        await server.stop()
+
+    app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
+    return app
