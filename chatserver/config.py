@@ -163,6 +163,11 @@ _DEFAULT_NOTICES: Mapping[str, str] = {
 }
 
 
+_DEFAULT_EMERGENCY = (
+    "Emergency: if a young person is in immediate danger, call 999 now, then tell the "
+    "duty counsellor and follow the safeguarding procedure.")
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = ServerConfig()
@@ -174,9 +179,7 @@ class Config:
     rooms: RoomsConfig = RoomsConfig()
     resources: tuple[Resource, ...] = _DEFAULT_RESOURCES
     notices: Mapping[str, str] = field(default_factory=lambda: dict(_DEFAULT_NOTICES))
-    emergency_procedure: str = (
-        "Emergency: if a young person is in immediate danger, call 999 now, then tell the "
-        "duty counsellor and follow the safeguarding procedure.")
+    emergency_procedure: str = _DEFAULT_EMERGENCY
     seed_rooms: tuple[RoomSeed, ...] = ()
 
     @property
@@ -269,7 +272,7 @@ def load_config(path: str | Path | None = None,
         rooms=_section(RoomsConfig, raw.get("rooms", {}), "rooms", env),
         resources=resources,
         notices=notices,
-        emergency_procedure=raw.get("emergency_procedure", Config.emergency_procedure),
+        emergency_procedure=raw.get("emergency_procedure", _DEFAULT_EMERGENCY),
         seed_rooms=seeds,
     )
 

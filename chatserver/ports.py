@@ -6,7 +6,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from chatserver.core.effects import AuditEntry, Audience, CaseRecord, HeldRecord, RoomRecord, StoreOp
+from chatserver.core.effects import (
+    Audience,
+    AuditEntry,
+    CaseRecord,
+    HeldRecord,
+    RoomRecord,
+    StoreOp,
+)
 from chatserver.core.events import Event, Message, Person
 from chatserver.core.ids import MessageId, ParticipantId, RoomId
 

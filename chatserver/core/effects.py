@@ -16,8 +16,21 @@ from chatserver.core.events import Event, Message, Person, RoomState
 from chatserver.core.ids import CaseId, ConnId, HeldId, MessageId, ParticipantId, RoomId
 
 __all__ = [
-    "ALL_ROOMS", "AuditEntry", "Audience", "CaseRecord", "Close", "Deliver", "Effect", "Emit",
-    "HeldRecord", "OpsAlert", "Persist", "Publish", "RedactRecord", "RoomRecord", "StoreOp",
+    "ALL_ROOMS",
+    "Audience",
+    "AuditEntry",
+    "CaseRecord",
+    "Close",
+    "Deliver",
+    "Effect",
+    "Emit",
+    "HeldRecord",
+    "OpsAlert",
+    "Persist",
+    "Publish",
+    "RedactRecord",
+    "RoomRecord",
+    "StoreOp",
     "Welcome",
 ]
 

@@ -13,9 +13,23 @@ from typing import ClassVar
 from chatserver.core.ids import CaseId, HeldId, MessageId, ParticipantId, RoomId
 
 __all__ = [
-    "Ack", "Alert", "CaseView", "ErrorEvent", "Event", "HeldEvent", "HeldView", "Message",
-    "MemberView", "Notice", "Person", "Redacted", "Resource", "RoomState", "RuleRef",
-    "Welcome", "Wire",
+    "Ack",
+    "Alert",
+    "CaseView",
+    "ErrorEvent",
+    "Event",
+    "HeldEvent",
+    "HeldView",
+    "MemberView",
+    "Message",
+    "Notice",
+    "Person",
+    "Redacted",
+    "Resource",
+    "RoomState",
+    "RuleRef",
+    "Welcome",
+    "Wire",
 ]
 
 Wire = dict[str, object]

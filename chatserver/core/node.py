@@ -15,13 +15,38 @@ from typing import Any, Final
 from chatserver.config import Config
 from chatserver.core import commands as c
 from chatserver.core.effects import (
-    ALL_ROOMS, AuditEntry, Audience, CaseRecord, Close, Deliver, Effect, Emit, HeldDecided,
-    HeldRecord, OpsAlert, Persist, Publish, RedactRecord, RoomRecord, Welcome,
+    ALL_ROOMS,
+    Audience,
+    AuditEntry,
+    CaseRecord,
+    Close,
+    Deliver,
+    Effect,
+    Emit,
+    HeldDecided,
+    HeldRecord,
+    OpsAlert,
+    Persist,
+    Publish,
+    RedactRecord,
+    RoomRecord,
+    Welcome,
 )
 from chatserver.core.errors import ChatError, CloseCode, ErrorCode
 from chatserver.core.events import (
-    Ack, Alert, CaseView, ErrorEvent, Event, HeldEvent, HeldView, Message, Notice, Person,
-    Redacted, RoomState, RuleRef,
+    Ack,
+    Alert,
+    CaseView,
+    ErrorEvent,
+    Event,
+    HeldEvent,
+    HeldView,
+    Message,
+    Notice,
+    Person,
+    Redacted,
+    RoomState,
+    RuleRef,
 )
 from chatserver.core.ids import CaseId, ConnId, HeldId, IdFactory, MessageId, ParticipantId, RoomId
 from chatserver.core.ratelimit import SlidingWindow, TokenBucket
@@ -326,9 +351,11 @@ class ChatCore:
         verdict, failed = self._moderate(text, ident.role, room)
         if failed:
             effects.append(OpsAlert("moderation_failed", f"rules {self.rules.version}"))
-        if not staff and room.paused_for_participants() and verdict.action < Action.HOLD:
-            if not verdict.signpost:
-                raise ChatError(ErrorCode.PAUSED, "The room is paused for a moment.")
+        # A paused room still lets a young person at risk reach staff: risk is held and
+        # alerted; anything else waits until the room resumes.
+        if not staff and room.paused_for_participants() and verdict.action < Action.HOLD \
+                and not verdict.signpost:
+            raise ChatError(ErrorCode.PAUSED, "The room is paused for a moment.")
         if not staff:
             room.last_send[ident.id] = now_ms
             self._streak(person, now_ms)
@@ -369,7 +396,7 @@ class ChatCore:
         disabled = self.config.moderation.profiles.get(room.profile, frozenset())
         try:
             return self.rules.check(text, role.value, disabled), False
-        except Exception:  # noqa: BLE001 - DESIGN.md invariant 6: fail closed, hold it
+        except Exception:
             return Verdict(Action.HOLD, text, (), (), (), False, None, "", "", "error"), True
 
     def _verdict_detail(self, v: Verdict, failed: bool) -> dict[str, object]:

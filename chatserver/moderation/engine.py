@@ -214,11 +214,11 @@ def compile_rules(rules: list[Rule], version: str) -> tuple[RuleSet, list[RulePr
         ruleset._db = _hs_compile(expressions)
     except hyperscan.error:
         # Find every culprit, not just the first: compile each pattern alone.
-        for pat, expr in zip(patterns, expressions, strict=True):
+        for refused, expr in zip(patterns, expressions, strict=True):
             try:
                 _hs_compile([expr])
             except hyperscan.error as e:
-                rule = rules[pat.rule]
+                rule = rules[refused.rule]
                 problems.append(RuleProblem(rule.file, rule.id,
                                             f"pattern {expr.decode()!r} refused: {e}"))
     return ruleset, problems

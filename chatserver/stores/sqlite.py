@@ -19,7 +19,13 @@ import aiosqlite
 import orjson
 
 from chatserver.core.effects import (
-    AuditEntry, CaseRecord, HeldDecided, HeldRecord, RedactRecord, RoomRecord, StoreOp,
+    AuditEntry,
+    CaseRecord,
+    HeldDecided,
+    HeldRecord,
+    RedactRecord,
+    RoomRecord,
+    StoreOp,
 )
 from chatserver.core.events import Message, Person
 from chatserver.core.ids import MessageId, ParticipantId, RoomId
@@ -117,7 +123,7 @@ class SqliteStore:
                 await self.db.execute("COMMIT")
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # noqa: BLE001 - one failed batch fails its callers only
+            except Exception as e:
                 # SQLITE_FULL and friends roll back the whole transaction: nothing partial.
                 self._hwm = hwm_before
                 with contextlib.suppress(Exception):

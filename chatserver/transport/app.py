@@ -17,7 +17,16 @@ from aiohttp import WSMsgType, web
 
 from chatserver.config import Config
 from chatserver.core.effects import (
-    Audience, Close, Deliver, Effect, Emit, OpsAlert, Persist, Publish, RoomRecord, Welcome,
+    Audience,
+    Close,
+    Deliver,
+    Effect,
+    Emit,
+    OpsAlert,
+    Persist,
+    Publish,
+    RoomRecord,
+    Welcome,
 )
 from chatserver.core.errors import CloseCode, ErrorCode
 from chatserver.core.events import Ack, ErrorEvent, Event, Message, Welcome as WelcomeEvent
@@ -31,7 +40,6 @@ from chatserver.transport.auth import Tokens
 
 __all__ = ["APP_KEY", "Server", "Socket", "now_ms"]
 
-APP_KEY: Final = web.AppKey("server", "Server")
 
 
 def now_ms() -> int:
@@ -124,7 +132,9 @@ class Server:
     async def drop_conn(self, cid: ConnId) -> None:
         self.sockets.pop(cid, None)
         self.metrics.connections.set(len(self.sockets))
-        await self.run(self.core.disconnect(cid, now_ms()))
+        effects = self.core.disconnect(cid, now_ms())
+        if not self.stopping:  # on shutdown every socket goes; nobody is left to tell
+            await self.run(effects)
 
     # --------------------------------------------------------------- effects
     async def run(self, effects: Sequence[Effect]) -> None:
@@ -276,7 +286,7 @@ class Server:
                     await self._close_disabled_staff()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - a timer failure must not stop the timers
+            except Exception:
                 log.exception("tick_failed")
 
     async def _close_disabled_staff(self) -> None:
@@ -289,3 +299,7 @@ class Server:
             if user is None or user.disabled:
                 log.info("staff_socket_closed", reason="disabled", user=ident.id)
                 self.close_soon(cid, CloseCode.BAD_TOKEN, "account disabled")
+
+
+APP_KEY: Final = web.AppKey("server", Server)
+"""Where the aiohttp app keeps its ``Server``."""

@@ -116,5 +116,5 @@ class Passwords:
                 password_hash is not None
         except (VerifyMismatchError, VerificationError):
             return False
-        except Exception:  # noqa: BLE001 - a corrupt hash is a failed login, not a crash
+        except Exception:
             return False

@@ -66,7 +66,7 @@ async def errors_and_headers(request: web.Request, handler: Handler) -> web.Stre
             raise
     except asyncio.CancelledError:
         raise
-    except Exception:  # noqa: BLE001 - SEC-28: generic answer, traceback to the log only
+    except Exception:
         log.exception("http_failed", path=request.path)
         response = _error(ErrorCode.INTERNAL, "Something went wrong on our side.")
     if not response.prepared:

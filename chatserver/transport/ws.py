@@ -79,7 +79,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
             await _read_loop(server, sock, cid)
     except asyncio.CancelledError:
         raise
-    except Exception:  # noqa: BLE001 - one bad connection never affects another
+    except Exception:
         log.exception("connection_failed")
         server.close_soon(cid, CloseCode.PROTOCOL_ERROR, "internal error")
     finally:

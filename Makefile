@@ -1,0 +1,44 @@
+# Two commands: `make run` (a working server with a demo room) and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+
+.PHONY: run test lint typecheck unit rules-check eval bench-filter clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(TEST_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+run: $(STAMP)
+	$(BIN)/chatserver serve --demo
+
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check chatserver tests bench
+
+typecheck: $(TEST_STAMP)
+	$(BIN)/mypy
+
+rules-check: $(STAMP)
+	$(BIN)/chatserver rules check
+
+eval: $(STAMP)
+	$(BIN)/chatserver rules eval tests/moderation/corpus.jsonl
+
+unit: $(TEST_STAMP)
+	PYTHONASYNCIODEBUG=1 $(BIN)/pytest -q
+
+test: lint typecheck rules-check unit
+
+bench-filter: $(STAMP)
+	$(BIN)/python bench/filter.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

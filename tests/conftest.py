@@ -1,0 +1,200 @@
+"""Shared fixtures: a real server on a loopback port, real websockets clients."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import websockets
+from aiohttp import ClientSession, web
+
+from chatserver.brokers.memory import MemoryBroker
+from chatserver.config import (
+    Config,
+    LimitsConfig,
+    ModerationConfig,
+    RoomsConfig,
+    ServerConfig,
+    read_rule_files,
+)
+from chatserver.core.effects import RoomRecord
+from chatserver.core.ids import RoomId
+from chatserver.moderation.engine import RuleSet, load_rules
+from chatserver.observability import configure_logging
+from chatserver.stores.sqlite import SqliteStore
+from chatserver.transport.app import APP_KEY, Server
+from chatserver.transport.auth import Passwords, Tokens
+from chatserver.transport.http import build_app
+
+ROOT = Path(__file__).resolve().parents[1]
+RULES_DIR = ROOT / "moderation_rules"
+SECRET = "test-secret-" + "x" * 40
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip with a clear reason on a laptop; fail in CI (CI=true), where it must exist."""
+    if condition:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"required in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def rules() -> RuleSet:
+    return load_rules(read_rule_files(RULES_DIR))
+
+
+def make_config(tmp: Path, **limits: Any) -> Config:
+    return Config(
+        server=ServerConfig(port=0, data_dir=str(tmp), hello_timeout_s=0.5, heartbeat_s=5.0,
+                            outbox_frames=16, tick_s=0.05),
+        limits=dataclasses.replace(LimitsConfig(), **limits),
+        moderation=ModerationConfig(rules_dir=str(RULES_DIR)),
+        rooms=RoomsConfig(require_facilitator=False),
+    )
+
+
+class Running:
+    """A started server: its URL, and helpers that speak to it as clients would."""
+
+    def __init__(self, server: Server, runner: web.AppRunner, port: int) -> None:
+        self.server, self.runner, self.port = server, runner, port
+        self.http = f"http://127.0.0.1:{port}"
+        self.ws_url = f"ws://127.0.0.1:{port}/ws"
+        self.clients: list[Client] = []
+
+    async def stop(self) -> None:
+        for c in self.clients:
+            await c.ws.close()
+        await self.runner.cleanup()
+
+    async def post(self, path: str, body: dict[str, Any], token: str | None = None
+                   ) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with ClientSession() as s, \
+                s.post(self.http + path, json=body, headers=headers) as r:
+            return r.status, await r.json()
+
+    async def get(self, path: str, token: str | None = None) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with ClientSession() as s, s.get(self.http + path, headers=headers) as r:
+            return r.status, await r.json(content_type=None)
+
+    async def join(self, name: str, room: str = "lounge", band: str = "16-17") -> str:
+        status, body = await self.post("/api/join", {"room": room, "name": name,
+                                                     "age_band": band})
+        assert status == 200, body
+        token: str = body["token"]
+        return token
+
+    async def login(self, username: str, password: str = "correct horse battery") -> str:
+        status, body = await self.post("/api/login", {"username": username,
+                                                      "password": password})
+        assert status == 200, body
+        token: str = body["token"]
+        return token
+
+    async def client(self, token: str, resume: dict[str, int] | None = None) -> Client:
+        ws = await websockets.connect(self.ws_url)
+        hello: dict[str, Any] = {"type": "hello", "token": token}
+        if resume is not None:
+            hello["resume"] = resume
+        await ws.send(orjson.dumps(hello).decode())
+        client = Client(ws)
+        self.clients.append(client)
+        client.welcome = await client.expect("welcome")
+        return client
+
+
+class Client:
+    """A websockets client that waits for events by type, never by time."""
+
+    def __init__(self, ws: websockets.ClientConnection) -> None:
+        self.ws = ws
+        self.welcome: dict[str, Any] = {}
+        self.seen: list[dict[str, Any]] = []
+        self._unclaimed: list[dict[str, Any]] = []
+
+    async def send(self, **frame: Any) -> None:
+        await self.ws.send(orjson.dumps(frame).decode())
+
+    async def raw(self, data: str | bytes) -> None:
+        await self.ws.send(data)
+
+    async def next(self, timeout: float = 5.0) -> dict[str, Any]:
+        event: dict[str, Any] = orjson.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        self.seen.append(event)
+        return event
+
+    async def expect(self, kind: str, where: Callable[[dict[str, Any]], bool] | None = None,
+                     timeout: float = 5.0) -> dict[str, Any]:
+        """The first event of this type not yet claimed (others stay for later calls),
+        within a generous ceiling."""
+        def wanted(event: dict[str, Any]) -> bool:
+            return event.get("type") == kind and (where is None or where(event))
+
+        for event in self._unclaimed:
+            if wanted(event):
+                self._unclaimed.remove(event)
+                return event
+        async with asyncio.timeout(timeout):
+            while True:
+                event = await self.next(timeout)
+                if wanted(event):
+                    return event
+                self._unclaimed.append(event)
+
+    async def say(self, text: str, msg_id: str, room: str = "lounge") -> dict[str, Any]:
+        await self.send(type="send", room=room, id=msg_id, text=text)
+        return await self.expect("ack", lambda e: e["ref"] == msg_id)
+
+    async def closed_with(self, timeout: float = 5.0) -> int | None:
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    await self.ws.recv()
+        except websockets.ConnectionClosed as e:
+            return e.rcvd.code if e.rcvd else None
+        return None
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+async def start_server(tmp: Path, rules: RuleSet, **limits: Any) -> Running:
+    config = make_config(tmp, **limits)
+    store = SqliteStore(tmp / "chat.db")
+    server = Server(config, rules, store, MemoryBroker(config.limits.history),
+                    Tokens(SECRET, config.auth))
+    app = build_app(server)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    await server.ensure_room(RoomRecord(RoomId("lounge"), "Lounge", ("13-15", "16-17"),
+                                        "default", "group", False, 0, {}, (), False))
+    from chatserver.ports import UserRow
+    for role in ("facilitator", "counsellor", "ops"):
+        if await store.user(role) is None:
+            await store.add_user(UserRow(f"u_{role}", role, role,
+                                         Passwords.hash("correct horse battery"), False))
+    return Running(server, runner, port)
+
+
+@pytest.fixture
+async def running(tmp_path: Path, rules: RuleSet) -> AsyncIterator[Running]:
+    configure_logging("warning")
+    r = await start_server(tmp_path, rules)
+    yield r
+    await r.stop()
+
+
+__all__ = ["APP_KEY", "Client", "Running", "make_config", "require", "start_server"]
