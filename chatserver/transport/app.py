@@ -243,21 +243,29 @@ class Server:
         sock.close_task = asyncio.create_task(self._close(sock, code, reason))
 
     async def _close(self, sock: Socket, code: CloseCode, reason: str) -> None:
-        if sock.writer is not None and code == CloseCode.SLOW:
-            sock.writer.cancel()  # its queue is what overflowed: drop it
-        elif sock.writer is not None:
+        if code == CloseCode.SLOW:
+            # Its queue is what overflowed: drop what is queued (it resumes by seq).
+            while not sock.outbox.empty():
+                sock.outbox.get_nowait()
+                sock.outbox.task_done()
+        else:
             # Let queued frames (the error or notice explaining the close) go first.
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(sock.outbox.join(), 2.0)
-            sock.writer.cancel()
+        # The writer is never cancelled mid-send: aiohttp's drain waiter is shared with
+        # close(), and cancelling one cancels the other. The close frame goes out behind
+        # whatever the kernel already holds.
         try:
             await asyncio.wait_for(sock.ws.close(code=code, message=reason.encode()[:120]),
-                                   5.0)
-        except (TimeoutError, ConnectionError, RuntimeError):
-            # A peer that reads nothing never answers the close: cut it.
-            with contextlib.suppress(Exception):
-                if sock.ws._req is not None and sock.ws._req.transport is not None:
-                    sock.ws._req.transport.abort()
+                                   self.config.server.shutdown_grace_s)
+        except (TimeoutError, ConnectionError, RuntimeError, asyncio.CancelledError):
+            # A peer that reads nothing never takes the close frame: cut it.
+            transport = sock.ws._req.transport if sock.ws._req is not None else None
+            if transport is not None:
+                transport.abort()
+        finally:
+            if sock.writer is not None:
+                sock.writer.cancel()
 
     async def write_loop(self, sock: Socket) -> None:
         """The one writer of a socket (STYLE.md example 2)."""

@@ -85,8 +85,10 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     finally:
         await server.drop_conn(cid)
         if sock.close_task is not None:
+            # Shielded: if this handler is cancelled, the close (1013, 4403 …) still
+            # reaches the client.
             with contextlib.suppress(Exception):
-                await sock.close_task
+                await asyncio.shield(sock.close_task)
         if sock.writer is not None:
             sock.writer.cancel()
         structlog.contextvars.unbind_contextvars("conn", "user", "role")
