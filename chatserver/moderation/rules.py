@@ -37,8 +37,10 @@ ALERT_KINDS: Final = frozenset({"risk", "grooming", "contact", "abuse", "evasion
 ROLES: Final = frozenset({"participant", "facilitator", "counsellor", "ops"})
 _KEYS: Final = frozenset({
     "id", "category", "action", "alert", "signpost", "notice", "applies_to", "mode",
-    "words", "phrases", "regex", "unless", "examples", "message", "description",
+    "words", "phrases", "regex", "unless", "examples", "message", "description", "combine",
 })
+MAX_COMBINATIONS: Final = 100_000
+"""A sanity bound on what one ``combine`` table may mean."""
 _ID: Final = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)+$")
 
 
@@ -58,6 +60,7 @@ class Rule:
     words: tuple[str, ...] = ()
     phrases: tuple[str, ...] = ()
     regex: tuple[str, ...] = ()
+    combine: tuple[tuple[str, ...], ...] = ()
     unless: tuple[str, ...] = ()
     examples_match: tuple[str, ...] = ()
     examples_no_match: tuple[str, ...] = ()
@@ -91,6 +94,31 @@ def _strings(raw: Mapping[str, object], key: str, where: RuleProblem,
                                                            "non-empty strings"))
         return ()
     return tuple(value)
+
+
+def _combine(raw: Mapping[str, object], where: RuleProblem,
+             problems: list[RuleProblem]) -> tuple[tuple[str, ...], ...]:
+    """``combine = [["you", "u"], ["are", ""], ["stupid", "an idiot"]]``: one from each
+    list, in order (``""`` makes a slot optional). Compiled like phrases, so it tolerates
+    spacing, stretching and leetspeak, which regex does not; one pattern per rule."""
+    value = raw.get("combine")
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not value or not all(
+            isinstance(part, list) and part and all(isinstance(w, str) for w in part)
+            for part in value):
+        problems.append(RuleProblem(where.file, where.rule,
+                                    "'combine' must be a list of lists of strings"))
+        return ()
+    total = 1
+    for part in value:
+        total *= len(part)
+    if total > MAX_COMBINATIONS:
+        problems.append(RuleProblem(where.file, where.rule,
+                                    f"'combine' makes {total} phrases (at most "
+                                    f"{MAX_COMBINATIONS})"))
+        return ()
+    return tuple(tuple(part) for part in value)
 
 
 def _parse_rule(raw: Mapping[str, object], file: str, problems: list[RuleProblem]) -> Rule | None:
@@ -136,10 +164,11 @@ def _parse_rule(raw: Mapping[str, object], file: str, problems: list[RuleProblem
             bad(f"unknown role {role!r} in 'applies_to'")
     words = _strings(raw, "words", here, problems)
     phrases = _strings(raw, "phrases", here, problems)
+    combine = _combine(raw, here, problems)
     regex = _strings(raw, "regex", here, problems)
     unless = _strings(raw, "unless", here, problems)
-    if not (words or phrases or regex):
-        bad("a rule needs at least one of 'words', 'phrases' or 'regex'")
+    if not (words or phrases or regex or combine):
+        bad("a rule needs at least one of 'words', 'phrases', 'combine' or 'regex'")
     for pattern in regex:
         try:
             re.compile(pattern)
@@ -159,7 +188,8 @@ def _parse_rule(raw: Mapping[str, object], file: str, problems: list[RuleProblem
         id=rid, category=category, action=action, file=file,
         alert=alert if isinstance(alert, str) else None, signpost=bool(signpost),
         notice=notice if isinstance(notice, str) else None, applies_to=frozenset(applies),
-        shadow=mode == "shadow", words=words, phrases=phrases, regex=regex, unless=unless,
+        shadow=mode == "shadow", words=words, phrases=phrases, regex=regex, combine=combine,
+        unless=unless,
         examples_match=ex_match, examples_no_match=ex_no,
     )
 
