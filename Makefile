@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint typecheck unit rules-check eval bench-filter clean
+.PHONY: run test lint typecheck unit rules-check eval bench-filter clean corpus
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -42,3 +42,6 @@ bench-filter: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+corpus:
+	$(BIN)/python -c "import json,pathlib; rows=[{'text':l,'label':f.stem} for f in sorted(pathlib.Path('tests/moderation/corpus').glob('*.txt')) for l in f.read_text().splitlines() if l.strip()]; pathlib.Path('tests/moderation/corpus.jsonl').write_text(''.join(json.dumps(r, ensure_ascii=False)+'\n' for r in rows))"
