@@ -51,12 +51,12 @@ def rules() -> RuleSet:
     return load_rules(read_rule_files(RULES_DIR))
 
 
-def make_config(tmp: Path, **limits: Any) -> Config:
+def make_config(tmp: Path, rules_dir: Path = RULES_DIR, **limits: Any) -> Config:
     return Config(
         server=ServerConfig(port=0, data_dir=str(tmp), hello_timeout_s=0.5, heartbeat_s=5.0,
                             outbox_frames=16, tick_s=0.05),
         limits=dataclasses.replace(LimitsConfig(), **limits),
-        moderation=ModerationConfig(rules_dir=str(RULES_DIR)),
+        moderation=ModerationConfig(rules_dir=str(rules_dir)),
         rooms=RoomsConfig(require_facilitator=False),
     )
 
@@ -168,8 +168,9 @@ class Client:
         await self.ws.close()
 
 
-async def start_server(tmp: Path, rules: RuleSet, **limits: Any) -> Running:
-    config = make_config(tmp, **limits)
+async def start_server(tmp: Path, rules: RuleSet, rules_dir: Path = RULES_DIR,
+                       **limits: Any) -> Running:
+    config = make_config(tmp, rules_dir, **limits)
     store = SqliteStore(tmp / "chat.db")
     server = Server(config, rules, store, MemoryBroker(config.limits.history),
                     Tokens(SECRET, config.auth))

@@ -220,13 +220,14 @@ def parse_rule_files(files: Mapping[str, str]) -> tuple[list[Rule], list[RulePro
             problems.append(RuleProblem(file, "-", "rules must be [[rule]] tables"))
             continue
         for raw in entries:
+            rid = raw.get("id") if isinstance(raw, dict) else None
+            if isinstance(rid, str) and rid in seen:
+                # Reported even when the rule has other problems: every problem at once.
+                problems.append(RuleProblem(file, rid, f"duplicate id (also in {seen[rid]})"))
+            elif isinstance(rid, str):
+                seen[rid] = file
             rule = _parse_rule(raw, file, problems)
-            if rule is None:
-                continue
-            if rule.id in seen:
-                problems.append(RuleProblem(file, rule.id,
-                                            f"duplicate id (also in {seen[rule.id]})"))
-                continue
-            seen[rule.id] = file
-            rules.append(rule)
+            if rule is not None and seen.get(rule.id) == file and \
+                    not any(r.id == rule.id for r in rules):
+                rules.append(rule)
     return rules, problems
