@@ -168,12 +168,25 @@ class Client:
         await self.ws.close()
 
 
+class FakeClock:
+    """Wall time that tests move by hand: timers fire on the server's next tick."""
+
+    def __init__(self) -> None:
+        self.ms = 1_800_000_000_000
+
+    def __call__(self) -> int:
+        return self.ms
+
+    def advance(self, seconds: float) -> None:
+        self.ms += int(seconds * 1000)
+
+
 async def start_server(tmp: Path, rules: RuleSet, rules_dir: Path = RULES_DIR,
-                       **limits: Any) -> Running:
+                       clock: Callable[[], int] | None = None, **limits: Any) -> Running:
     config = make_config(tmp, rules_dir, **limits)
     store = SqliteStore(tmp / "chat.db")
     server = Server(config, rules, store, MemoryBroker(config.limits.history),
-                    Tokens(SECRET, config.auth))
+                    Tokens(SECRET, config.auth), **({"clock": clock} if clock else {}))
     app = build_app(server)
     runner = web.AppRunner(app)
     await runner.setup()

@@ -576,11 +576,13 @@ class ChatCore:
         room = self._room_of(conn, cmd.room)
         member = self._participant(room, cmd.participant)
         room.removed.add(cmd.participant)
+        # Told directly on the connections we hold now: by the time a published event
+        # is fanned out, they are no longer members.
+        notice = self._notice("removed", room.id)
         effects: list[Effect] = [
             self._staff_action(room, ident, "remove", now_ms, cmd.participant,
-                               reason=cmd.reason),
-            Publish(room.id, self._notice("removed", room.id), Audience.PARTICIPANT,
-                    cmd.participant)]
+                               reason=cmd.reason)]
+        effects += [Emit(cid, notice) for cid in sorted(member.conns)]
         for cid in sorted(member.conns):
             their = self.conns.get(cid)
             if their is not None:
@@ -654,7 +656,8 @@ class ChatCore:
                                       {"case": case.id, "urgency": case.urgency,
                                        "note": cmd.note}, self.rules.version))),
             Publish(ALL_ROOMS, self._case_view(case), Audience.COUNSELLORS),
-            Publish(room.id, self._notice("escalated", room.id, case=case.id),
+            # PROTOCOL.md: `escalated` carries `room` only once a counsellor claims it.
+            Publish(room.id, self._notice("escalated", None, case=case.id),
                     Audience.PARTICIPANT, cmd.participant)]
         if cmd.urgency == c.Urgency.EMERGENCY:
             effects.append(Emit(conn.id, Notice("emergency_procedure",
@@ -712,9 +715,10 @@ class ChatCore:
             ops.insert(0, room.record())
         effects.append(Persist(tuple(ops)))
         if room is not None:
-            effects.append(Publish(room.id, room.state(now_ms)))
+            closed = room.state(now_ms)
             for member in room.members.values():
-                for cid in member.conns:
+                for cid in sorted(member.conns):
+                    effects.append(Emit(cid, closed))
                     their = self.conns.get(cid)
                     if their is not None:
                         their.rooms.discard(room.id)

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -25,6 +25,7 @@ from chatserver.core.effects import (
     OpsAlert,
     Persist,
     Publish,
+    RedactRecord,
     RoomRecord,
     Welcome,
 )
@@ -70,8 +71,11 @@ class Socket:
 
 class Server:
     def __init__(self, config: Config, rules: RuleSet, store: Store, broker: Broker,
-                 tokens: Tokens, node_id: str | None = None) -> None:
+                 tokens: Tokens, node_id: str | None = None,
+                 clock: Callable[[], int] = now_ms) -> None:
         self.config = config
+        self.now = clock
+        """Wall-clock ms; tests pass a clock they move (timed mutes without waiting)."""
         self.store = store
         self.broker = broker
         self.tokens = tokens
@@ -132,7 +136,7 @@ class Server:
     async def drop_conn(self, cid: ConnId) -> None:
         self.sockets.pop(cid, None)
         self.metrics.connections.set(len(self.sockets))
-        effects = self.core.disconnect(cid, now_ms())
+        effects = self.core.disconnect(cid, self.now())
         if not self.stopping:  # on shutdown every socket goes; nobody is left to tell
             await self.run(effects)
 
@@ -151,6 +155,10 @@ class Server:
                 except StoreError as e:
                     self._store_failed(e, effect.conn, effect.ref)
                     return
+                for op in effect.ops:
+                    if isinstance(op, RedactRecord):
+                        # History and resume must no longer hold it (PROTOCOL.md `redact`).
+                        await self.broker.redact(op.room, op.seq)
             elif isinstance(effect, Deliver):
                 if not await self._deliver(effect):
                     return
@@ -195,7 +203,7 @@ class Server:
         window_ms = limit.resume_window_s * 1000
         history: dict[RoomId, tuple[Message, ...]] = {}
         rooms = []
-        now = now_ms()
+        now = self.now()
         for state in w.rooms:
             after = w.resume.get(state.room)
             msgs, gap = await self.broker.history(state.room, after, limit.welcome_history
@@ -286,7 +294,7 @@ class Server:
             await asyncio.sleep(every)
             n += 1
             try:
-                await self.run(self.core.tick(now_ms()))
+                await self.run(self.core.tick(self.now()))
                 stats = self.core.statistics()
                 self.metrics.rooms.set(stats.rooms)
                 self.metrics.held.set(stats.held)

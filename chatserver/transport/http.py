@@ -25,7 +25,7 @@ from chatserver.moderation.engine import load_rules
 from chatserver.moderation.normalize import normalize
 from chatserver.moderation.rules import Action, RuleLoadError
 from chatserver.observability import log
-from chatserver.transport.app import APP_KEY, Server, now_ms
+from chatserver.transport.app import APP_KEY, Server
 from chatserver.transport.auth import Passwords, TokenError
 from chatserver.transport.ws import ws_handler
 
@@ -183,7 +183,7 @@ async def login(request: web.Request) -> web.Response:
     body = await _body(request)
     username = _str_field(body, "username")[:64]
     password = _str_field(body, "password")[:1024]
-    now = now_ms()
+    now = server.now()
     if throttle.locked(username, now):
         await server.store.apply([AuditEntry(now, None, username[:64], "login_locked")])
         raise ChatError(ErrorCode.RATE_LIMITED, "Too many attempts. Try again later.")
@@ -205,7 +205,7 @@ async def login(request: web.Request) -> web.Response:
 async def list_rooms(request: web.Request) -> web.Response:
     server = request.app[APP_KEY]
     await staff(request, Role.FACILITATOR, Role.COUNSELLOR, Role.OPS)
-    now = now_ms()
+    now = server.now()
     rooms = []
     for room in server.core.rooms.values():
         if room.kind != "group" or room.closed:
@@ -240,7 +240,7 @@ async def create_room(request: web.Request) -> web.Response:
     profile = "adult" if bands == ["18-25"] else "default"
     record = RoomRecord(RoomId(rid), title, tuple(bands), profile, "group", False, 0, {}, (),
                         server.config.rooms.require_facilitator)
-    await server.store.apply([record, AuditEntry(now_ms(), RoomId(rid), ident.id,
+    await server.store.apply([record, AuditEntry(server.now(), RoomId(rid), ident.id,
                                                  "room_created", None, {"title": title})])
     server.core.add_room(record)
     return web.json_response({"id": rid, "title": title, "age_bands": bands, "paused": False,
@@ -265,7 +265,7 @@ async def audit(request: web.Request) -> web.Response:
     limit = _int_query(request, "limit", 100, 1000)
     rows = await server.store.audit(room, since, limit)
     # SG-18: reading the audit log is itself audited.
-    await server.store.apply([AuditEntry(now_ms(), RoomId(room) if room else None, ident.id,
+    await server.store.apply([AuditEntry(server.now(), RoomId(room) if room else None, ident.id,
                                          "audit_read", None, {"since": since,
                                                               "limit": limit})])
     return web.json_response({"entries": [
@@ -328,7 +328,7 @@ async def rules_reload(request: web.Request) -> web.Response:
     try:
         count, version = await reload_rules(server)
     except RuleLoadError as e:
-        await server.store.apply([AuditEntry(now_ms(), None, ident.id, "rules_reload_refused",
+        await server.store.apply([AuditEntry(server.now(), None, ident.id, "rules_reload_refused",
                                              None, {"problems": len(e.problems)},
                                              server.core.rules.version)])
         return web.json_response({"error": {
@@ -336,7 +336,7 @@ async def rules_reload(request: web.Request) -> web.Response:
                                               "rules were kept.",
             "problems": [{"file": p.file, "rule": p.rule, "message": p.message}
                          for p in e.problems]}}, status=400)
-    await server.store.apply([AuditEntry(now_ms(), None, ident.id, "rules_reload", None,
+    await server.store.apply([AuditEntry(server.now(), None, ident.id, "rules_reload", None,
                                          {"rules": count}, version)])
     return web.json_response({"rules": count, "version": version})
 

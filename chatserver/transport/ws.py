@@ -15,7 +15,7 @@ from chatserver.core import commands as c
 from chatserver.core.errors import ChatError, CloseCode
 from chatserver.core.wire import decode_object, frame_ref, parse
 from chatserver.observability import log
-from chatserver.transport.app import APP_KEY, Server, Socket, now_ms
+from chatserver.transport.app import APP_KEY, Server, Socket
 from chatserver.transport.auth import TokenError
 
 __all__ = ["origin_allowed", "ws_handler"]
@@ -126,7 +126,7 @@ async def _hello(server: Server, sock: Socket, cid: int) -> bool:
             server.close_soon(conn, CloseCode.BAD_TOKEN, "invalid token")
             return False
     structlog.contextvars.bind_contextvars(user=ident.id, role=ident.role.value)
-    await server.run(server.core.hello(conn, ident, dict(command.resume), now_ms()))
+    await server.run(server.core.hello(conn, ident, dict(command.resume), server.now()))
     return True
 
 
@@ -153,13 +153,13 @@ async def _read_loop(server: Server, sock: Socket, cid: int) -> None:
         try:
             obj = decode_object(msg.data)
         except ChatError as e:
-            await server.run(server.core.reject_frame(conn, e, None, now_ms()))
+            await server.run(server.core.reject_frame(conn, e, None, server.now()))
             continue
         try:
             command = parse(obj)
         except ChatError as e:
-            await server.run(server.core.reject_frame(conn, e, frame_ref(obj), now_ms()))
+            await server.run(server.core.reject_frame(conn, e, frame_ref(obj), server.now()))
             continue
-        await server.run(server.core.handle(conn, command, now_ms()))
+        await server.run(server.core.handle(conn, command, server.now()))
         if isinstance(command, c.Send):
             server.metrics.send_ack.observe(time.perf_counter() - started)
