@@ -28,7 +28,7 @@ from chatserver.core.ids import RoomId
 from chatserver.moderation.engine import RuleSet, load_rules
 from chatserver.observability import configure_logging
 from chatserver.stores.sqlite import SqliteStore
-from chatserver.transport.app import APP_KEY, Server
+from chatserver.transport.app import APP_KEY, Server, now_ms
 from chatserver.transport.auth import Passwords, Tokens
 from chatserver.transport.http import build_app
 
@@ -186,7 +186,7 @@ async def start_server(tmp: Path, rules: RuleSet, rules_dir: Path = RULES_DIR,
     config = make_config(tmp, rules_dir, **limits)
     store = SqliteStore(tmp / "chat.db")
     server = Server(config, rules, store, MemoryBroker(config.limits.history),
-                    Tokens(SECRET, config.auth), **({"clock": clock} if clock else {}))
+                    Tokens(SECRET, config.auth), clock=clock or now_ms)
     app = build_app(server)
     runner = web.AppRunner(app)
     await runner.setup()
