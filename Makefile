@@ -17,6 +17,12 @@ $(TEST_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
+# axe-core for the browser tests' accessibility checks (injected into pages by tests/e2e).
+NPM := $(shell command -v npm 2>/dev/null)
+node_modules/.installed: package.json
+	npm install --no-audit --no-fund --silent
+	touch $@
+
 run: $(STAMP)
 	$(BIN)/chatserver serve --demo
 
@@ -32,7 +38,7 @@ rules-check: $(STAMP)
 eval: $(STAMP)
 	$(BIN)/chatserver rules eval tests/moderation/corpus.jsonl
 
-unit: $(TEST_STAMP)
+unit: $(TEST_STAMP) $(if $(NPM),node_modules/.installed)
 	PYTHONASYNCIODEBUG=1 $(BIN)/pytest -q
 
 test: lint typecheck rules-check unit

@@ -182,7 +182,8 @@ class FakeClock:
 
 
 async def start_server(tmp: Path, rules: RuleSet, rules_dir: Path = RULES_DIR,
-                       clock: Callable[[], int] | None = None, **limits: Any) -> Running:
+                       clock: Callable[[], int] | None = None, port: int = 0,
+                       **limits: Any) -> Running:
     config = make_config(tmp, rules_dir, **limits)
     store = SqliteStore(tmp / "chat.db")
     server = Server(config, rules, store, MemoryBroker(config.limits.history),
@@ -190,7 +191,7 @@ async def start_server(tmp: Path, rules: RuleSet, rules_dir: Path = RULES_DIR,
     app = build_app(server)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     port = runner.addresses[0][1]
     await server.ensure_room(RoomRecord(RoomId("lounge"), "Lounge", ("13-15", "16-17"),

@@ -220,6 +220,14 @@ async def list_rooms(request: web.Request) -> web.Response:
     return web.json_response({"rooms": rooms})
 
 
+async def open_rooms(request: web.Request) -> web.Response:
+    """The rooms a young person may pick from at join: titles and age bands only."""
+    server = request.app[APP_KEY]
+    return web.json_response({"rooms": [
+        {"id": r.id, "title": r.title, "age_bands": list(r.age_bands)}
+        for r in server.core.rooms.values() if r.kind == "group" and not r.closed]})
+
+
 async def create_room(request: web.Request) -> web.Response:
     server = request.app[APP_KEY]
     ident = await staff(request, Role.FACILITATOR, Role.OPS)
@@ -387,6 +395,7 @@ def build_app(server: Server) -> web.Application:
     app.router.add_post("/api/join", join)
     app.router.add_post("/api/login", login)
     app.router.add_get("/api/rooms", list_rooms)
+    app.router.add_get("/api/rooms/open", open_rooms)
     app.router.add_post("/api/rooms", create_room)
     app.router.add_get("/api/audit", audit)
     app.router.add_get("/api/cases", cases)

@@ -1,0 +1,40 @@
+"""Real headless Chromium (Debian's) driven by Playwright against a real server."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from chatserver.moderation.engine import RuleSet
+from chatserver.observability import configure_logging
+from tests.conftest import ROOT, Running, require, start_server
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+SHOTS = ROOT / "docs" / "screenshots"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[object]:
+    require(Path(CHROMIUM).exists(), "Chromium is not installed (apt-get install chromium)")
+    from playwright.async_api import async_playwright
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield b
+        await b.close()
+
+
+@pytest.fixture
+async def site(tmp_path: Path, rules: RuleSet) -> AsyncIterator[Running]:
+    configure_logging("warning")
+    running = await start_server(tmp_path, rules)
+    yield running
+    await running.stop()
+
+
+__all__ = ["AXE", "SHOTS"]
