@@ -15,13 +15,15 @@ from tests.conftest import ROOT, Running, require, start_server
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
 SHOTS = ROOT / "docs" / "screenshots"
+HAVE_CHROMIUM = Path(CHROMIUM).exists()
+HAVE_AXE = AXE.exists()
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"]
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[object]:
-    require(Path(CHROMIUM).exists(), "Chromium is not installed (apt-get install chromium)")
+    require(HAVE_CHROMIUM, "Chromium is not installed (apt-get install chromium)")
     from playwright.async_api import async_playwright
     async with async_playwright() as pw:
         b = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
@@ -37,4 +39,4 @@ async def site(tmp_path: Path, rules: RuleSet) -> AsyncIterator[Running]:
     await running.stop()
 
 
-__all__ = ["AXE", "SHOTS"]
+__all__ = ["AXE", "HAVE_AXE", "SHOTS"]

@@ -10,7 +10,7 @@ from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from chatserver.moderation.engine import RuleSet
 from tests.conftest import Running, require, start_server
-from tests.e2e.conftest import AXE, SHOTS
+from tests.e2e.conftest import AXE, HAVE_AXE, SHOTS
 
 pytestmark = pytest.mark.e2e
 
@@ -172,7 +172,7 @@ async def test_xss_is_literal_text_and_no_script_runs(browser: Browser, site: Ru
 @pytest.mark.parametrize("path", ["/", "/staff"])
 async def test_pages_have_no_serious_accessibility_violations(
         browser: Browser, site: Running, path: str) -> None:
-    require(AXE.exists(), "axe-core is not installed (npm install)")
+    require(HAVE_AXE, "axe-core is not installed (npm install)")
     # bypass_csp only so the test can inject axe-core; the pages themselves forbid it.
     page = await (await browser.new_context(viewport={"width": 360, "height": 740},
                                             bypass_csp=True)).new_page()
@@ -184,7 +184,7 @@ async def test_pages_have_no_serious_accessibility_violations(
 
 
 async def test_logged_in_pages_pass_axe(browser: Browser, site: Running) -> None:
-    require(AXE.exists(), "axe-core is not installed (npm install)")
+    require(HAVE_AXE, "axe-core is not installed (npm install)")
     ana, _ = await young_person(await browser.new_context(bypass_csp=True), site, "Ana")
     await send(ana, "hello")
     await expect(ana.locator(".msg:not(.pending)")).to_have_count(1)
