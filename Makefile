@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint typecheck unit rules-check eval bench-filter clean corpus
+.PHONY: run test lint typecheck unit rules-check eval bench-filter bench clean corpus
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -45,6 +45,10 @@ test: lint typecheck rules-check unit
 
 bench-filter: $(STAMP)
 	$(BIN)/python bench/filter.py
+
+bench: $(TEST_STAMP)
+	$(BIN)/python bench/filter.py
+	bash bench/run.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
