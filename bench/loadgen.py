@@ -188,7 +188,7 @@ async def setup(args: argparse.Namespace, stats: Stats) -> list[Any]:
             room = f"bench-{r}"
             for p in range(args.per_room):
                 async with http.post(args.base + "/api/join", json={
-                        "room": room, "name": f"user {r} {p}", "age_band": "16-17"}) as res:
+                        "room": room, "name": f"bench{r}x{p}", "age_band": "16-17"}) as res:
                     body = await res.json()
                     if res.status != 200:
                         raise SystemExit(f"join failed: {res.status} {body}")
