@@ -17,7 +17,11 @@ from chatserver.core.effects import (
 from chatserver.core.events import Event, Message, Person
 from chatserver.core.ids import MessageId, ParticipantId, RoomId
 
-__all__ = ["AuditRow", "Broker", "Envelope", "Store", "StoreError", "UserRow"]
+__all__ = ["AuditRow", "Broker", "BrokerError", "Envelope", "Store", "StoreError", "UserRow"]
+
+
+class BrokerError(Exception):
+    """The broker could not publish or answer; the caller answers ``internal``."""
 
 
 class StoreError(Exception):
@@ -42,16 +46,16 @@ class Broker(Protocol):
     """Fan-out between nodes, and each room's recent history for resume.
 
     Guarantees: ``publish`` delivers the envelope to every subscribed handler on every
-    node, at most once each, in publish order per room; ``append`` keeps the last
-    ``history`` messages per room with strictly increasing ``seq``; a failure raises
-    instead of dropping silently.
+    node, at most once each, in publish order per room; the history keeps the last
+    ``history`` messages per room by ``seq``; a failure raises (``BrokerError``) instead
+    of dropping silently.
     """
 
     async def start(self, on_envelope: Callable[[Envelope], Awaitable[None] | None]) -> None: ...
     async def close(self) -> None: ...
-    async def publish(self, envelope: Envelope) -> None: ...
-    async def append(self, message: Message) -> None:
-        """Add a delivered message to the room's history (before it is published)."""
+    async def publish(self, envelope: Envelope) -> None:
+        """Deliver to every node; a ``Message`` is first added to the room's history,
+        in the same atomic step (seq order = history order = publish order)."""
     async def history(self, room: RoomId, after: int | None, limit: int
                       ) -> tuple[list[Message], bool]:
         """Messages after ``after`` (or the last ``limit``); True when history has a hole

@@ -37,11 +37,13 @@ class MemoryBroker:
     async def publish(self, envelope: Envelope) -> None:
         if self._handler is None:
             raise RuntimeError("broker is not started")
+        if isinstance(envelope.event, Message):
+            self._append(envelope.event)
         result = self._handler(envelope)
         if inspect.isawaitable(result):
             await result
 
-    async def append(self, message: Message) -> None:
+    def _append(self, message: Message) -> None:
         hist = self._history.setdefault(message.room, deque(maxlen=self._cap))
         if hist and message.seq <= hist[-1].seq:
             raise RuntimeError(f"seq {message.seq} out of order in {message.room}")

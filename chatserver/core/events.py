@@ -271,6 +271,19 @@ class CaseView(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class Encoded(Event):
+    """An event that arrived already encoded from another node: fanned out as is."""
+
+    kind: str
+    frame: bytes
+
+    def to_wire(self) -> Wire:
+        import orjson
+        value: Wire = orjson.loads(self.frame)
+        return value
+
+
+@dataclass(frozen=True, slots=True)
 class ErrorEvent(Event):
     TYPE: ClassVar[str] = "error"
     code: str

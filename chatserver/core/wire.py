@@ -16,7 +16,7 @@ import orjson
 
 from chatserver.core import commands as c
 from chatserver.core.errors import ChatError, ErrorCode
-from chatserver.core.events import Event
+from chatserver.core.events import Encoded, Event
 from chatserver.core.ids import CaseId, HeldId, MessageId, ParticipantId, RoomId
 
 __all__ = ["MAX_ID_CHARS", "decode_object", "encode", "parse", "parse_frame"]
@@ -216,4 +216,6 @@ def parse_frame(data: str | bytes) -> c.Command:
 
 def encode(event: Event) -> bytes:
     """Encode an event once; the same bytes go to every recipient."""
+    if isinstance(event, Encoded):
+        return event.frame
     return orjson.dumps(event.to_wire())

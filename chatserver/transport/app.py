@@ -189,7 +189,6 @@ class Server:
             return False
         msg = Message(d.room, seq, d.msg_id, d.sender, d.text, d.ts)
         if new:
-            await self.broker.append(msg)
             await self.broker.publish(Envelope(d.room, msg, Audience.MEMBERS, None,
                                                self.node_id))
         if d.conn is not None and d.ref is not None:

@@ -1,0 +1,218 @@
+"""The cluster broker: Redis pub/sub for fan-out, a sorted set per room for history.
+
+Envelopes are msgpack maps tagged with the sending node (never pickle); anything that
+does not decode into the typed envelope is logged and dropped (STYLE.md example 10).
+The subscriber reconnects with backoff and resubscribes by itself, and calls
+``on_reset`` so the server can tell its clients to resume (SECURITY.md F-05, F-08).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from importlib.resources import files
+from typing import Any, Final
+
+import msgpack
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from chatserver.core.effects import Audience
+from chatserver.core.events import Encoded, Message, Person
+from chatserver.core.ids import MessageId, ParticipantId, RoomId
+from chatserver.core.wire import encode
+from chatserver.observability import log
+from chatserver.ports import BrokerError, Envelope
+
+__all__ = ["RedisBroker", "decode_envelope", "encode_envelope"]
+
+MAX_ENVELOPE_BYTES: Final = 256 * 1024
+"""A frame is at most 32 KiB; an envelope far beyond that is not ours."""
+_PUBLISH_LUA: Final = (files("chatserver.brokers") / "redis_scripts" / "publish.lua").read_text()
+
+
+def encode_envelope(env: Envelope) -> bytes:
+    body: dict[str, Any] = {"v": 1, "node": env.node, "room": env.room,
+                            "aud": env.audience.value, "target": env.target,
+                            "type": env.event.TYPE, "frame": encode(env.event), "msg": None}
+    if isinstance(env.event, Message):
+        m = env.event
+        body["msg"] = [m.seq, m.id, m.sender.id, m.sender.name, m.sender.role, m.text, m.ts]
+    packed: bytes = msgpack.packb(body, use_bin_type=True)
+    return packed
+
+
+def decode_envelope(data: bytes) -> Envelope | None:
+    """The typed envelope, or None for anything that is not exactly one."""
+    if len(data) > MAX_ENVELOPE_BYTES:
+        return None
+    try:
+        body = msgpack.unpackb(data, raw=False, strict_map_key=True,
+                               max_bin_len=MAX_ENVELOPE_BYTES, max_str_len=MAX_ENVELOPE_BYTES)
+        if not isinstance(body, dict) or body.get("v") != 1:
+            return None
+        room, node, aud = body["room"], body["node"], Audience(body["aud"])
+        target, frame, kind = body["target"], body["frame"], body["type"]
+        if not (isinstance(room, str) and isinstance(node, str) and isinstance(frame, bytes)
+                and isinstance(kind, str) and (target is None or isinstance(target, str))):
+            return None
+        msg = body["msg"]
+        if msg is not None:
+            seq, mid, sid, name, role, text, ts = msg
+            if not (isinstance(seq, int) and isinstance(ts, int) and
+                    all(isinstance(x, str) for x in (mid, sid, name, role, text))):
+                return None
+            event: Message | Encoded = Message(
+                RoomId(room), seq, MessageId(mid), Person(ParticipantId(sid), name, role),
+                text, ts)
+        else:
+            event = Encoded(kind, frame)
+        return Envelope(RoomId(room), event, aud,
+                        ParticipantId(target) if target else None, node)
+    except (ValueError, KeyError, TypeError, msgpack.UnpackException):
+        return None
+
+
+class RedisBroker:
+    def __init__(self, url: str, *, history: int = 200, prefix: str = "chat",
+                 timeout_s: float = 1.0,
+                 on_reset: Callable[[], Awaitable[None] | None] | None = None) -> None:
+        self.prefix, self.cap, self.timeout = prefix, history, timeout_s
+        self.redis = aioredis.Redis.from_url(url, socket_timeout=timeout_s,
+                                             socket_connect_timeout=timeout_s)
+        self._script = self.redis.register_script(_PUBLISH_LUA)
+        self._handler: Callable[[Envelope], Awaitable[None] | None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self.on_reset = on_reset
+        self.subscribed = asyncio.Event()
+
+    def _hist(self, room: str) -> str:
+        return f"{self.prefix}:hist:{{{room}}}"
+
+    @property
+    def _channel_pattern(self) -> str:
+        return f"{self.prefix}:ch:*"
+
+    def _channel(self, room: str) -> str:
+        return f"{self.prefix}:ch:{room}"
+
+    async def start(self, on_envelope: Callable[[Envelope], Awaitable[None] | None]) -> None:
+        self._handler = on_envelope
+        self._listener = asyncio.create_task(self._listen(), name="redis-subscriber")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.subscribed.wait(), 5)
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        await self.redis.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await asyncio.wait_for(self.redis.ping(), self.timeout)) and \
+                self.subscribed.is_set()
+        except (RedisError, OSError, TimeoutError):
+            return False
+
+    async def _listen(self) -> None:
+        """One subscription for all rooms; reconnects with backoff, resubscribes, and
+        tells the server (clients resume by seq, so nothing missed goes unseen)."""
+        delay = 0.1
+        first = True
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.psubscribe(self._channel_pattern)
+                self.subscribed.set()
+                if not first and self.on_reset is not None:
+                    result = self.on_reset()
+                    if inspect.isawaitable(result):
+                        await result
+                first, delay = False, 0.1
+                while True:
+                    msg = await pubsub.get_message(timeout=None)
+                    if msg is None or msg.get("type") != "pmessage":
+                        continue
+                    env = decode_envelope(msg["data"])
+                    if env is None:
+                        log.warning("broker_envelope_dropped")
+                        continue
+                    if self._handler is not None:
+                        result = self._handler(env)
+                        if inspect.isawaitable(result):
+                            await result
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as e:
+                self.subscribed.clear()
+                log.error("ops_alert", kind="broker_subscriber_lost", error=type(e).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except Exception:
+                log.exception("broker_handler_failed")
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def publish(self, envelope: Envelope) -> None:
+        payload = encode_envelope(envelope)
+        try:
+            if isinstance(envelope.event, Message):
+                await self._script(keys=[self._hist(envelope.room)],
+                                   args=[envelope.event.seq, payload, self.cap,
+                                         self._channel(envelope.room)])
+            else:
+                await self.redis.publish(self._channel(envelope.room), payload)
+        except (RedisError, OSError) as e:
+            raise BrokerError(str(e)) from e
+
+    async def history(self, room: RoomId, after: int | None, limit: int
+                      ) -> tuple[list[Message], bool]:
+        try:
+            if after is None:
+                raw = await self.redis.zrange(self._hist(room), -limit, -1)
+                return self._messages(raw), False
+            raw = await self.redis.zrangebyscore(self._hist(room), f"({after}", "+inf")
+            first = await self.redis.zrange(self._hist(room), 0, 0, withscores=True)
+            full = await self.redis.zcard(self._hist(room)) >= self.cap
+        except (RedisError, OSError) as e:
+            raise BrokerError(str(e)) from e
+        msgs = self._messages(raw)
+        gap = bool(full and first and after < int(first[0][1]) - 1)
+        return (msgs[-limit:] if gap else msgs), gap
+
+    @staticmethod
+    def _messages(raw: Sequence[Any]) -> list[Message]:
+        out = []
+        for data in raw:
+            env = decode_envelope(data) if isinstance(data, bytes) else None
+            if env is not None and isinstance(env.event, Message):
+                out.append(env.event)
+        return out
+
+    async def redact(self, room: RoomId, seq: int) -> None:
+        try:
+            await self.redis.zremrangebyscore(self._hist(room), seq, seq)
+        except (RedisError, OSError) as e:
+            raise BrokerError(str(e)) from e
+
+    async def seed(self, room: RoomId, messages: Sequence[Message]) -> None:
+        """Rebuild a room's history from the store when Redis lost it (F-06)."""
+        if not messages or await self.redis.exists(self._hist(room)):
+            return
+        mapping = {encode_envelope(Envelope(room, m, Audience.MEMBERS)): m.seq
+                   for m in messages}
+        await self.redis.zadd(self._hist(room), mapping)
+
+    async def flush_for_tests(self) -> None:
+        keys = [k async for k in self.redis.scan_iter(f"{self.prefix}:*")]
+        if keys:
+            await self.redis.delete(*keys)
+
+
+_ = orjson

@@ -1,0 +1,252 @@
+"""The cluster store: PostgreSQL through asyncpg, same port and guarantees as SQLite.
+
+Every node shares it, so it assigns each room's ``seq`` in the message's own
+transaction (``UPDATE rooms SET hwm = hwm + 1 … RETURNING``): the row lock orders
+concurrent senders on every node, and a seq is never reused, not even when Redis
+loses its data (SECURITY.md F-06), because the record is here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any, Final
+
+import asyncpg
+import orjson
+
+from chatserver.core.effects import (
+    AuditEntry,
+    CaseRecord,
+    HeldDecided,
+    HeldRecord,
+    RedactRecord,
+    RoomRecord,
+    StoreOp,
+)
+from chatserver.core.events import Message, Person
+from chatserver.core.ids import MessageId, ParticipantId, RoomId
+from chatserver.ports import AuditRow, StoreError, UserRow
+from chatserver.stores.records import case_from, dumps, held_from, room_from
+
+__all__ = ["PostgresStore"]
+
+SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS rooms (id TEXT PRIMARY KEY, record TEXT NOT NULL,
+    hwm BIGINT NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS messages (room TEXT NOT NULL, seq BIGINT NOT NULL,
+    msg_id TEXT NOT NULL, sender_id TEXT NOT NULL, sender_name TEXT NOT NULL,
+    sender_role TEXT NOT NULL, text TEXT NOT NULL, ts BIGINT NOT NULL,
+    redacted BOOLEAN NOT NULL DEFAULT FALSE, PRIMARY KEY (room, seq));
+CREATE UNIQUE INDEX IF NOT EXISTS messages_idem ON messages (room, sender_id, msg_id);
+CREATE TABLE IF NOT EXISTS audit (id BIGSERIAL PRIMARY KEY, ts BIGINT NOT NULL, room TEXT,
+    actor TEXT NOT NULL, action TEXT NOT NULL, target TEXT, detail TEXT NOT NULL,
+    version TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS audit_room ON audit (room, id);
+CREATE TABLE IF NOT EXISTS held (id TEXT PRIMARY KEY, room TEXT NOT NULL, record TEXT NOT NULL,
+    decided BOOLEAN NOT NULL DEFAULT FALSE);
+CREATE TABLE IF NOT EXISTS cases (id TEXT PRIMARY KEY, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS users (id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL, password_hash TEXT NOT NULL, disabled BOOLEAN NOT NULL DEFAULT FALSE);
+"""
+_SCHEMA_NAME: Final = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+class PostgresStore:
+    def __init__(self, dsn: str, schema: str = "public", pool_size: int = 10) -> None:
+        if not _SCHEMA_NAME.match(schema):
+            raise ValueError(f"bad schema name {schema!r}")
+        self.dsn, self.schema, self.pool_size = dsn, schema, pool_size
+        self._pool: asyncpg.Pool | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresStore:
+        """``postgresql://…[?schema=name]``: the schema option is ours, not libpq's."""
+        schema = "public"
+        if "schema=" in url:
+            base, _, query = url.partition("?")
+            params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+            schema = params.pop("schema")
+            url = base + ("?" + "&".join(f"{k}={v}" for k, v in params.items())
+                          if params else "")
+        return cls(url, schema)
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreError("store is not open")
+        return self._pool
+
+    async def open(self) -> None:
+        try:
+            # A startup setting, not SET: the pool's RESET ALL on release keeps it.
+            self._pool = await asyncpg.create_pool(
+                self.dsn, min_size=1, max_size=self.pool_size,
+                server_settings={"search_path": self.schema})
+            async with self.pool.acquire() as conn:
+                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
+                await conn.execute(f"SET search_path TO {self.schema}")
+                await conn.execute(SCHEMA)
+        except (OSError, asyncpg.PostgresError) as e:
+            raise StoreError(str(e)) from e
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def ping(self) -> bool:
+        try:
+            async with self.pool.acquire(timeout=1) as conn:
+                await conn.fetchval("SELECT 1")
+        except Exception:
+            return False
+        return True
+
+    async def _tx(self, fn: Any) -> Any:
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                return await fn(conn)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            raise StoreError(str(e)) from e
+
+    # ------------------------------------------------------------------ writes
+    async def append_message(self, room: RoomId, sender: Person, msg_id: MessageId, text: str,
+                             ts: int, audit: AuditEntry) -> tuple[int, bool]:
+        async def write(conn: asyncpg.Connection) -> tuple[int, bool]:
+            existing = await conn.fetchval(
+                "SELECT seq FROM messages WHERE room=$1 AND sender_id=$2 AND msg_id=$3",
+                room, sender.id, msg_id)
+            if existing is not None:
+                return int(existing), False
+            seq = await conn.fetchval(
+                "UPDATE rooms SET hwm = hwm + 1 WHERE id=$1 RETURNING hwm", room)
+            if seq is None:
+                raise StoreError(f"unknown room {room}")
+            await conn.execute(
+                "INSERT INTO messages (room, seq, msg_id, sender_id, sender_name, sender_role,"
+                " text, ts) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
+                room, seq, msg_id, sender.id, sender.name, sender.role, text, ts)
+            await self._audit(conn, audit, {"seq": int(seq)})
+            return int(seq), True
+
+        result: tuple[int, bool] = await self._tx(write)
+        return result
+
+    async def apply(self, ops: Sequence[StoreOp]) -> None:
+        async def write(conn: asyncpg.Connection) -> None:
+            for op in ops:
+                await self._apply_one(conn, op)
+
+        await self._tx(write)
+
+    async def _apply_one(self, conn: asyncpg.Connection, op: StoreOp) -> None:
+        if isinstance(op, AuditEntry):
+            await self._audit(conn, op)
+        elif isinstance(op, RoomRecord):
+            await conn.execute(
+                "INSERT INTO rooms (id, record) VALUES ($1, $2) "
+                "ON CONFLICT (id) DO UPDATE SET record=excluded.record", op.id, dumps(op))
+        elif isinstance(op, HeldRecord):
+            await conn.execute(
+                "INSERT INTO held (id, room, record) VALUES ($1,$2,$3) "
+                "ON CONFLICT (id) DO UPDATE SET record=excluded.record",
+                op.id, op.room, dumps(op))
+        elif isinstance(op, HeldDecided):
+            await conn.execute("UPDATE held SET decided=TRUE WHERE id=$1", op.id)
+        elif isinstance(op, CaseRecord):
+            await conn.execute(
+                "INSERT INTO cases (id, record) VALUES ($1,$2) "
+                "ON CONFLICT (id) DO UPDATE SET record=excluded.record", op.id, dumps(op))
+        elif isinstance(op, RedactRecord):
+            await conn.execute("UPDATE messages SET redacted=TRUE WHERE room=$1 AND seq=$2",
+                               op.room, op.seq)
+        else:  # pragma: no cover - the union is exhaustive
+            raise TypeError(op)
+
+    async def _audit(self, conn: asyncpg.Connection, e: AuditEntry,
+                     extra: dict[str, object] | None = None) -> None:
+        detail = {**e.detail, **(extra or {})}
+        await conn.execute(
+            "INSERT INTO audit (ts, room, actor, action, target, detail, version) "
+            "VALUES ($1,$2,$3,$4,$5,$6,$7)",
+            e.ts, e.room, e.actor, e.action, e.target, orjson.dumps(detail).decode(),
+            e.version)
+
+    # ------------------------------------------------------------------- reads
+    async def _fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
+        try:
+            async with self.pool.acquire() as conn:
+                rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
+                return rows
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            raise StoreError(str(e)) from e
+
+    async def recent_messages(self, room: RoomId, limit: int) -> list[Message]:
+        rows = await self._fetch(
+            "SELECT seq, msg_id, sender_id, sender_name, sender_role, text, ts FROM messages "
+            "WHERE room=$1 AND NOT redacted ORDER BY seq DESC LIMIT $2", room, limit)
+        return [Message(room, int(r[0]), MessageId(r[1]),
+                        Person(ParticipantId(r[2]), r[3], r[4]), r[5], int(r[6]))
+                for r in reversed(rows)]
+
+    async def rooms(self) -> list[RoomRecord]:
+        return [room_from(r[0]) for r in await self._fetch("SELECT record FROM rooms")]
+
+    async def held(self) -> list[HeldRecord]:
+        return [held_from(r[0]) for r in
+                await self._fetch("SELECT record FROM held WHERE NOT decided")]
+
+    async def cases(self) -> list[CaseRecord]:
+        return [case_from(r[0]) for r in await self._fetch("SELECT record FROM cases")]
+
+    async def audit(self, room: str | None, since: int, limit: int) -> list[AuditRow]:
+        if room:
+            rows = await self._fetch(
+                "SELECT id, ts, room, actor, action, target, detail FROM audit "
+                "WHERE ts >= $1 AND room = $2 ORDER BY id LIMIT $3", since, room, limit)
+        else:
+            rows = await self._fetch(
+                "SELECT id, ts, room, actor, action, target, detail FROM audit "
+                "WHERE ts >= $1 ORDER BY id LIMIT $2", since, limit)
+        return [AuditRow(int(r[0]), int(r[1]), r[2], r[3], r[4], r[5], orjson.loads(r[6]))
+                for r in rows]
+
+    # ------------------------------------------------------------------- users
+    async def add_user(self, user: UserRow) -> None:
+        async def write(conn: asyncpg.Connection) -> None:
+            await conn.execute(
+                "INSERT INTO users (id, username, role, password_hash, disabled) "
+                "VALUES ($1,$2,$3,$4,$5) ON CONFLICT (username) DO UPDATE SET "
+                "role=excluded.role, password_hash=excluded.password_hash, "
+                "disabled=excluded.disabled",
+                user.id, user.username, user.role, user.password_hash, user.disabled)
+
+        await self._tx(write)
+
+    @staticmethod
+    def _user(r: asyncpg.Record) -> UserRow:
+        return UserRow(r[0], r[1], r[2], r[3], bool(r[4]))
+
+    async def user(self, username: str) -> UserRow | None:
+        rows = await self._fetch("SELECT id, username, role, password_hash, disabled FROM users"
+                                 " WHERE username=$1", username)
+        return self._user(rows[0]) if rows else None
+
+    async def user_by_id(self, user_id: str) -> UserRow | None:
+        rows = await self._fetch("SELECT id, username, role, password_hash, disabled FROM users"
+                                 " WHERE id=$1", user_id)
+        return self._user(rows[0]) if rows else None
+
+    async def users(self) -> list[UserRow]:
+        return [self._user(r) for r in await self._fetch(
+            "SELECT id, username, role, password_hash, disabled FROM users ORDER BY username")]
+
+    async def set_disabled(self, username: str, disabled: bool) -> bool:
+        async def write(conn: asyncpg.Connection) -> bool:
+            status: str = await conn.execute("UPDATE users SET disabled=$1 WHERE username=$2",
+                                             disabled, username)
+            return status.endswith(" 1")
+
+        result: bool = await self._tx(write)
+        return result

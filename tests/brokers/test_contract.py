@@ -1,0 +1,143 @@
+"""One contract suite for every Broker: in-memory (embedded) and Redis (cluster).
+
+Redis runs at 127.0.0.1:6379; tests use database 9 and a key prefix of their own, and
+delete their keys after. Without Redis the redis cases skip with a reason, or fail in CI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator
+
+import msgpack
+import pytest
+
+from chatserver.brokers.memory import MemoryBroker
+from chatserver.brokers.redis import RedisBroker, decode_envelope, encode_envelope
+from chatserver.core.effects import Audience
+from chatserver.core.events import Encoded, Message, Notice, Person
+from chatserver.core.ids import MessageId, ParticipantId, RoomId
+from chatserver.ports import Broker, Envelope
+from tests.conftest import require
+
+REDIS_URL = os.environ.get("CHATSERVER_TEST_REDIS", "redis://127.0.0.1:6379/9")
+R = RoomId("room-1")
+ALEX = Person(ParticipantId("p_alex"), "Alex", "participant")
+
+
+def msg(seq: int, room: RoomId = R) -> Message:
+    return Message(room, seq, MessageId(f"m{seq}"), ALEX, f"hello {seq}", 1000 + seq)
+
+
+async def _redis_up() -> bool:
+    import redis.asyncio as aioredis
+    r = aioredis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    try:
+        return bool(await r.ping())
+    except Exception:
+        return False
+    finally:
+        await r.aclose()
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.got: list[Envelope] = []
+        self.changed = asyncio.Condition()
+
+    async def __call__(self, env: Envelope) -> None:
+        async with self.changed:
+            self.got.append(env)
+            self.changed.notify_all()
+
+    async def wait_for(self, n: int) -> list[Envelope]:
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(lambda: len(self.got) >= n), 5)
+        return self.got
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def broker(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Broker, Inbox]]:
+    inbox = Inbox()
+    if request.param == "memory":
+        b: Broker = MemoryBroker(history=5)
+        await b.start(inbox)
+        yield b, inbox
+        await b.close()
+        return
+    require(await _redis_up(), f"Redis is not reachable at {REDIS_URL}")
+    rb = RedisBroker(REDIS_URL, history=5, prefix=f"t{secrets.token_hex(4)}")
+    await rb.start(inbox)
+    yield rb, inbox
+    await rb.flush_for_tests()
+    await rb.close()
+
+
+async def test_published_messages_arrive_in_order_and_fill_history(
+        broker: tuple[Broker, Inbox]) -> None:
+    b, inbox = broker
+    for seq in (1, 2, 3):
+        await b.publish(Envelope(R, msg(seq), Audience.MEMBERS, node="n1"))
+    got = await inbox.wait_for(3)
+    assert [e.event.seq for e in got] == [1, 2, 3]  # type: ignore[attr-defined]
+    assert got[0].event == msg(1) and got[0].node == "n1"
+    history, gap = await b.history(R, None, 10)
+    assert [m.seq for m in history] == [1, 2, 3] and not gap
+    after, gap = await b.history(R, 1, 10)
+    assert [m.seq for m in after] == [2, 3] and not gap
+
+
+async def test_other_events_arrive_encoded_once(broker: tuple[Broker, Inbox]) -> None:
+    b, inbox = broker
+    notice = Notice("muted", "You're muted for now.", R)
+    await b.publish(Envelope(R, notice, Audience.PARTICIPANT, ParticipantId("p_x"), "n1"))
+    (env,) = await inbox.wait_for(1)
+    assert env.audience == Audience.PARTICIPANT and env.target == "p_x"
+    assert env.event.to_wire() == notice.to_wire()
+
+
+async def test_history_is_capped_and_an_old_resume_point_is_a_gap(
+        broker: tuple[Broker, Inbox]) -> None:
+    b, inbox = broker
+    for seq in range(1, 9):
+        await b.publish(Envelope(R, msg(seq), Audience.MEMBERS))
+    await inbox.wait_for(8)
+    kept, _ = await b.history(R, None, 100)
+    assert [m.seq for m in kept] == [4, 5, 6, 7, 8]
+    missed, gap = await b.history(R, 1, 100)
+    assert gap  # seqs 2 and 3 are gone: the client must be told
+    assert [m.seq for m in missed] == [4, 5, 6, 7, 8]
+    recent, gap = await b.history(R, 5, 100)
+    assert [m.seq for m in recent] == [6, 7, 8] and not gap
+
+
+async def test_redact_and_seed(broker: tuple[Broker, Inbox]) -> None:
+    b, inbox = broker
+    for seq in (1, 2, 3):
+        await b.publish(Envelope(R, msg(seq), Audience.MEMBERS))
+    await inbox.wait_for(3)
+    await b.redact(R, 2)
+    assert [m.seq for m in (await b.history(R, None, 10))[0]] == [1, 3]
+    other = RoomId("room-2")
+    await b.seed(other, [msg(7, other), msg(8, other)])
+    assert [m.seq for m in (await b.history(other, 7, 10))[0]] == [8]
+
+
+async def test_ping(broker: tuple[Broker, Inbox]) -> None:
+    assert await broker[0].ping()
+
+
+def test_envelopes_decode_strictly() -> None:
+    env = Envelope(R, msg(1), Audience.MEMBERS, None, "n1")
+    assert decode_envelope(encode_envelope(env)) == env
+    other = decode_envelope(encode_envelope(Envelope(R, Notice("x", "y"), Audience.STAFF)))
+    assert other is not None and isinstance(other.event, Encoded)
+    for bad in (b"", b"\xc1", msgpack.packb([1, 2]), msgpack.packb({"v": 2}),
+                msgpack.packb({"v": 1, "room": 1, "node": "n", "aud": "members",
+                               "target": None, "type": "x", "frame": b"{}", "msg": None}),
+                msgpack.packb({"v": 1, "room": "r", "node": "n", "aud": "everyone",
+                               "target": None, "type": "x", "frame": b"{}", "msg": None}),
+                b"\x80" * 300_000):
+        assert decode_envelope(bad) is None

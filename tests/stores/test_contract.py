@@ -1,0 +1,193 @@
+"""One contract suite for every Store: SQLite (embedded) and PostgreSQL (cluster).
+
+PostgreSQL runs at 127.0.0.1:5432 (database `test`); each test gets a schema of its own
+and drops it. Without PostgreSQL the postgres cases skip with a reason, or fail in CI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from chatserver.core.effects import (
+    AuditEntry,
+    CaseRecord,
+    HeldDecided,
+    HeldRecord,
+    RedactRecord,
+    RoomRecord,
+)
+from chatserver.core.events import Person
+from chatserver.core.ids import CaseId, HeldId, MessageId, ParticipantId, RoomId
+from chatserver.ports import Store, StoreError, UserRow
+from chatserver.stores.postgres import PostgresStore
+from chatserver.stores.sqlite import SqliteStore
+from tests.conftest import require
+
+PG_DSN = os.environ.get("CHATSERVER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+ALEX = Person(ParticipantId("p_alex"), "Alex", "participant")
+
+
+def room(rid: str) -> RoomRecord:
+    return RoomRecord(RoomId(rid), rid.title(), ("16-17",), "default", "group", False, 0, {},
+                      (), True)
+
+
+def audit(action: str = "message.allow", room_id: str = "a", ts: int = 1) -> AuditEntry:
+    return AuditEntry(ts, RoomId(room_id), "p_alex", action, None, {"rules": []}, "v1")
+
+
+async def _pg_available() -> bool:
+    import asyncpg
+    try:
+        conn = await asyncio.wait_for(asyncpg.connect(PG_DSN), 3)
+    except Exception:
+        return False
+    await conn.close()
+    return True
+
+
+async def _open(kind: str, tmp_path: Path, schema: str) -> Store:
+    if kind == "sqlite":
+        store: Store = SqliteStore(tmp_path / "chat.db")
+    else:
+        store = PostgresStore(PG_DSN, schema)
+    await store.open()
+    return store
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def kind(request: pytest.FixtureRequest) -> str:
+    if request.param == "postgres":
+        require(await _pg_available(), f"PostgreSQL is not reachable at {PG_DSN}")
+    return str(request.param)
+
+
+@pytest.fixture
+async def store(kind: str, tmp_path: Path) -> AsyncIterator[Store]:
+    schema = f"t_{secrets.token_hex(6)}"
+    s = await _open(kind, tmp_path, schema)
+    await s.apply([room("a"), room("b")])
+    yield s
+    await s.close()
+    if kind == "postgres":
+        import asyncpg
+        conn = await asyncpg.connect(PG_DSN)
+        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        await conn.close()
+
+
+async def test_seq_is_per_room_consecutive_and_idempotent(store: Store) -> None:
+    seqs = [await store.append_message(RoomId("a"), ALEX, MessageId(f"m{i}"), "hi", i,
+                                       audit()) for i in range(3)]
+    assert seqs == [(1, True), (2, True), (3, True)]
+    assert await store.append_message(RoomId("b"), ALEX, MessageId("m0"), "hi", 9,
+                                      audit(room_id="b")) == (1, True)
+    # The same sender resending the same id gets the original seq, and nothing new.
+    assert await store.append_message(RoomId("a"), ALEX, MessageId("m1"), "hi", 5,
+                                      audit()) == (2, False)
+    msgs = await store.recent_messages(RoomId("a"), 10)
+    assert [m.seq for m in msgs] == [1, 2, 3]
+    entries = await store.audit("a", 0, 100)
+    assert [e.detail["seq"] for e in entries] == [1, 2, 3]
+
+
+async def test_concurrent_senders_get_unique_consecutive_seqs(store: Store) -> None:
+    people = [Person(ParticipantId(f"p{i}"), f"P{i}", "participant") for i in range(20)]
+    results = await asyncio.gather(*(
+        store.append_message(RoomId("a"), p, MessageId("x"), "hi", 1, audit())
+        for p in people))
+    assert sorted(seq for seq, _ in results) == list(range(1, 21))
+
+
+async def test_seq_is_never_reused_after_reopening(kind: str, tmp_path: Path) -> None:
+    schema = f"t_{secrets.token_hex(6)}"
+    first = await _open(kind, tmp_path, schema)
+    await first.apply([room("a")])
+    for i in range(3):
+        await first.append_message(RoomId("a"), ALEX, MessageId(f"m{i}"), "hi", i, audit())
+    await first.close()
+    again = await _open(kind, tmp_path, schema)
+    try:
+        seq, _ = await again.append_message(RoomId("a"), ALEX, MessageId("n"), "hi", 9,
+                                            audit())
+        assert seq == 4
+    finally:
+        await again.close()
+
+
+async def test_records_round_trip(store: Store) -> None:
+    held = HeldRecord(HeldId("h1"), RoomId("a"), ALEX, MessageId("m1"), "how old are you",
+                      (("grooming.age", "grooming"),), 5)
+    case = CaseRecord(CaseId("c1"), RoomId("a"), ALEX.id, "Alex", "urgent", "open", "note", 6,
+                      "u_fac")
+    muted = RoomRecord(RoomId("a"), "A", ("16-17",), "default", "group", True, 30,
+                       {"p_x": 99}, ("p_y",), True)
+    await store.apply([held, case, muted])
+    assert await store.held() == [held]
+    assert await store.cases() == [case]
+    rooms = {r.id: r for r in await store.rooms()}
+    assert rooms[RoomId("a")] == muted
+    await store.apply([HeldDecided(HeldId("h1"))])
+    assert await store.held() == []
+
+
+async def test_redacted_messages_leave_history(store: Store) -> None:
+    for i in range(3):
+        await store.append_message(RoomId("a"), ALEX, MessageId(f"m{i}"), f"t{i}", i, audit())
+    await store.apply([RedactRecord(RoomId("a"), 2)])
+    assert [m.text for m in await store.recent_messages(RoomId("a"), 10)] == ["t0", "t2"]
+
+
+async def test_audit_is_oldest_first_filtered_and_limited(store: Store) -> None:
+    await store.apply([audit("mute", "a", 10), audit("pause", "b", 20),
+                       audit("resume", "a", 30)])
+    assert [e.action for e in await store.audit(None, 0, 10)] == ["mute", "pause", "resume"]
+    assert [e.action for e in await store.audit("a", 0, 10)] == ["mute", "resume"]
+    assert [e.action for e in await store.audit(None, 15, 10)] == ["pause", "resume"]
+    assert [e.action for e in await store.audit(None, 0, 1)] == ["mute"]
+
+
+async def test_users(store: Store) -> None:
+    await store.add_user(UserRow("u1", "sam", "facilitator", "hash", False))
+    assert (await store.user("sam")) == UserRow("u1", "sam", "facilitator", "hash", False)
+    assert (await store.user_by_id("u1")) is not None
+    assert await store.set_disabled("sam", True)
+    assert (await store.user("sam")).disabled  # type: ignore[union-attr]
+    assert not await store.set_disabled("nobody", True)
+    assert [u.username for u in await store.users()] == ["sam"]
+
+
+async def test_sqlite_disk_full_rolls_back_everything_and_recovers(tmp_path: Path) -> None:
+    """SECURITY.md F-10: SQLITE_FULL fails the write whole; raising the limit recovers."""
+    store = SqliteStore(tmp_path / "chat.db")
+    await store.open()
+    try:
+        await store.apply([room("a")])
+        await store.append_message(RoomId("a"), ALEX, MessageId("m0"), "before", 1, audit())
+        pages = (await (await store.db.execute("PRAGMA page_count")).fetchone())[0]  # type: ignore[index]
+        await store.db.execute(f"PRAGMA max_page_count={pages + 1}")
+        with pytest.raises(StoreError):
+            for i in range(200):
+                await store.append_message(RoomId("a"), ALEX, MessageId(f"big{i}"),
+                                           "x" * 2000, 2, audit())
+        msgs = await store.recent_messages(RoomId("a"), 1000)
+        entries = await store.audit("a", 0, 1000)
+        assert len(msgs) == len(entries)  # every message has its audit entry, nothing half
+        await store.db.execute("PRAGMA max_page_count=1073741823")
+        seq, new = await store.append_message(RoomId("a"), ALEX, MessageId("after"), "ok", 3,
+                                              audit())
+        assert new and seq == len(msgs) + 1  # no seq lost or reused by the failed writes
+        check = await (await store.db.execute("PRAGMA integrity_check")).fetchone()
+        assert check is not None and check[0] == "ok"
+    finally:
+        await store.close()
+
+
+_ = sqlite3
