@@ -164,6 +164,28 @@ def users(args: argparse.Namespace, config: Config) -> int:
     return asyncio.run(go())
 
 
+# ------------------------------------------------------------------- audit
+def audit_cmd(args: argparse.Namespace, config: Config) -> int:
+    """``audit verify``: recompute the hash chain; exit 1 naming the first bad row."""
+    from chatserver.auditchain import verify
+
+    async def go() -> int:
+        store = _store(config)
+        await store.open()
+        try:
+            checked, bad = verify(await store.audit_chain())
+        finally:
+            await store.close()
+        if bad is not None:
+            print(f"FAILED: the audit chain breaks at entry {bad} (after {checked - 1} good "
+                  "entries): a row was edited or removed outside the server")
+            return 1
+        print(f"ok: {checked} audit entries, hash chain intact")
+        return 0
+
+    return asyncio.run(go())
+
+
 # ------------------------------------------------------------------- rules
 def _explain(text: str, v: Verdict) -> str:
     lines = [f"verdict:    {v.action.label}", f"normalized: {v.normalized!r}"]
@@ -316,6 +338,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_bt = rs.add_parser("backtest")
     p_bt.add_argument("file")
     p_bt.add_argument("--against", required=True, help="candidate rules directory")
+    p_audit = sub.add_parser("audit", help="audit log tools")
+    aus = p_audit.add_subparsers(dest="audit_cmd", required=True)
+    aus.add_parser("verify", help="check the audit log's hash chain")
     args = parser.parse_args(argv)
     env = dict(__import__("os").environ)
     if args.cmd == "serve":
@@ -332,4 +357,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(args, config)
     if args.cmd == "users":
         return users(args, config)
+    if args.cmd == "audit":
+        return audit_cmd(args, config)
     return rules_cmd(args, config)

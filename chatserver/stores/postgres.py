@@ -15,6 +15,7 @@ from typing import Any, Final
 import asyncpg
 import orjson
 
+from chatserver.auditchain import GENESIS, ChainRow, chain_hash
 from chatserver.core.effects import (
     AuditEntry,
     CaseRecord,
@@ -41,7 +42,7 @@ CREATE TABLE IF NOT EXISTS messages (room TEXT NOT NULL, seq BIGINT NOT NULL,
 CREATE UNIQUE INDEX IF NOT EXISTS messages_idem ON messages (room, sender_id, msg_id);
 CREATE TABLE IF NOT EXISTS audit (id BIGSERIAL PRIMARY KEY, ts BIGINT NOT NULL, room TEXT,
     actor TEXT NOT NULL, action TEXT NOT NULL, target TEXT, detail TEXT NOT NULL,
-    version TEXT NOT NULL);
+    version TEXT NOT NULL, hash TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS audit_room ON audit (room, id);
 CREATE TABLE IF NOT EXISTS held (id TEXT PRIMARY KEY, room TEXT NOT NULL, record TEXT NOT NULL,
     decided BOOLEAN NOT NULL DEFAULT FALSE);
@@ -49,6 +50,7 @@ CREATE TABLE IF NOT EXISTS cases (id TEXT PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS users (id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE,
     role TEXT NOT NULL, password_hash TEXT NOT NULL, disabled BOOLEAN NOT NULL DEFAULT FALSE);
 """
+_AUDIT_LOCK: Final = 0x43484154  # "CHAT": the advisory lock key of the audit chain
 _SCHEMA_NAME: Final = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -166,12 +168,22 @@ class PostgresStore:
 
     async def _audit(self, conn: asyncpg.Connection, e: AuditEntry,
                      extra: dict[str, object] | None = None) -> None:
-        detail = {**e.detail, **(extra or {})}
+        detail = orjson.dumps({**e.detail, **(extra or {})}).decode()
+        # SG-16: one chain across every node, so appends take a transaction-scoped lock.
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _AUDIT_LOCK)
+        prev = await conn.fetchval("SELECT hash FROM audit ORDER BY id DESC LIMIT 1")
+        digest = chain_hash(prev or GENESIS, e.ts, e.room, e.actor, e.action, e.target,
+                            detail, e.version)
         await conn.execute(
-            "INSERT INTO audit (ts, room, actor, action, target, detail, version) "
-            "VALUES ($1,$2,$3,$4,$5,$6,$7)",
-            e.ts, e.room, e.actor, e.action, e.target, orjson.dumps(detail).decode(),
-            e.version)
+            "INSERT INTO audit (ts, room, actor, action, target, detail, version, hash) "
+            "VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
+            e.ts, e.room, e.actor, e.action, e.target, detail, e.version, digest)
+
+    async def audit_chain(self) -> list[ChainRow]:
+        rows = await self._fetch("SELECT id, ts, room, actor, action, target, detail, version,"
+                                 " hash FROM audit ORDER BY id")
+        return [ChainRow(int(r[0]), int(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8])
+                for r in rows]
 
     # ------------------------------------------------------------------- reads
     async def _fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:

@@ -19,6 +19,7 @@ from typing import Any, Final
 import aiosqlite
 import orjson
 
+from chatserver.auditchain import GENESIS, ChainRow, chain_hash
 from chatserver.core.effects import (
     AuditEntry,
     CaseRecord,
@@ -45,7 +46,7 @@ CREATE TABLE IF NOT EXISTS messages (room TEXT NOT NULL, seq INTEGER NOT NULL,
 CREATE UNIQUE INDEX IF NOT EXISTS messages_idem ON messages (room, sender_id, msg_id);
 CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, ts INTEGER NOT NULL,
     room TEXT, actor TEXT NOT NULL, action TEXT NOT NULL, target TEXT, detail TEXT NOT NULL,
-    version TEXT NOT NULL);
+    version TEXT NOT NULL, hash TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS audit_room ON audit (room, id);
 CREATE TABLE IF NOT EXISTS held (id TEXT PRIMARY KEY, room TEXT NOT NULL, record TEXT NOT NULL,
     decided INTEGER NOT NULL DEFAULT 0);
@@ -80,7 +81,8 @@ class _Call:
 _Item = _Append | _Ops | _Call
 
 
-def _audit_row(e: AuditEntry, extra: dict[str, object] | None = None) -> tuple[object, ...]:
+def _audit_fields(e: AuditEntry, extra: dict[str, object] | None = None
+                  ) -> tuple[int, str | None, str, str, str | None, str, str]:
     detail = {**e.detail, **(extra or {})} if extra else e.detail
     return (e.ts, e.room, e.actor, e.action, e.target, orjson.dumps(detail).decode(), e.version)
 
@@ -92,6 +94,7 @@ class SqliteStore:
         self._queue: asyncio.Queue[tuple[_Item, asyncio.Future[Any]]] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._hwm: dict[str, int] = {}
+        self._last_hash = GENESIS
 
     @classmethod
     def from_url(cls, url: str) -> SqliteStore:
@@ -112,6 +115,9 @@ class SqliteStore:
         await self._db.executescript(SCHEMA)
         async with self._db.execute("SELECT id, hwm FROM rooms") as cur:
             self._hwm = {row[0]: row[1] async for row in cur}
+        async with self._db.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1") as cur:
+            last = await cur.fetchone()
+        self._last_hash = last[0] if last else GENESIS
         self._writer = asyncio.create_task(self._write_loop(), name="sqlite-writer")
 
     async def close(self) -> None:
@@ -147,7 +153,7 @@ class SqliteStore:
             batch = [await self._queue.get()]
             while not self._queue.empty() and len(batch) < 512:
                 batch.append(self._queue.get_nowait())
-            hwm_before = dict(self._hwm)
+            hwm_before, hash_before = dict(self._hwm), self._last_hash
             try:
                 await self.db.execute("BEGIN IMMEDIATE")
                 results = await self._write_batch([item for item, _ in batch])
@@ -156,7 +162,7 @@ class SqliteStore:
                 raise
             except Exception as e:
                 # SQLITE_FULL and friends roll back the whole transaction: nothing partial.
-                self._hwm = hwm_before
+                self._hwm, self._last_hash = hwm_before, hash_before
                 with contextlib.suppress(Exception):
                     await self.db.execute("ROLLBACK")
                 for _, fut in batch:
@@ -200,14 +206,14 @@ class SqliteStore:
                 rooms_touched.add(it.room)
                 messages.append((it.room, seq, it.msg_id, it.sender.id, it.sender.name,
                                  it.sender.role, it.text, it.ts))
-                audits.append(_audit_row(it.audit, {"seq": seq}))
+                audits.append(self._chained(_audit_fields(it.audit, {"seq": seq})))
                 results.append((seq, True))
             elif isinstance(it, _Call):
                 results.append(await it.fn(db))
             else:
                 for op in it.ops:
                     if isinstance(op, AuditEntry):
-                        audits.append(_audit_row(op))
+                        audits.append(self._chained(_audit_fields(op)))
                     else:
                         await self._apply_one(db, op)
                 results.append(None)
@@ -217,8 +223,8 @@ class SqliteStore:
                 " text, ts) VALUES (?,?,?,?,?,?,?,?)", messages)
         if audits:
             await db.executemany(
-                "INSERT INTO audit (ts, room, actor, action, target, detail, version) "
-                "VALUES (?,?,?,?,?,?,?)", audits)
+                "INSERT INTO audit (ts, room, actor, action, target, detail, version, hash) "
+                "VALUES (?,?,?,?,?,?,?,?)", audits)
         if rooms_touched:
             await db.executemany("UPDATE rooms SET hwm=? WHERE id=?",
                                  [(self._hwm[r], r) for r in sorted(rooms_touched)])
@@ -237,7 +243,8 @@ class SqliteStore:
     async def _apply_one(self, db: aiosqlite.Connection, op: StoreOp) -> None:
         if isinstance(op, AuditEntry):
             await db.execute("INSERT INTO audit (ts, room, actor, action, target, detail, "
-                             "version) VALUES (?,?,?,?,?,?,?)", _audit_row(op))
+                             "version, hash) VALUES (?,?,?,?,?,?,?,?)",
+                             self._chained(_audit_fields(op)))
         elif isinstance(op, RoomRecord):
             await db.execute(
                 "INSERT INTO rooms (id, record) VALUES (?, ?) "
@@ -255,6 +262,17 @@ class SqliteStore:
                              (op.room, op.seq))
         else:  # pragma: no cover - the union is exhaustive
             raise TypeError(op)
+
+    def _chained(self, fields: tuple[int, str | None, str, str, str | None, str, str]
+                 ) -> tuple[object, ...]:
+        """The row with its chain hash; advances the chain (rolled back with the batch)."""
+        self._last_hash = chain_hash(self._last_hash, *fields)
+        return (*fields, self._last_hash)
+
+    async def audit_chain(self) -> list[ChainRow]:
+        async with self.db.execute("SELECT id, ts, room, actor, action, target, detail, "
+                                   "version, hash FROM audit ORDER BY id") as cur:
+            return [ChainRow(*row) async for row in cur]
 
     # ------------------------------------------------------------------- reads
     async def recent_messages(self, room: RoomId, limit: int) -> list[Message]:

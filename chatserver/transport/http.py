@@ -22,7 +22,7 @@ from chatserver.core.roles import Role
 from chatserver.core.session import Identity
 from chatserver.core.wire import decode_object
 from chatserver.moderation.engine import load_rules
-from chatserver.moderation.normalize import normalize
+from chatserver.moderation.normalize import normalize, words_view
 from chatserver.moderation.rules import Action, RuleLoadError
 from chatserver.observability import log
 from chatserver.transport.app import APP_KEY, Server
@@ -117,10 +117,29 @@ async def staff(request: web.Request, *roles: Role) -> Identity:
     return ident
 
 
+PLATFORM_WORDS: Final = frozenset({
+    "snap", "snapchat", "insta", "instagram", "ig", "tiktok", "discord", "whatsapp", "kik",
+    "telegram", "facebook", "fb", "twitter", "sc", "onlyfans", "signal",
+})
+"""A display name is no place for a social handle (SG-05): "sn4p jsmith07" is refused."""
+
+
+def _name_views(name: str) -> list[str]:
+    """The words view, and again reading "1" and "|" as "l" (leet is ambiguous)."""
+    folded = normalize(name).folded
+    return [words_view(folded), words_view(folded.replace("1", "l").replace("|", "l"))]
+
+
 def _looks_reserved(name: str) -> bool:
-    folded = "".join(normalize(name).words.split())
-    return any(word in folded for word in RESERVED_NAMES if len(word) > 3) or \
-        folded in RESERVED_NAMES
+    for view in _name_views(name):
+        joined = "".join(view.split())
+        if joined in RESERVED_NAMES or any(w in joined for w in RESERVED_NAMES if len(w) > 3):
+            return True
+    return False
+
+
+def _names_a_platform(name: str) -> bool:
+    return any(token in PLATFORM_WORDS for view in _name_views(name) for token in view.split())
 
 
 async def join(request: web.Request) -> web.Response:
@@ -136,6 +155,9 @@ async def join(request: web.Request) -> web.Response:
     if _looks_reserved(name):
         raise ChatError(ErrorCode.BAD_REQUEST, "That name is kept for staff. Please pick "
                                                "another.")
+    if _names_a_platform(name):
+        raise ChatError(ErrorCode.BAD_REQUEST, "Please leave social media names out of your "
+                                               "display name, to keep you safe.")
     if server.core.rules.check(name, "participant").action >= Action.MASK:
         raise ChatError(ErrorCode.BAD_REQUEST, "Please pick a different name.")
     room = server.core.rooms.get(RoomId(room_id))
