@@ -346,7 +346,9 @@ class ChatCore:
                 return self._flooding(conn, ident, room, cmd, now_ms)
             person.strikes = 0
             last = room.last_send.get(ident.id)
-            if room.slow_mode_s and last is not None and now_ms - last < room.slow_mode_s * 1000:
+            # 0 <= elapsed: a clock stepping back never extends slow mode (F-14).
+            if room.slow_mode_s and last is not None and \
+                    0 <= now_ms - last < room.slow_mode_s * 1000:
                 raise ChatError(ErrorCode.SLOW_MODE, "The room is in slow mode.")
         verdict, failed = self._moderate(text, ident.role, room)
         if failed:

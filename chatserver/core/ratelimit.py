@@ -21,6 +21,10 @@ class SlidingWindow:
 
     def try_take(self, now_ms: int) -> bool:
         """Record an event at ``now_ms`` if the window has room; False if it has not."""
+        if self._times and now_ms < self._times[-1]:
+            # The clock stepped back (NTP, SECURITY.md F-14): forget rather than lock a
+            # young person out for as long as the step.
+            self._times.clear()
         while self._times and now_ms - self._times[0] >= self.window_ms:
             self._times.popleft()
         if len(self._times) >= self.limit:

@@ -312,3 +312,18 @@ def test_slow_mode(h: RoomHarness) -> None:
     assert h.say(ana, "two", "a2", now=29_999)["code"] == "slow_mode"
     assert h.say(ana, "three", "a3", now=30_000)["status"] == "sent"
     assert h.say(fac, "staff are not slowed", "f1", now=30_001)["status"] == "sent"
+
+
+def test_a_clock_stepping_back_never_locks_anyone_out(h: RoomHarness) -> None:
+    """SECURITY.md F-14: limits use the injected time; a step back must not block sends."""
+    fac = h.connect("Fac", Role.FACILITATOR)
+    ana = h.connect("Ana")
+    hour = 3_600_000
+    for n in range(5):
+        assert h.say(ana, f"m{n}", f"m{n}", now=10 * hour + n)["status"] == "sent"
+    assert h.say(ana, "sixth", "m5", now=10 * hour + 10)["code"] == "rate_limited"
+    # NTP steps the clock back an hour: the next send is judged afresh, not blocked.
+    assert h.say(ana, "after the step", "m6", now=9 * hour)["status"] == "sent"
+    h.send(fac, c.SlowMode(R, 30), now=9 * hour)
+    assert h.say(ana, "slow", "m7", now=9 * hour + 1)["code"] == "slow_mode"
+    assert h.say(ana, "stepped back again", "m8", now=8 * hour)["status"] == "sent"

@@ -295,3 +295,15 @@ async def test_token_in_url_is_never_read(running: Running) -> None:
 
 
 _ = WSServerHandshakeError
+
+
+async def test_origin_tricks_on_our_own_host_are_refused(running: Running) -> None:
+    """SECURITY.md SEC-02: exact match on scheme, host and port."""
+    port = running.port
+    for origin in (f"http://127.0.0.1.:{port}", f"https://127.0.0.1:{port}",
+                   f"http://127.0.0.1:{port + 1}", f"http://LOCALHOST:{port}",
+                   f"http://127.0.0.1:{port}.evil.example", f"http://127.0.0.1:{port}/app",
+                   "https://evil.com/127.0.0.1", "http://127.0.0.1@evil.example"):
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(running.ws_url, origin=origin)  # type: ignore[arg-type]
+        assert refused.value.response.status_code == 403, origin
