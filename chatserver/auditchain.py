@@ -8,14 +8,20 @@ in the database is found (``chatserver audit verify``).
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["GENESIS", "ChainRow", "chain_hash", "verify"]
+__all__ = ["GENESIS", "ChainRow", "chain_hash", "text_digest", "verify"]
 
 GENESIS: Final = "0" * 64
 """The hash before the first entry."""
+
+
+def text_digest(text: str) -> str:
+    """What the chain keeps of held or blocked text, so purging the text keeps it whole."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def chain_hash(prev: str, ts: int, room: str | None, actor: str, action: str,
@@ -40,6 +46,7 @@ class ChainRow:
     detail_json: str
     version: str
     hash: str
+    text: str | None = None
 
 
 def verify(rows: Iterable[ChainRow]) -> tuple[int, int | None]:
@@ -50,7 +57,8 @@ def verify(rows: Iterable[ChainRow]) -> tuple[int, int | None]:
         n += 1
         expected = chain_hash(prev, row.ts, row.room, row.actor, row.action, row.target,
                               row.detail_json, row.version)
-        if row.hash != expected:
+        if row.hash != expected or (row.text is not None and text_digest(row.text) !=
+                                    json.loads(row.detail_json).get("text_sha256")):
             return n, row.id
         prev = row.hash
     return n, None

@@ -186,6 +186,35 @@ def audit_cmd(args: argparse.Namespace, config: Config) -> int:
     return asyncio.run(go())
 
 
+def purge_cmd(args: argparse.Namespace, config: Config) -> int:
+    """``purge [--dry-run]``: apply the retention periods in config (SG-09, SG-24)."""
+    import time
+
+    from chatserver.core.effects import AuditEntry
+    from chatserver.ports import Cutoffs
+
+    r = config.retention
+    now = args.now if args.now is not None else time.time_ns() // 1_000_000
+    cutoffs = Cutoffs.at(now, r.chat_history_days, r.audit_text_days, r.case_record_years)
+
+    async def go() -> int:
+        store = _store(config)
+        await store.open()
+        try:
+            counts = await store.purge(cutoffs, args.dry_run)
+            if not args.dry_run:  # the purge itself is audited
+                await store.apply([AuditEntry(now, None, "system", "retention_purge", None,
+                                              dict(counts))])
+        finally:
+            await store.close()
+        verb = "would remove" if args.dry_run else "removed"
+        for name, n in counts.items():
+            print(f"{verb} {n:>6} {name.replace('_', ' ')}")
+        return 0
+
+    return asyncio.run(go())
+
+
 # ------------------------------------------------------------------- rules
 def _explain(text: str, v: Verdict) -> str:
     lines = [f"verdict:    {v.action.label}", f"normalized: {v.normalized!r}"]
@@ -341,6 +370,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_audit = sub.add_parser("audit", help="audit log tools")
     aus = p_audit.add_subparsers(dest="audit_cmd", required=True)
     aus.add_parser("verify", help="check the audit log's hash chain")
+    p_purge = sub.add_parser("purge", help="apply the retention periods in config")
+    p_purge.add_argument("--dry-run", action="store_true", help="count, change nothing")
+    p_purge.add_argument("--now", type=int, help=argparse.SUPPRESS)  # tests: injected clock
     args = parser.parse_args(argv)
     env = dict(__import__("os").environ)
     if args.cmd == "serve":
@@ -359,4 +391,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return users(args, config)
     if args.cmd == "audit":
         return audit_cmd(args, config)
+    if args.cmd == "purge":
+        return purge_cmd(args, config)
     return rules_cmd(args, config)

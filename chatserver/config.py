@@ -17,7 +17,8 @@ from chatserver.core.events import Resource
 
 __all__ = [
     "AuthConfig", "BrokerConfig", "Config", "ConfigError", "LimitsConfig", "ModerationConfig",
-    "RoomSeed", "RoomsConfig", "ServerConfig", "StoreConfig", "load_config", "read_rule_files",
+    "RetentionConfig", "RoomSeed", "RoomsConfig", "ServerConfig", "StoreConfig", "load_config",
+    "read_rule_files",
 ]
 
 
@@ -119,6 +120,19 @@ class RoomsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    """How long each class of record is kept (SG-24); `chatserver purge` applies it.
+    Defaults are placeholders until the safeguarding lead sets them."""
+
+    chat_history_days: int = 30
+    audit_text_days: int = 365
+    """Held and blocked text in the audit log; the audit row itself is kept."""
+    case_record_years: int = 7
+    ip_log_days: int = 0
+    """We log no IP addresses; a proxy's own logs fall under this."""
+
+
+@dataclass(frozen=True, slots=True)
 class RoomSeed:
     id: str
     title: str
@@ -177,6 +191,7 @@ class Config:
     limits: LimitsConfig = LimitsConfig()
     moderation: ModerationConfig = ModerationConfig()
     rooms: RoomsConfig = RoomsConfig()
+    retention: RetentionConfig = RetentionConfig()
     resources: tuple[Resource, ...] = _DEFAULT_RESOURCES
     notices: Mapping[str, str] = field(default_factory=lambda: dict(_DEFAULT_NOTICES))
     emergency_procedure: str = _DEFAULT_EMERGENCY
@@ -270,6 +285,7 @@ def load_config(path: str | Path | None = None,
         limits=_section(LimitsConfig, raw.get("limits", {}), "limits", env),
         moderation=moderation,
         rooms=_section(RoomsConfig, raw.get("rooms", {}), "rooms", env),
+        retention=_section(RetentionConfig, raw.get("retention", {}), "retention", env),
         resources=resources,
         notices=notices,
         emergency_procedure=raw.get("emergency_procedure", _DEFAULT_EMERGENCY),

@@ -18,7 +18,9 @@ from chatserver.core.effects import (
 from chatserver.core.events import Event, Message, Person
 from chatserver.core.ids import MessageId, ParticipantId, RoomId
 
-__all__ = ["AuditRow", "Broker", "BrokerError", "Envelope", "Store", "StoreError", "UserRow"]
+__all__ = [
+    "AuditRow", "Broker", "BrokerError", "Cutoffs", "Envelope", "Store", "StoreError", "UserRow",
+]
 
 
 class BrokerError(Exception):
@@ -68,6 +70,22 @@ class Broker(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Cutoffs:
+    """Records older than these times (ms) are past their retention (SG-24)."""
+
+    messages: int
+    audit_text: int
+    cases: int
+
+    @classmethod
+    def at(cls, now_ms: int, chat_history_days: int, audit_text_days: int,
+           case_record_years: int) -> Cutoffs:
+        day = 86_400_000
+        return cls(now_ms - chat_history_days * day, now_ms - audit_text_days * day,
+                   now_ms - case_record_years * 365 * day)
+
+
+@dataclass(frozen=True, slots=True)
 class UserRow:
     id: str
     username: str
@@ -109,6 +127,10 @@ class Store(Protocol):
     async def held(self) -> list[HeldRecord]: ...
     async def cases(self) -> list[CaseRecord]: ...
     async def audit(self, room: str | None, since: int, limit: int) -> list[AuditRow]: ...
+    async def purge(self, cutoffs: Cutoffs, dry_run: bool) -> dict[str, int]:
+        """Remove what is past retention (or count it, ``dry_run``): messages, held and
+        blocked text in audit entries (the entries stay), decided held messages, closed
+        cases. Returns counts per class."""
     async def audit_chain(self) -> list[ChainRow]:
         """Every audit row with its hash, oldest first (``chatserver audit verify``)."""
     async def add_user(self, user: UserRow) -> None: ...

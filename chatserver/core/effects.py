@@ -59,6 +59,9 @@ class AuditEntry:
     target: str | None = None
     detail: Mapping[str, object] = field(default_factory=dict)
     version: str = ""
+    text: str | None = None
+    """Held or blocked text, kept for the retention period (SG-09) outside the chained
+    fields: the chain covers its SHA-256, so a purge never breaks ``audit verify``."""
 
 
 @dataclass(frozen=True, slots=True)

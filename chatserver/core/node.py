@@ -365,7 +365,10 @@ class ChatCore:
             # DESIGN.md invariant 2: crisis support at once, before anything durable.
             effects.append(Emit(conn.id, self._notice("signpost", room.id, resources=True)))
         audit = AuditEntry(now_ms, room.id, ident.id, f"message.{verdict.action.label}",
-                           cmd.id, self._verdict_detail(verdict, failed), verdict.version)
+                           cmd.id, self._verdict_detail(verdict, failed), verdict.version,
+                           # Delivered text lives in the message record; what peers never
+                           # saw is kept here, for the retention period only.
+                           text if verdict.action >= Action.HOLD else None)
         sender = self._person_view(ident)
         if verdict.action <= Action.MASK:
             self._idem_put(key, [conn.id])

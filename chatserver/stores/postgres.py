@@ -15,7 +15,7 @@ from typing import Any, Final
 import asyncpg
 import orjson
 
-from chatserver.auditchain import GENESIS, ChainRow, chain_hash
+from chatserver.auditchain import GENESIS, ChainRow, chain_hash, text_digest
 from chatserver.core.effects import (
     AuditEntry,
     CaseRecord,
@@ -27,7 +27,7 @@ from chatserver.core.effects import (
 )
 from chatserver.core.events import Message, Person
 from chatserver.core.ids import MessageId, ParticipantId, RoomId
-from chatserver.ports import AuditRow, StoreError, UserRow
+from chatserver.ports import AuditRow, Cutoffs, StoreError, UserRow
 from chatserver.stores.records import case_from, dumps, held_from, room_from
 
 __all__ = ["PostgresStore"]
@@ -42,11 +42,16 @@ CREATE TABLE IF NOT EXISTS messages (room TEXT NOT NULL, seq BIGINT NOT NULL,
 CREATE UNIQUE INDEX IF NOT EXISTS messages_idem ON messages (room, sender_id, msg_id);
 CREATE TABLE IF NOT EXISTS audit (id BIGSERIAL PRIMARY KEY, ts BIGINT NOT NULL, room TEXT,
     actor TEXT NOT NULL, action TEXT NOT NULL, target TEXT, detail TEXT NOT NULL,
-    version TEXT NOT NULL, hash TEXT NOT NULL);
+    version TEXT NOT NULL, hash TEXT NOT NULL, text TEXT);
 CREATE INDEX IF NOT EXISTS audit_room ON audit (room, id);
 CREATE TABLE IF NOT EXISTS held (id TEXT PRIMARY KEY, room TEXT NOT NULL, record TEXT NOT NULL,
-    decided BOOLEAN NOT NULL DEFAULT FALSE);
-CREATE TABLE IF NOT EXISTS cases (id TEXT PRIMARY KEY, record TEXT NOT NULL);
+    decided BOOLEAN NOT NULL DEFAULT FALSE, ts BIGINT NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS cases (id TEXT PRIMARY KEY, record TEXT NOT NULL,
+    ts BIGINT NOT NULL DEFAULT 0, status TEXT NOT NULL DEFAULT '');
+ALTER TABLE audit ADD COLUMN IF NOT EXISTS text TEXT;
+ALTER TABLE held ADD COLUMN IF NOT EXISTS ts BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE cases ADD COLUMN IF NOT EXISTS ts BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE cases ADD COLUMN IF NOT EXISTS status TEXT NOT NULL DEFAULT '';
 CREATE TABLE IF NOT EXISTS users (id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE,
     role TEXT NOT NULL, password_hash TEXT NOT NULL, disabled BOOLEAN NOT NULL DEFAULT FALSE);
 """
@@ -151,15 +156,16 @@ class PostgresStore:
                 "ON CONFLICT (id) DO UPDATE SET record=excluded.record", op.id, dumps(op))
         elif isinstance(op, HeldRecord):
             await conn.execute(
-                "INSERT INTO held (id, room, record) VALUES ($1,$2,$3) "
+                "INSERT INTO held (id, room, record, ts) VALUES ($1,$2,$3,$4) "
                 "ON CONFLICT (id) DO UPDATE SET record=excluded.record",
-                op.id, op.room, dumps(op))
+                op.id, op.room, dumps(op), op.ts)
         elif isinstance(op, HeldDecided):
             await conn.execute("UPDATE held SET decided=TRUE WHERE id=$1", op.id)
         elif isinstance(op, CaseRecord):
             await conn.execute(
-                "INSERT INTO cases (id, record) VALUES ($1,$2) "
-                "ON CONFLICT (id) DO UPDATE SET record=excluded.record", op.id, dumps(op))
+                "INSERT INTO cases (id, record, ts, status) VALUES ($1,$2,$3,$4) "
+                "ON CONFLICT (id) DO UPDATE SET record=excluded.record, status=excluded.status",
+                op.id, dumps(op), op.ts, op.status)
         elif isinstance(op, RedactRecord):
             await conn.execute("UPDATE messages SET redacted=TRUE WHERE room=$1 AND seq=$2",
                                op.room, op.seq)
@@ -168,22 +174,48 @@ class PostgresStore:
 
     async def _audit(self, conn: asyncpg.Connection, e: AuditEntry,
                      extra: dict[str, object] | None = None) -> None:
-        detail = orjson.dumps({**e.detail, **(extra or {})}).decode()
+        body: dict[str, object] = {**e.detail, **(extra or {})}
+        if e.text is not None:
+            body["text_sha256"] = text_digest(e.text)
+        detail = orjson.dumps(body).decode()
         # SG-16: one chain across every node, so appends take a transaction-scoped lock.
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _AUDIT_LOCK)
         prev = await conn.fetchval("SELECT hash FROM audit ORDER BY id DESC LIMIT 1")
         digest = chain_hash(prev or GENESIS, e.ts, e.room, e.actor, e.action, e.target,
                             detail, e.version)
         await conn.execute(
-            "INSERT INTO audit (ts, room, actor, action, target, detail, version, hash) "
-            "VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
-            e.ts, e.room, e.actor, e.action, e.target, detail, e.version, digest)
+            "INSERT INTO audit (ts, room, actor, action, target, detail, version, hash, text) "
+            "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
+            e.ts, e.room, e.actor, e.action, e.target, detail, e.version, digest, e.text)
 
     async def audit_chain(self) -> list[ChainRow]:
         rows = await self._fetch("SELECT id, ts, room, actor, action, target, detail, version,"
-                                 " hash FROM audit ORDER BY id")
-        return [ChainRow(int(r[0]), int(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8])
+                                 " hash, text FROM audit ORDER BY id")
+        return [ChainRow(int(r[0]), int(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9])
                 for r in rows]
+
+    async def purge(self, cutoffs: Cutoffs, dry_run: bool) -> dict[str, int]:
+        queries = {
+            "messages": ("FROM messages WHERE ts < $1", cutoffs.messages),
+            "audit_text": ("FROM audit WHERE text IS NOT NULL AND ts < $1", cutoffs.audit_text),
+            "held": ("FROM held WHERE decided AND ts < $1", cutoffs.audit_text),
+            "cases": ("FROM cases WHERE status='closed' AND ts < $1", cutoffs.cases),
+        }
+
+        async def run(conn: asyncpg.Connection) -> dict[str, int]:
+            counts = {}
+            for name, (where, cutoff) in queries.items():
+                counts[name] = int(await conn.fetchval(f"SELECT COUNT(*) {where}", cutoff))
+                if not dry_run and counts[name]:
+                    if name == "audit_text":
+                        await conn.execute("UPDATE audit SET text=NULL WHERE text IS NOT NULL "
+                                           "AND ts < $1", cutoff)
+                    else:
+                        await conn.execute(f"DELETE {where}", cutoff)
+            return counts
+
+        result: dict[str, int] = await self._tx(run)
+        return result
 
     # ------------------------------------------------------------------- reads
     async def _fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:

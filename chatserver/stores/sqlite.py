@@ -19,7 +19,7 @@ from typing import Any, Final
 import aiosqlite
 import orjson
 
-from chatserver.auditchain import GENESIS, ChainRow, chain_hash
+from chatserver.auditchain import GENESIS, ChainRow, chain_hash, text_digest
 from chatserver.core.effects import (
     AuditEntry,
     CaseRecord,
@@ -31,7 +31,7 @@ from chatserver.core.effects import (
 )
 from chatserver.core.events import Message, Person
 from chatserver.core.ids import MessageId, ParticipantId, RoomId
-from chatserver.ports import AuditRow, StoreError, UserRow
+from chatserver.ports import AuditRow, Cutoffs, StoreError, UserRow
 from chatserver.stores.records import case_from, dumps, held_from, room_from
 
 __all__ = ["SqliteStore"]
@@ -46,14 +46,21 @@ CREATE TABLE IF NOT EXISTS messages (room TEXT NOT NULL, seq INTEGER NOT NULL,
 CREATE UNIQUE INDEX IF NOT EXISTS messages_idem ON messages (room, sender_id, msg_id);
 CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, ts INTEGER NOT NULL,
     room TEXT, actor TEXT NOT NULL, action TEXT NOT NULL, target TEXT, detail TEXT NOT NULL,
-    version TEXT NOT NULL, hash TEXT NOT NULL);
+    version TEXT NOT NULL, hash TEXT NOT NULL, text TEXT);
 CREATE INDEX IF NOT EXISTS audit_room ON audit (room, id);
 CREATE TABLE IF NOT EXISTS held (id TEXT PRIMARY KEY, room TEXT NOT NULL, record TEXT NOT NULL,
-    decided INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS cases (id TEXT PRIMARY KEY, record TEXT NOT NULL);
+    decided INTEGER NOT NULL DEFAULT 0, ts INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS cases (id TEXT PRIMARY KEY, record TEXT NOT NULL,
+    ts INTEGER NOT NULL DEFAULT 0, status TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS users (id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE,
     role TEXT NOT NULL, password_hash TEXT NOT NULL, disabled INTEGER NOT NULL DEFAULT 0);
 """
+MIGRATIONS: Final = (  # columns added after the first release: (table, column, definition)
+    ("audit", "text", "TEXT"),
+    ("held", "ts", "INTEGER NOT NULL DEFAULT 0"),
+    ("cases", "ts", "INTEGER NOT NULL DEFAULT 0"),
+    ("cases", "status", "TEXT NOT NULL DEFAULT ''"),
+)
 
 Write = Callable[[aiosqlite.Connection], Awaitable[Any]]
 
@@ -81,10 +88,17 @@ class _Call:
 _Item = _Append | _Ops | _Call
 
 
+Fields = tuple[int, str | None, str, str, str | None, str, str]
+
+
 def _audit_fields(e: AuditEntry, extra: dict[str, object] | None = None
-                  ) -> tuple[int, str | None, str, str, str | None, str, str]:
-    detail = {**e.detail, **(extra or {})} if extra else e.detail
-    return (e.ts, e.room, e.actor, e.action, e.target, orjson.dumps(detail).decode(), e.version)
+                  ) -> tuple[Fields, str | None]:
+    """The chained fields and the text kept beside them (its digest is in the detail)."""
+    detail: dict[str, object] = {**e.detail, **(extra or {})}
+    if e.text is not None:
+        detail["text_sha256"] = text_digest(e.text)
+    return ((e.ts, e.room, e.actor, e.action, e.target, orjson.dumps(detail).decode(),
+             e.version), e.text)
 
 
 class SqliteStore:
@@ -113,6 +127,11 @@ class SqliteStore:
         await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._db.execute("PRAGMA busy_timeout=5000")
         await self._db.executescript(SCHEMA)
+        for table, column, definition in MIGRATIONS:
+            async with self._db.execute(f"PRAGMA table_info({table})") as cur:
+                names = {row[1] async for row in cur}
+            if column not in names:
+                await self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
         async with self._db.execute("SELECT id, hwm FROM rooms") as cur:
             self._hwm = {row[0]: row[1] async for row in cur}
         async with self._db.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1") as cur:
@@ -223,8 +242,8 @@ class SqliteStore:
                 " text, ts) VALUES (?,?,?,?,?,?,?,?)", messages)
         if audits:
             await db.executemany(
-                "INSERT INTO audit (ts, room, actor, action, target, detail, version, hash) "
-                "VALUES (?,?,?,?,?,?,?,?)", audits)
+                "INSERT INTO audit (ts, room, actor, action, target, detail, version, hash, "
+                "text) VALUES (?,?,?,?,?,?,?,?,?)", audits)
         if rooms_touched:
             await db.executemany("UPDATE rooms SET hwm=? WHERE id=?",
                                  [(self._hwm[r], r) for r in sorted(rooms_touched)])
@@ -243,36 +262,62 @@ class SqliteStore:
     async def _apply_one(self, db: aiosqlite.Connection, op: StoreOp) -> None:
         if isinstance(op, AuditEntry):
             await db.execute("INSERT INTO audit (ts, room, actor, action, target, detail, "
-                             "version, hash) VALUES (?,?,?,?,?,?,?,?)",
+                             "version, hash, text) VALUES (?,?,?,?,?,?,?,?,?)",
                              self._chained(_audit_fields(op)))
         elif isinstance(op, RoomRecord):
             await db.execute(
                 "INSERT INTO rooms (id, record) VALUES (?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET record=excluded.record", (op.id, dumps(op)))
         elif isinstance(op, HeldRecord):
-            await db.execute("INSERT OR REPLACE INTO held (id, room, record) VALUES (?,?,?)",
-                             (op.id, op.room, dumps(op)))
+            await db.execute("INSERT OR REPLACE INTO held (id, room, record, ts) "
+                             "VALUES (?,?,?,?)", (op.id, op.room, dumps(op), op.ts))
         elif isinstance(op, HeldDecided):
             await db.execute("UPDATE held SET decided=1 WHERE id=?", (op.id,))
         elif isinstance(op, CaseRecord):
-            await db.execute("INSERT OR REPLACE INTO cases (id, record) VALUES (?,?)",
-                             (op.id, dumps(op)))
+            await db.execute("INSERT OR REPLACE INTO cases (id, record, ts, status) "
+                             "VALUES (?,?,?,?)", (op.id, dumps(op), op.ts, op.status))
         elif isinstance(op, RedactRecord):
             await db.execute("UPDATE messages SET redacted=1 WHERE room=? AND seq=?",
                              (op.room, op.seq))
         else:  # pragma: no cover - the union is exhaustive
             raise TypeError(op)
 
-    def _chained(self, fields: tuple[int, str | None, str, str, str | None, str, str]
-                 ) -> tuple[object, ...]:
+    def _chained(self, entry: tuple[Fields, str | None]) -> tuple[object, ...]:
         """The row with its chain hash; advances the chain (rolled back with the batch)."""
+        fields, text = entry
         self._last_hash = chain_hash(self._last_hash, *fields)
-        return (*fields, self._last_hash)
+        return (*fields, self._last_hash, text)
 
     async def audit_chain(self) -> list[ChainRow]:
         async with self.db.execute("SELECT id, ts, room, actor, action, target, detail, "
-                                   "version, hash FROM audit ORDER BY id") as cur:
+                                   "version, hash, text FROM audit ORDER BY id") as cur:
             return [ChainRow(*row) async for row in cur]
+
+    async def purge(self, cutoffs: Cutoffs, dry_run: bool) -> dict[str, int]:
+        """Apply retention (SG-09, SG-24); with ``dry_run`` count only. One transaction."""
+        queries = {
+            "messages": ("FROM messages WHERE ts < ?", cutoffs.messages),
+            "audit_text": ("FROM audit WHERE text IS NOT NULL AND ts < ?", cutoffs.audit_text),
+            "held": ("FROM held WHERE decided=1 AND ts < ?", cutoffs.audit_text),
+            "cases": ("FROM cases WHERE status='closed' AND ts < ?", cutoffs.cases),
+        }
+
+        async def run(db: aiosqlite.Connection) -> dict[str, int]:
+            counts = {}
+            for name, (where, cutoff) in queries.items():
+                async with db.execute(f"SELECT COUNT(*) {where}", (cutoff,)) as cur:
+                    row = await cur.fetchone()
+                counts[name] = int(row[0]) if row else 0
+                if not dry_run and counts[name]:
+                    if name == "audit_text":
+                        await db.execute("UPDATE audit SET text=NULL WHERE text IS NOT NULL "
+                                         "AND ts < ?", (cutoff,))
+                    else:
+                        await db.execute(f"DELETE {where}", (cutoff,))
+            return counts
+
+        result: dict[str, int] = await self._submit(_Call(run))
+        return result
 
     # ------------------------------------------------------------------- reads
     async def recent_messages(self, room: RoomId, limit: int) -> list[Message]:

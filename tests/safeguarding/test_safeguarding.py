@@ -17,6 +17,14 @@ from chatserver.moderation.engine import RuleSet
 from chatserver.observability import configure_logging
 from tests.conftest import ROOT, Running, start_server
 
+def run_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real command line against a data directory, as an operator would run it."""
+    return subprocess.run([sys.executable, "-m", "chatserver", *args], cwd=ROOT,
+                          env={"CHATSERVER_SERVER_DATA_DIR": str(data_dir),
+                               "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
 BANNED_WORDS = ("violation", "banned", "ban ", "punish", "offence", "offense", "warning:",
                 "illegal", "report you")
 
@@ -171,22 +179,43 @@ async def test_sg16_audit_verify_passes_then_fails_after_an_edit(tmp_path: Path,
     await ana.expect("notice", lambda e: e["kind"] == "muted")
     await running.stop()
 
-    def verify() -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "chatserver", "audit", "verify"], cwd=ROOT,
-            env={"CHATSERVER_SERVER_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
-            capture_output=True, text=True, timeout=60, check=False)
-
-    ok = verify()
+    ok = run_cli(tmp_path, "audit", "verify")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "hash chain intact" in ok.stdout
     db = sqlite3.connect(tmp_path / "chat.db")
     db.execute("UPDATE audit SET actor='someone-else' WHERE action='mute'")
     db.commit()
     db.close()
-    broken = verify()
+    broken = run_cli(tmp_path, "audit", "verify")
     assert broken.returncode == 1
     assert "chain breaks" in broken.stdout
 
 
 _ = structlog
+
+
+async def test_sg24_purge_cli_dry_run_then_purge(tmp_path: Path, rules: RuleSet) -> None:
+    running = await start_server(tmp_path, rules)
+    ana = await running.client(await running.join("Ana"))
+    await ana.say("call me on 07700 900 123", "c1")  # blocked: its text kept in the audit
+    await ana.say("an ordinary message", "o1")
+    await running.stop()
+
+    far_future = str(10**13)
+    dry = run_cli(tmp_path, "purge", "--now", far_future, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "would remove      1 messages" in dry.stdout
+    assert "would remove      1 audit text" in dry.stdout
+    db = sqlite3.connect(tmp_path / "chat.db")
+    assert db.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 1
+    db.close()
+    done = run_cli(tmp_path, "purge", "--now", far_future)
+    assert done.returncode == 0 and "removed      1 messages" in done.stdout
+    db = sqlite3.connect(tmp_path / "chat.db")
+    assert db.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 0
+    assert db.execute("SELECT COUNT(*) FROM audit WHERE text IS NOT NULL").fetchone()[0] == 0
+    assert db.execute("SELECT COUNT(*) FROM audit WHERE action='retention_purge'"
+                      ).fetchone()[0] == 1
+    db.close()
+    verified = run_cli(tmp_path, "audit", "verify")
+    assert verified.returncode == 0, verified.stdout

@@ -191,3 +191,54 @@ async def test_sqlite_disk_full_rolls_back_everything_and_recovers(tmp_path: Pat
 
 
 _ = sqlite3
+
+
+async def test_retention_purges_each_class_and_keeps_the_chain_whole(store: Store) -> None:
+    """SG-09/SG-24 with an injected clock: before its cutoff a record stays, after it the
+    text (or the record) goes; dry runs change nothing; `audit verify` still passes."""
+    from chatserver.auditchain import verify
+    from chatserver.ports import Cutoffs
+
+    day = 86_400_000
+    blocked = AuditEntry(10 * day, RoomId("a"), "p_alex", "message.block", "m9",
+                         {"rules": ["contact.phone"]}, "v1", text="call me on 07700 900 123")
+    await store.append_message(RoomId("a"), ALEX, MessageId("old"), "old news", 10 * day,
+                               audit())
+    await store.append_message(RoomId("a"), ALEX, MessageId("new"), "recent", 100 * day,
+                               audit())
+    held = HeldRecord(HeldId("h1"), RoomId("a"), ALEX, MessageId("m1"), "how old are you",
+                      (("grooming.age", "grooming"),), 10 * day)
+    closed = CaseRecord(CaseId("c1"), RoomId("a"), ALEX.id, "Alex", "urgent", "closed", "n",
+                        10 * day, "u_fac", outcome="referred")
+    await store.apply([blocked, held, HeldDecided(HeldId("h1")), closed])
+    assert [r.text for r in await store.audit_chain() if r.text] == [blocked.text]
+
+    early = Cutoffs(messages=5 * day, audit_text=5 * day, cases=5 * day)
+    assert await store.purge(early, dry_run=False) == {
+        "messages": 0, "audit_text": 0, "held": 0, "cases": 0}
+    late = Cutoffs(messages=50 * day, audit_text=50 * day, cases=50 * day)
+    planned = await store.purge(late, dry_run=True)
+    assert planned == {"messages": 1, "audit_text": 1, "held": 1, "cases": 1}
+    assert len(await store.recent_messages(RoomId("a"), 10)) == 2  # dry run: unchanged
+    assert await store.purge(late, dry_run=False) == planned
+    assert [m.text for m in await store.recent_messages(RoomId("a"), 10)] == ["recent"]
+    assert await store.cases() == []
+    chain = await store.audit_chain()
+    assert all(r.text is None for r in chain)
+    assert any(r.action == "message.block" for r in chain)  # the entry itself stays
+    assert verify(chain) == (len(chain), None)
+    # A seq is never reused, even after the history that held it is gone.
+    assert (await store.append_message(RoomId("a"), ALEX, MessageId("n3"), "x", 101 * day,
+                                       audit()))[0] == 3
+
+
+async def test_audit_verify_catches_edited_text(store: Store) -> None:
+    from chatserver.auditchain import verify
+
+    await store.apply([AuditEntry(1, RoomId("a"), "p_alex", "message.hold", "m1", {}, "v1",
+                                  text="the original words")])
+    chain = await store.audit_chain()
+    assert verify(chain)[1] is None
+    import dataclasses
+    tampered = [dataclasses.replace(r, text="edited") if r.text else r for r in chain]
+    assert verify(tampered)[1] is not None
