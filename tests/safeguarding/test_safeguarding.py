@@ -17,6 +17,7 @@ from chatserver.moderation.engine import RuleSet
 from chatserver.observability import configure_logging
 from tests.conftest import ROOT, Running, start_server
 
+
 def run_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """The real command line against a data directory, as an operator would run it."""
     return subprocess.run([sys.executable, "-m", "chatserver", *args], cwd=ROOT,
