@@ -223,11 +223,7 @@ class ChatCore:
         if conn.state is not State.READY or conn.identity is None:
             return [Close(conn_id, CloseCode.NO_HELLO, "the first frame must be hello")]
         if not conn.frames.try_take(now_ms):
-            conn.frame_strikes += 1
-            if conn.frame_strikes >= self.config.limits.frame_close_after:
-                return [Close(conn_id, CloseCode.POLICY, "too many frames")]
-            return [self._error(conn_id, command,
-                                ChatError(ErrorCode.RATE_LIMITED, "Slow down a little."))]
+            return self._over_budget(conn, command)
         ident = conn.identity
         try:
             if isinstance(command, c.Hello):
@@ -254,10 +250,21 @@ class ChatCore:
         if conn.state is not State.READY:
             return [Close(conn_id, CloseCode.NO_HELLO, "the first frame must be hello")]
         if not conn.frames.try_take(now_ms):
-            conn.frame_strikes += 1
-            if conn.frame_strikes >= self.config.limits.frame_close_after:
-                return [Close(conn_id, CloseCode.POLICY, "too many frames")]
+            return self._over_budget(conn, None)
         return [Emit(conn_id, ErrorEvent(error.code, error.message, ref))]
+
+    def _over_budget(self, conn: Conn, command: c.Command | None) -> list[Effect]:
+        """SEC-20: the first frame over budget is told `rate_limited`; the rest of the
+        flood costs nothing but a count, and sustained flooding closes 1008."""
+        conn.frame_strikes += 1
+        if conn.frame_strikes >= self.config.limits.frame_close_after:
+            return [Close(conn.id, CloseCode.POLICY, "too many frames")]
+        if conn.frame_strikes > 1:
+            return []
+        error = ChatError(ErrorCode.RATE_LIMITED, "Slow down a little.")
+        if command is None:
+            return [Emit(conn.id, ErrorEvent(error.code, error.message))]
+        return [self._error(conn.id, command, error)]
 
     def _error(self, conn_id: ConnId, command: c.Command, e: ChatError) -> Effect:
         if isinstance(command, c.Send) and e.code in _REJECT_CODES:

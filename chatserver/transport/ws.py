@@ -13,6 +13,7 @@ from aiohttp import WSMsgType, web
 
 from chatserver.core import commands as c
 from chatserver.core.errors import ChatError, CloseCode
+from chatserver.core.ids import ConnId
 from chatserver.core.wire import decode_object, frame_ref, parse
 from chatserver.observability import log
 from chatserver.transport.app import APP_KEY, Server, Socket
@@ -96,7 +97,6 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
 
 
 async def _hello(server: Server, sock: Socket, cid: int) -> bool:
-    from chatserver.core.ids import ConnId
     conn = ConnId(cid)
     try:
         msg = await sock.ws.receive(timeout=server.config.server.hello_timeout_s)
@@ -131,7 +131,6 @@ async def _hello(server: Server, sock: Socket, cid: int) -> bool:
 
 
 def _close_for(server: Server, conn: int, kind: WSMsgType) -> None:
-    from chatserver.core.ids import ConnId
     if kind == WSMsgType.BINARY:
         server.close_soon(ConnId(conn), CloseCode.UNSUPPORTED_DATA, "binary frames")
     elif kind not in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
@@ -139,7 +138,6 @@ def _close_for(server: Server, conn: int, kind: WSMsgType) -> None:
 
 
 async def _read_loop(server: Server, sock: Socket, cid: int) -> None:
-    from chatserver.core.ids import ConnId
     conn = ConnId(cid)
     while not sock.closing:
         msg = await sock.ws.receive()
@@ -153,13 +151,27 @@ async def _read_loop(server: Server, sock: Socket, cid: int) -> None:
         try:
             obj = decode_object(msg.data)
         except ChatError as e:
-            await server.run(server.core.reject_frame(conn, e, None, server.now()))
+            await _reject(server, sock, conn, e, None)
             continue
         try:
             command = parse(obj)
         except ChatError as e:
-            await server.run(server.core.reject_frame(conn, e, frame_ref(obj), server.now()))
+            await _reject(server, sock, conn, e, frame_ref(obj))
             continue
         await server.run(server.core.handle(conn, command, server.now()))
         if isinstance(command, c.Send):
             server.metrics.send_ack.observe(time.perf_counter() - started)
+        await _yield_if_replies(sock)
+
+
+async def _reject(server: Server, sock: Socket, conn: ConnId, error: ChatError,
+                  ref: str | None) -> None:
+    await server.run(server.core.reject_frame(conn, error, ref, server.now()))
+    await _yield_if_replies(sock)
+
+
+async def _yield_if_replies(sock: Socket) -> None:
+    """receive() returns without suspending while frames are buffered: yield so this
+    socket's writer (and every other connection) runs between the frames of a burst."""
+    if not sock.outbox.empty():
+        await asyncio.sleep(0)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import os
+from pathlib import Path
 
 import pytest
 import websockets
 from websockets.frames import Frame, Opcode
 
-from tests.conftest import Running
+from chatserver.moderation.engine import RuleSet
+from tests.conftest import Running, start_server
 
 
 def raw_frame(first_byte: int, payload: bytes) -> bytes:
@@ -108,3 +112,66 @@ async def test_sec13_compression_is_never_negotiated(running: Running) -> None:
     assert ws.response is not None
     assert "Sec-WebSocket-Extensions" not in ws.response.headers
     await ws.close()
+
+
+async def test_sec20_non_send_frame_flood_is_rate_limited_then_closed_1008(
+        running: Running) -> None:
+    watcher = await running.client(await running.join("Watcher"))
+    flooder = await running.client(await running.join("Flooder"))
+    # The flooder reads while it floods (else its own replies would fill its queue: 1013).
+    reading = asyncio.create_task(flooder.expect("never", timeout=15))
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            for _ in range(1000):
+                await flooder.raw('{"type":"report","room":"lounge","seq":999999}')
+        await reading
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    limited = [e for e in flooder.seen if e.get("code") == "rate_limited"]
+    assert len(limited) == 1  # told once; the rest of the flood is not answered
+    assert (await watcher.say("still fine", "v1"))["status"] == "sent"
+
+
+async def test_sec24_a_dead_peer_is_closed_by_the_heartbeat_and_leaves_presence(
+        tmp_path: Path, rules: RuleSet) -> None:
+    running = await start_server(tmp_path, rules)
+    running.server.config = dataclasses.replace(
+        running.server.config, server=dataclasses.replace(running.server.config.server,
+                                                          heartbeat_s=0.3))
+    try:
+        watcher = await running.client(await running.join("Watcher"))
+        token = await running.join("Ghost")
+        ghost = await websockets.connect(running.ws_url, ping_interval=None)
+        await ghost.send(f'{{"type":"hello","token":"{token}"}}')
+        await asyncio.wait_for(ghost.recv(), 5)
+        await watcher.expect("room", lambda e: any(m["name"] == "Ghost" for m in e["members"]))
+        ghost.transport.pause_reading()  # a frozen process: it never answers a ping
+        gone = await watcher.expect(
+            "room", lambda e: all(m["name"] != "Ghost" for m in e["members"]), timeout=10)
+        assert [m["name"] for m in gone["members"]] == ["Watcher"]
+        ghost.transport.abort()
+    finally:
+        await running.stop()
+
+
+async def test_fl05_connections_that_never_say_hello_are_closed_4001(running: Running) -> None:
+    healthy = await running.client(await running.join("Healthy"))
+    silent = [await websockets.connect(running.ws_url) for _ in range(200)]
+    assert (await healthy.say("served while 200 sockets idle", "h1"))["status"] == "sent"
+    codes = []
+    for ws in silent:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 10)
+        codes.append(closed.value.rcvd.code if closed.value.rcvd else None)
+    assert set(codes) == {4001}
+    assert (await healthy.say("and after", "h2"))["status"] == "sent"
+
+
+async def test_sec11_a_huge_declared_length_closes_1009(running: Running) -> None:
+    header = bytes([0x81, 0x80 | 127]) + (2**62).to_bytes(8, "big") + os.urandom(4)
+    assert await _raw(running, header) == 1009
+
+
+async def test_sec12_a_fragment_flood_closes_1009(running: Running) -> None:
+    frames = raw_frame(0x01, b"{")  # TEXT without FIN: the start of a fragmented message
+    frames += b"".join(raw_frame(0x00, b"x") for _ in range(40_000))  # continuations
+    assert await _raw(running, frames) == 1009
