@@ -4,31 +4,23 @@ It speaks just enough of PROTOCOL.md for bench/loadgen.py (join, hello, send →
 message to the room), so every figure of the real server can be read as a ratio of what
 this machine can do at all.
 
-    python bench/ceiling.py --port 8091
+    python -m bench.ceiling --port 8091
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import itertools
 import time
 from collections import defaultdict
 
 import orjson
 from aiohttp import WSMsgType, web
 
+from bench.comparison import serve
+
 ROOMS: dict[str, set[web.WebSocketResponse]] = defaultdict(set)
 SEQ: dict[str, int] = defaultdict(int)
-IDS = itertools.count(1)
 
 
-async def join(request: web.Request) -> web.Response:
-    body = await request.json()
-    pid = f"p{next(IDS)}"
-    return web.json_response({"token": f"{body['room']}|{pid}|{body['name']}",
-                              "participant": {"id": pid, "name": body["name"]},
-                              "room": {"id": body["room"], "title": body["room"]}})
 
 
 async def ws_handler(request: web.Request) -> web.WebSocketResponse:
@@ -61,20 +53,9 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, default=8091)
-    args = parser.parse_args()
     app = web.Application()
-    app.router.add_post("/api/join", join)
     app.router.add_get("/ws", ws_handler)
-    app.router.add_get("/healthz", lambda r: asyncio.sleep(0, web.json_response({"ok": 1})))
-    try:
-        import uvloop
-        loop = uvloop.new_event_loop()
-    except ImportError:
-        loop = None
-    web.run_app(app, host="127.0.0.1", port=args.port, print=None, loop=loop,
-                access_log=None)
+    serve(app, 8091)
 
 
 if __name__ == "__main__":

@@ -45,11 +45,11 @@ for kind in $KINDS; do
       pid=$!; PIDS+=("$pid"); wait_up 8090
       run_one chat 8090 "$pid" --ops benchops:benchops-password-1 ;;
     ceiling)
-      $PY bench/ceiling.py --port 8091 > "$OUT/ceiling.log" 2>&1 &
+      $PY -m bench.ceiling --port 8091 > "$OUT/ceiling.log" 2>&1 &
       pid=$!; PIDS+=("$pid"); wait_up 8091
       run_one ceiling 8091 "$pid" ;;
     socketio)
-      $PY bench/peer_socketio.py --port 8092 > "$OUT/socketio.log" 2>&1 &
+      $PY -m bench.peer_socketio --port 8092 > "$OUT/socketio.log" 2>&1 &
       pid=$!; PIDS+=("$pid"); wait_up 8092
       run_one socketio 8092 "$pid" ;;
   esac
