@@ -63,6 +63,7 @@ function openRoom(r) {
   $("transcript").replaceChildren();
   $("room-controls").hidden = S.user.role !== "facilitator";
   $("staff-compose").hidden = false;
+  S.conn.lastSeq[r.id] = 0;  // a fresh transcript: show the history the server sends
   S.conn.send({ type: "join", room: r.id });
 }
 

@@ -192,6 +192,14 @@ class Welcome(Effect):
 
 
 @dataclass(frozen=True, slots=True)
+class History(Effect):
+    """Send a room's recent messages to one connection (staff joining a room)."""
+
+    conn: ConnId
+    room: RoomId
+
+
+@dataclass(frozen=True, slots=True)
 class OpsAlert(Effect):
     """Something ops must know now (fail-closed moderation, store trouble)."""
 

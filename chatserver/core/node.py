@@ -25,6 +25,7 @@ from chatserver.core.effects import (
     Emit,
     HeldDecided,
     HeldRecord,
+    History,
     OpsAlert,
     Persist,
     Publish,
@@ -314,7 +315,8 @@ class ChatCore:
             raise ChatError(ErrorCode.FORBIDDEN, "You can't join that room.")
         was_paused = room.paused_for_participants()
         effects = self._enter(conn, ident, room, now_ms)
-        effects.insert(0, Emit(conn.id, room.state(now_ms)))
+        # The room's state, then what was said recently, so staff arrive in context.
+        effects[:0] = [Emit(conn.id, room.state(now_ms)), History(conn.id, room.id)]
         effects += self._held_for(conn, ident, room)
         if was_paused and not room.paused_for_participants():
             effects.append(Persist((AuditEntry(now_ms, room.id, ident.id, "join"),)))

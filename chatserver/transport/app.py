@@ -22,6 +22,7 @@ from chatserver.core.effects import (
     Deliver,
     Effect,
     Emit,
+    History,
     OpsAlert,
     Persist,
     Publish,
@@ -164,6 +165,11 @@ class Server:
                     return
             elif isinstance(effect, Welcome):
                 await self._welcome(effect)
+            elif isinstance(effect, History):
+                messages, _ = await self.broker.history(effect.room, None,
+                                                        self.config.limits.welcome_history)
+                for m in messages:
+                    self.emit(effect.conn, m)
             elif isinstance(effect, Close):
                 self.close_soon(effect.conn, effect.code, effect.reason)
             elif isinstance(effect, OpsAlert):

@@ -20,6 +20,7 @@ from chatserver.core.effects import (
     Deliver,
     Effect,
     Emit,
+    History,
     OpsAlert,
     Persist,
     Publish,
@@ -98,6 +99,8 @@ class RoomHarness:
                     self.run(self.core.complete_send(e.sender.id, e.msg_id, ack))
             elif isinstance(e, Close):
                 self.closed[e.conn] = int(e.code)
+            elif isinstance(e, History):
+                pass  # the broker's history: transport tests cover it
             elif isinstance(e, OpsAlert):
                 self.ops_alerts.append(e.kind)
 

@@ -179,3 +179,14 @@ async def test_a_participant_cannot_enter_another_case_room(running: Running) ->
     assert (await ben.say("let me in", "b1", room=private))["code"] == "forbidden"
     await ben.send(type="join", room=private)
     assert (await ben.expect("error"))["code"] == "forbidden"
+
+
+async def test_a_facilitator_joining_sees_the_recent_conversation(running: Running) -> None:
+    ana = await running.client(await running.join("Ana"))
+    for n in range(3):
+        await ana.say(f"earlier message {n}", f"e{n}")
+    fac = await running.client(await running.login("facilitator"))
+    await fac.send(type="join", room="lounge")
+    await fac.expect("room")
+    got = [await fac.expect("message") for _ in range(3)]
+    assert [m["text"] for m in got] == [f"earlier message {n}" for n in range(3)]
