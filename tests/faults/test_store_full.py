@@ -4,6 +4,8 @@ service recovers without a restart once space is freed."""
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 
 from chatserver.moderation.engine import RuleSet
@@ -68,3 +70,26 @@ async def _disk_full(running: Running) -> None:
     assert rejected not in received and "risk" not in received
     # The retried id is treated as new: the failed attempt left nothing behind.
     assert (await ana.say("x" * 1900, rejected))["status"] == "sent"
+
+
+async def test_f11_a_failing_log_sink_never_fails_a_request(tmp_path: Path,
+                                                            rules: RuleSet) -> None:
+    """SECURITY.md F-11: logs to /dev/full (ENOSPC): the server keeps serving and counts
+    what it dropped."""
+    from chatserver.observability import configure_logging, dropped_log_lines
+
+    before = dropped_log_lines()
+    full = open("/dev/full", "w", buffering=1)  # noqa: ASYNC230, SIM115 - a device
+    configure_logging("debug", stream=full)
+    try:
+        running = await start_server(tmp_path, rules)
+        ana = await running.client(await running.join("Ana"))
+        assert (await ana.say("still served", "s1"))["status"] == "sent"
+        await ana.raw("not json")  # an error path that logs
+        assert (await ana.expect("error"))["code"] == "bad_request"
+        await running.stop()
+    finally:
+        configure_logging("warning", stream=sys.stdout)
+        with contextlib.suppress(OSError):  # its buffer cannot be flushed: that is the point
+            full.close()
+    assert dropped_log_lines() > before

@@ -175,3 +175,13 @@ async def test_sec12_a_fragment_flood_closes_1009(running: Running) -> None:
     frames = raw_frame(0x01, b"{")  # TEXT without FIN: the start of a fragmented message
     frames += b"".join(raw_frame(0x00, b"x") for _ in range(40_000))  # continuations
     assert await _raw(running, frames) == 1009
+
+
+async def test_sec29_hsts_when_served_over_tls(running: Running) -> None:
+    import aiohttp
+
+    server = running.server
+    server.config = dataclasses.replace(
+        server.config, server=dataclasses.replace(server.config.server, hsts=True))
+    async with aiohttp.ClientSession() as s, s.get(running.http + "/healthz") as r:
+        assert r.headers["Strict-Transport-Security"].startswith("max-age=31536000")
