@@ -8,6 +8,8 @@ import contextlib
 import sys
 from pathlib import Path
 
+import pytest
+
 from chatserver.moderation.engine import RuleSet
 from tests.conftest import Running, start_server
 
@@ -93,3 +95,47 @@ async def test_f11_a_failing_log_sink_never_fails_a_request(tmp_path: Path,
         with contextlib.suppress(OSError):  # its buffer cannot be flushed: that is the point
             full.close()
     assert dropped_log_lines() > before
+
+
+@pytest.mark.slow
+async def test_fl08_reconnect_storm_after_a_restart_is_served(tmp_path: Path,
+                                                               rules: RuleSet) -> None:
+    """SECURITY.md FL-08/F-16: 200 people reconnect with `resume` at once after a
+    restart; every one is welcomed with exactly what they missed (served from the
+    history rebuilt from the store, no thundering herd on the store per client)."""
+    import asyncio
+    import dataclasses
+    import time
+
+    def roomy(r: Running) -> Running:
+        # 200 people in one room: every join tells everyone (rooms are small by design),
+        # so this test uses production-sized queues, not the tests' tiny default.
+        cfg = r.server.config
+        r.server.config = dataclasses.replace(
+            cfg, server=dataclasses.replace(cfg.server, outbox_frames=1024))
+        return r
+
+    running = roomy(await start_server(tmp_path, rules))
+    port = running.port
+    tokens = [await running.join(f"Person{n}") for n in range(200)]
+    clients = await asyncio.gather(*(running.client(t) for t in tokens))
+    last = (await clients[0].say("before the restart", "b0"))["seq"]
+    for c in clients:
+        await c.expect("message", lambda e: e["id"] == "b0")
+    await running.runner.cleanup()  # the server restarts: every socket closes 1012
+    for c in clients:
+        assert await c.closed_with() == 1012
+
+    running = roomy(await start_server(tmp_path, rules, port=port))
+    try:
+        writer = await running.client(await running.join("Writer"))
+        await writer.say("while you were away", "w1")
+        started = time.monotonic()
+        back = await asyncio.gather(*(running.client(t, resume={"lounge": last})
+                                      for t in tokens))
+        elapsed = time.monotonic() - started
+        print(f"\n200 resumes welcomed in {elapsed:.2f}s")
+        for c in back:
+            assert [m["id"] for m in c.welcome["history"]["lounge"]] == ["w1"]
+    finally:
+        await running.stop()

@@ -54,7 +54,13 @@ async def test_sec14_invalid_utf8_closes_1007(running: Running, payload: bytes) 
     raw_frame(0x80 | 0x3, b"x"),  # reserved opcode 0x3
     raw_frame(0x80 | 0xB, b"x"),  # reserved control opcode 0xB
     Frame(Opcode.CONT, b"orphan"),
-], ids=["rsv1", "rsv2", "opcode-3", "opcode-B", "orphan-continuation"])
+    bytes([0x89, 0x80 | 126]) + (126).to_bytes(2, "big") + bytes(4) + b"p" * 126,  # big ping
+    raw_frame(0x09, b"ping"),  # a fragmented (non-FIN) ping
+    raw_frame(0x88, (999).to_bytes(2, "big")),  # close code 999
+    raw_frame(0x88, (1005).to_bytes(2, "big")),  # close code 1005 is never sent
+    raw_frame(0x88, b"\x03"),  # a one-byte close payload
+], ids=["rsv1", "rsv2", "opcode-3", "opcode-B", "orphan-continuation", "ping-126",
+        "fragmented-ping", "close-999", "close-1005", "close-1-byte"])
 async def test_sec15_protocol_violations_close_1002(running: Running,
                                                     frame: Frame | bytes) -> None:
     assert await _raw(running, frame) == 1002
