@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import random
-import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -322,5 +321,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-_ = statistics

@@ -16,7 +16,6 @@ from importlib.resources import files
 from typing import Any, Final
 
 import msgpack
-import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
@@ -213,6 +212,3 @@ class RedisBroker:
         keys = [k async for k in self.redis.scan_iter(f"{self.prefix}:*")]
         if keys:
             await self.redis.delete(*keys)
-
-
-_ = orjson

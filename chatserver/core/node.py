@@ -46,7 +46,6 @@ from chatserver.core.events import (
     Notice,
     Person,
     Redacted,
-    RoomState,
     RuleRef,
 )
 from chatserver.core.ids import CaseId, ConnId, HeldId, IdFactory, MessageId, ParticipantId, RoomId
@@ -464,6 +463,19 @@ class ChatCore:
         out = ack or Ack(msg_id, "rejected", code=ErrorCode.INTERNAL.value)
         return [Emit(w, out) for w in waiters[1:] if w in self.conns]
 
+    def abort_send(self, conn_id: ConnId, msg_id: MessageId) -> None:
+        """The durable write behind a held or blocked send failed: forget its outcome and
+        its held record, so a retry with the same id is decided and audited afresh."""
+        conn = self.conns.get(conn_id)
+        if conn is None or conn.identity is None:
+            return
+        pid = conn.identity.id
+        self._idem.pop((pid, msg_id), None)
+        for room in self.rooms.values():
+            for hid in [h.id for h in room.held.values()
+                        if h.sender.id == pid and h.msg_id == msg_id]:
+                del room.held[hid]
+
     def _idem_put(self, key: tuple[ParticipantId, MessageId], value: Ack | list[ConnId]) -> None:
         self._idem[key] = value
         while len(self._idem) > self.config.limits.idempotency_keys:
@@ -812,7 +824,3 @@ class ChatCore:
 
 def _fields(obj: CaseRecord) -> dict[str, Any]:
     return {name: getattr(obj, name) for name in obj.__dataclass_fields__}
-
-
-def room_states(rooms: Iterable[Room], now_ms: int) -> tuple[RoomState, ...]:
-    return tuple(r.state(now_ms) for r in rooms)

@@ -32,7 +32,7 @@ from chatserver.core.effects import (
 )
 from chatserver.core.errors import CloseCode, ErrorCode
 from chatserver.core.events import Ack, ErrorEvent, Event, Message, Welcome as WelcomeEvent
-from chatserver.core.ids import ConnId, RoomId
+from chatserver.core.ids import ConnId, MessageId, RoomId
 from chatserver.core.node import ChatCore
 from chatserver.core.wire import encode
 from chatserver.moderation.engine import RuleSet
@@ -155,6 +155,8 @@ class Server:
                     await self.store.apply(effect.ops)
                 except StoreError as e:
                     self._store_failed(e, effect.conn, effect.ref)
+                    if effect.conn is not None and effect.ref is not None:
+                        self.core.abort_send(effect.conn, MessageId(effect.ref))
                     return
                 for op in effect.ops:
                     if isinstance(op, RedactRecord):

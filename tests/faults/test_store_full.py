@@ -72,6 +72,11 @@ async def _disk_full(running: Running) -> None:
     assert rejected not in received and "risk" not in received
     # The retried id is treated as new: the failed attempt left nothing behind.
     assert (await ana.say("x" * 1900, rejected))["status"] == "sent"
+    # So is the risk message: decided again, and this time in the audit (invariant 3).
+    retry = await ana.say("i want to kill myself", "risk")
+    assert retry["status"] == "held"
+    entries = await running.server.store.audit("lounge", 0, 10_000)
+    assert [e.action for e in entries if e.target == "risk"] == ["message.hold"]
 
 
 async def test_f11_a_failing_log_sink_never_fails_a_request(tmp_path: Path,

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import structlog
 
 from chatserver.config import Config
 from chatserver.moderation.engine import RuleSet
@@ -191,8 +190,6 @@ async def test_sg16_audit_verify_passes_then_fails_after_an_edit(tmp_path: Path,
     assert broken.returncode == 1
     assert "chain breaks" in broken.stdout
 
-
-_ = structlog
 
 
 async def test_sg24_purge_cli_dry_run_then_purge(tmp_path: Path, rules: RuleSet) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -189,8 +188,6 @@ async def test_sqlite_disk_full_rolls_back_everything_and_recovers(tmp_path: Pat
     finally:
         await store.close()
 
-
-_ = sqlite3
 
 
 async def test_retention_purges_each_class_and_keeps_the_chain_whole(store: Store) -> None:
