@@ -18,7 +18,7 @@ from chatserver.core.effects import RoomRecord
 from chatserver.core.ids import RoomId
 from chatserver.moderation.engine import RuleSet, Verdict, load_rules
 from chatserver.moderation.rules import RuleLoadError
-from chatserver.ports import UserRow
+from chatserver.ports import Store, UserRow
 from chatserver.stores.sqlite import SqliteStore
 
 __all__ = ["main"]
@@ -26,12 +26,15 @@ __all__ = ["main"]
 ROLES = ("facilitator", "counsellor", "ops")
 
 
-def _store(config: Config) -> SqliteStore:
+def _store(config: Config) -> Store:
+    """The store named by ``store.url``: ``sqlite:///…`` (default) or ``postgresql://…``."""
     url = config.store_url
-    if not url.startswith("sqlite:"):
-        raise SystemExit(f"store.url {url!r}: only sqlite:// is supported in this build "
-                         "(PostgreSQL arrives with cluster mode)")
-    return SqliteStore.from_url(url)
+    if url.startswith("sqlite:"):
+        return SqliteStore.from_url(url)
+    if url.startswith(("postgresql://", "postgres://")):
+        from chatserver.stores.postgres import PostgresStore
+        return PostgresStore.from_url(url)
+    raise SystemExit(f"store.url {url!r}: use sqlite:///path or postgresql://…")
 
 
 def _rules(directory: str) -> RuleSet:
@@ -54,7 +57,7 @@ DEMO_ROOMS = (
 )
 
 
-async def _demo_accounts(store: SqliteStore) -> list[tuple[str, str, str]]:
+async def _demo_accounts(store: Store) -> list[tuple[str, str, str]]:
     from chatserver.transport.auth import Passwords
     made = []
     for role in ROLES:
@@ -77,8 +80,10 @@ def serve(args: argparse.Namespace, config: Config) -> int:
 
     configure_logging()
     if not config.broker.url.startswith("memory://"):
-        raise SystemExit(f"broker.url {config.broker.url!r}: only memory:// is supported in "
-                         "this build (Redis arrives with cluster mode)")
+        # Several nodes on one Redis need room state and presence replicated between
+        # them; until then a second node could let a muted young person send. Refuse.
+        raise SystemExit(f"broker.url {config.broker.url!r}: only memory:// (one node) is "
+                         "supported in this build; multi-node mode is not finished")
     rules = _rules(config.moderation.rules_dir)
     store = _store(config)
     secret = load_secret(config.auth, config.server.data_dir)

@@ -34,8 +34,8 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, data: Path, port: int) -> None:
-        self.data, self.port = data, port
+    def __init__(self, data: Path, port: int, env: dict[str, str] | None = None) -> None:
+        self.data, self.port, self.extra_env = data, port, env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -44,7 +44,8 @@ class ServerProcess:
                "CHATSERVER_LIMITS_RATE_MESSAGES": "100000",
                "CHATSERVER_LIMITS_FRAME_RATE": "100000",
                "CHATSERVER_LIMITS_FRAME_BURST": "100000",
-               "CHATSERVER_AUTH_SECRET": "fault-test-secret-" + "s" * 40}
+               "CHATSERVER_AUTH_SECRET": "fault-test-secret-" + "s" * 40,
+               **self.extra_env}
         with open(self.data / f"server-{self.port}.log", "ab") as log:  # the child keeps a copy
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "chatserver", "serve", "--demo"],
