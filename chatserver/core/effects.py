@@ -154,11 +154,13 @@ class Close(Effect):
 
 @dataclass(frozen=True, slots=True)
 class Persist(Effect):
-    """Write records in one transaction before anything after it runs."""
+    """Write records in one transaction before anything after it runs. If it fails, the
+    shell answers ``conn`` with ``internal`` and hands ``undo`` back to the core."""
 
     ops: tuple[StoreOp, ...]
     ref: str | None = None
     conn: ConnId | None = None
+    undo: object = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ and never raise out of the core.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -67,6 +68,20 @@ _REJECT_CODES: Final = frozenset({
     ErrorCode.MUTED, ErrorCode.PAUSED, ErrorCode.SLOW_MODE, ErrorCode.RATE_LIMITED,
     ErrorCode.TOO_LARGE, ErrorCode.FORBIDDEN, ErrorCode.INTERNAL,
 })
+
+
+_STATE_CHANGING: Final[frozenset[type[c.Command]]] = frozenset({
+    c.Mute, c.Unmute, c.Pause, c.Resume, c.SlowMode, c.Remove, c.Redact, c.Approve, c.Reject,
+})
+"""Staff commands that change a room: undone if their audit write fails."""
+
+
+@dataclass(frozen=True, slots=True)
+class _RoomUndo:
+    room: RoomId
+    record: RoomRecord
+    held: dict[HeldId, HeldRecord]
+    members: dict[ParticipantId, Member]
 
 
 @dataclass(slots=True)
@@ -237,9 +252,42 @@ class ChatCore:
                     self._error(conn_id, command,
                                 ChatError(ErrorCode.FORBIDDEN, "Your role can't do that.")),
                 ]
+            if type(command) in _STATE_CHANGING:
+                return self._undoable(conn, ident, command, now_ms)
             return self._handlers[type(command)](conn, ident, command, now_ms)
         except ChatError as e:
             return [self._error(conn_id, command, e)]
+
+    def _undoable(self, conn: Conn, ident: Identity, command: Any, now_ms: int
+                  ) -> list[Effect]:
+        """Run a staff command that changes a room, ready to be undone: the change is
+        made now, but if its audit write fails the shell hands ``_RoomUndo`` back and the
+        room is as it was (invariant 3: no staff action without its audit entry)."""
+        room = self.rooms.get(command.room) if command.room in conn.rooms else None
+        undo = _RoomUndo(room.id, room.record(), dict(room.held), dict(room.members)) \
+            if room is not None else None
+        effects = self._handlers[type(command)](conn, ident, command, now_ms)
+        return [dataclasses.replace(e, conn=conn.id, undo=undo)
+                if isinstance(e, Persist) else e for e in effects]
+
+    def undo(self, token: object) -> None:
+        """The audit write of a staff command failed: put its room back as it was."""
+        if not isinstance(token, _RoomUndo):
+            return
+        room = self.rooms.get(token.room)
+        if room is None:
+            return
+        rec = token.record
+        room.paused, room.slow_mode_s, room.closed = rec.paused, rec.slow_mode_s, rec.closed
+        room.mutes = {ParticipantId(k): v for k, v in rec.mutes.items()}
+        room.removed = {ParticipantId(p) for p in rec.removed}
+        room.held = dict(token.held)
+        for pid, member in token.members.items():
+            if pid not in room.members:  # a remove that did not happen
+                room.members[pid] = member
+                for cid in member.conns:
+                    if cid in self.conns:
+                        self.conns[cid].rooms.add(room.id)
 
     def reject_frame(self, conn_id: ConnId, error: ChatError, ref: str | None,
                      now_ms: int) -> list[Effect]:

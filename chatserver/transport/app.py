@@ -157,6 +157,7 @@ class Server:
                     self._store_failed(e, effect.conn, effect.ref)
                     if effect.conn is not None and effect.ref is not None:
                         self.core.abort_send(effect.conn, MessageId(effect.ref))
+                    self.core.undo(effect.undo)
                     return
                 for op in effect.ops:
                     if isinstance(op, RedactRecord):

@@ -144,3 +144,46 @@ async def test_fl08_reconnect_storm_after_a_restart_is_served(tmp_path: Path,
             assert [m["id"] for m in c.welcome["history"]["lounge"]] == ["w1"]
     finally:
         await running.stop()
+
+
+async def test_a_staff_action_whose_audit_fails_does_not_happen(tmp_path: Path,
+                                                                rules: RuleSet) -> None:
+    """Invariant 3 for staff: no mute without its audit entry. With the disk full the
+    facilitator is told `internal`, the mute is undone, and nobody is told of it."""
+    running = await start_server(tmp_path, rules, rate_messages=100_000, frame_rate=1e6,
+                                 frame_burst=1e6)
+    try:
+        fac = await running.client(await running.login("facilitator"))
+        await fac.send(type="join", room="lounge")
+        await fac.expect("room")
+        ana = await running.client(await running.join("Ana"))
+        await _fill(running)
+        for size in (1900, 200, 20, 1):  # as above: fill every last byte
+            while (await fac.say("z" * size, f"f{size}-{len(fac.seen)}"))["status"] == "sent":
+                pass
+        # Toggle pause/resume until one of them cannot be audited.
+        paused, failed = False, None
+        for _ in range(5000):
+            command = "resume" if paused else "pause"
+            await fac.send(type=command, room="lounge")
+            while True:
+                event = await fac.next()
+                if event["type"] == "error" or (event["type"] == "room" and
+                                                event["paused"] != paused):
+                    break
+            if event["type"] == "error":
+                assert event["code"] == "internal"
+                failed = command
+                break
+            paused = not paused
+        assert failed is not None
+        db = running.server.store.db  # type: ignore[attr-defined]
+        await db.execute("PRAGMA max_page_count=1073741823")
+        # The room is exactly as before the failed action: it did not happen.
+        ack = await ana.say("am i paused?", "a1")
+        assert ack["status"] == ("rejected" if paused else "sent"), (failed, ack)
+        entries = await running.server.store.audit("lounge", 0, 100_000)
+        audited = [e.action for e in entries if e.action in ("pause", "resume")]
+        assert audited[-1] == ("pause" if paused else "resume")
+    finally:
+        await running.stop()
