@@ -181,6 +181,11 @@ class Deliver(Effect):
     conn: ConnId | None = None
     ref: str | None = None
     masked: bool = False
+    also: tuple[StoreOp, ...] = ()
+    """Records written in the same transaction (an approval's ``HeldDecided``)."""
+    undo: object = None
+    actor: ConnId | None = None
+    """Staff who caused it (approve): told ``internal`` if the write fails."""
 
 
 @dataclass(frozen=True, slots=True)

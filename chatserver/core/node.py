@@ -267,8 +267,9 @@ class ChatCore:
         undo = _RoomUndo(room.id, room.record(), dict(room.held), dict(room.members)) \
             if room is not None else None
         effects = self._handlers[type(command)](conn, ident, command, now_ms)
-        return [dataclasses.replace(e, conn=conn.id, undo=undo)
-                if isinstance(e, Persist) else e for e in effects]
+        return [dataclasses.replace(e, conn=conn.id, undo=undo) if isinstance(e, Persist) else
+                dataclasses.replace(e, actor=conn.id, undo=undo) if isinstance(e, Deliver) else e
+                for e in effects]
 
     def undo(self, token: object) -> None:
         """The audit write of a staff command failed: put its room back as it was."""
@@ -690,8 +691,9 @@ class ChatCore:
         audit = AuditEntry(now_ms, room.id, ident.id, "approve", held.sender.id,
                            {"held": held.id, "rules": [r for r, _ in held.rules]},
                            self.rules.version)
-        return [Persist((HeldDecided(held.id),)),
-                Deliver(room.id, held.sender, held.msg_id, held.text, now_ms, audit)]
+        # One transaction: decided, delivered and audited together, or none of them.
+        return [Deliver(room.id, held.sender, held.msg_id, held.text, now_ms, audit,
+                        also=(HeldDecided(held.id),))]
 
     def _reject_held(self, conn: Conn, ident: Identity, cmd: c.Reject, now_ms: int
                      ) -> list[Effect]:

@@ -119,7 +119,8 @@ class PostgresStore:
 
     # ------------------------------------------------------------------ writes
     async def append_message(self, room: RoomId, sender: Person, msg_id: MessageId, text: str,
-                             ts: int, audit: AuditEntry) -> tuple[int, bool]:
+                             ts: int, audit: AuditEntry,
+                             also: Sequence[StoreOp] = ()) -> tuple[int, bool]:
         async def write(conn: asyncpg.Connection) -> tuple[int, bool]:
             existing = await conn.fetchval(
                 "SELECT seq FROM messages WHERE room=$1 AND sender_id=$2 AND msg_id=$3",
@@ -135,6 +136,8 @@ class PostgresStore:
                 " text, ts) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
                 room, seq, msg_id, sender.id, sender.name, sender.role, text, ts)
             await self._audit(conn, audit, {"seq": int(seq)})
+            for op in also:  # same transaction as the message
+                await self._apply_one(conn, op)
             return int(seq), True
 
         result: tuple[int, bool] = await self._tx(write)

@@ -73,6 +73,7 @@ class _Append:
     text: str
     ts: int
     audit: AuditEntry
+    also: tuple[StoreOp, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +227,11 @@ class SqliteStore:
                 messages.append((it.room, seq, it.msg_id, it.sender.id, it.sender.name,
                                  it.sender.role, it.text, it.ts))
                 audits.append(self._chained(_audit_fields(it.audit, {"seq": seq})))
+                for op in it.also:  # same transaction as the message (the whole batch)
+                    if isinstance(op, AuditEntry):
+                        audits.append(self._chained(_audit_fields(op)))
+                    else:
+                        await self._apply_one(db, op)
                 results.append((seq, True))
             elif isinstance(it, _Call):
                 results.append(await it.fn(db))
@@ -251,9 +257,10 @@ class SqliteStore:
 
     # ------------------------------------------------------------------ writes
     async def append_message(self, room: RoomId, sender: Person, msg_id: MessageId, text: str,
-                             ts: int, audit: AuditEntry) -> tuple[int, bool]:
+                             ts: int, audit: AuditEntry,
+                             also: Sequence[StoreOp] = ()) -> tuple[int, bool]:
         result: tuple[int, bool] = await self._submit(
-            _Append(room, sender, msg_id, text, ts, audit))
+            _Append(room, sender, msg_id, text, ts, audit, tuple(also)))
         return result
 
     async def apply(self, ops: Sequence[StoreOp]) -> None:

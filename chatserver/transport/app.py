@@ -191,9 +191,10 @@ class Server:
     async def _deliver(self, d: Deliver) -> bool:
         try:
             seq, new = await self.store.append_message(d.room, d.sender, d.msg_id, d.text,
-                                                       d.ts, d.audit)
+                                                       d.ts, d.audit, d.also)
         except StoreError as e:
-            self._store_failed(e, d.conn, d.ref)
+            self._store_failed(e, d.conn if d.conn is not None else d.actor, d.ref)
+            self.core.undo(d.undo)
             await self.run(self.core.complete_send(d.sender.id, d.msg_id, None))
             return False
         msg = Message(d.room, seq, d.msg_id, d.sender, d.text, d.ts)

@@ -239,3 +239,15 @@ async def test_audit_verify_catches_edited_text(store: Store) -> None:
     import dataclasses
     tampered = [dataclasses.replace(r, text="edited") if r.text else r for r in chain]
     assert verify(tampered)[1] is not None
+
+
+async def test_an_approval_is_decided_and_delivered_in_one_write(store: Store) -> None:
+    held = HeldRecord(HeldId("h1"), RoomId("a"), ALEX, MessageId("m1"), "how old are you",
+                      (("grooming.age", "grooming"),), 5)
+    await store.apply([held])
+    approve = AuditEntry(6, RoomId("a"), "u_fac", "approve", ALEX.id, {"held": "h1"}, "v1")
+    seq, new = await store.append_message(RoomId("a"), ALEX, MessageId("m1"), held.text, 6,
+                                          approve, also=[HeldDecided(HeldId("h1"))])
+    assert (seq, new) == (1, True)
+    assert await store.held() == []
+    assert [m.text for m in await store.recent_messages(RoomId("a"), 10)] == [held.text]
