@@ -305,3 +305,16 @@ async def test_origin_tricks_on_our_own_host_are_refused(running: Running) -> No
         with pytest.raises(websockets.InvalidStatus) as refused:
             await websockets.connect(running.ws_url, origin=origin)  # type: ignore[arg-type]
         assert refused.value.response.status_code == 403, origin
+
+
+async def test_two_thousand_escaped_emoji_fit_in_a_frame(running: Running) -> None:
+    """PROTOCOL.md § Limits: frame ≤ 32 KiB 'so 2,000 escaped emoji fit', and the text
+    limit counts code points, not bytes or UTF-16 units."""
+    c = await running.client(await running.join("Emoji"))
+    frame = '{"type":"send","room":"lounge","id":"e1","text":"' + "\\ud83d\\ude00" * 2000 + '"}'
+    assert len(frame.encode()) <= 32 * 1024
+    await c.raw(frame)
+    ack = await c.expect("ack", lambda e: e["ref"] == "e1")
+    assert ack["status"] == "sent"
+    mine = await c.expect("message", lambda e: e["id"] == "e1")
+    assert mine["text"] == "😀" * 2000
