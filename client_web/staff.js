@@ -45,12 +45,14 @@ function onStatus(status, code) {
 }
 
 // ---------------------------------------------------------------- rooms
+function count(n, one, many) { return `${n} ${n === 1 ? one : many}`; }
+
 async function refreshRooms() {
   try {
     const { rooms } = await api("/api/rooms", { token: S.token });
     $("rooms").replaceChildren(...rooms.map((r) => el("li", { class: r.paused ? "paused" : "" },
       el("button", { class: "link", onclick: () => openRoom(r) }, r.title),
-      el("span", { class: "small" }, ` ${r.participants} young people, ${r.facilitators} facilitators`,
+      el("span", { class: "small" }, ` ${count(r.participants, "young person", "young people")}, ${count(r.facilitators, "facilitator", "facilitators")}`,
         r.paused ? " · paused" : "", r.slow_mode_s ? ` · slow ${r.slow_mode_s}s` : ""))));
   } catch (err) {
     if (err.status === 401) onStatus("closed", 4401);
