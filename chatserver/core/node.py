@@ -172,7 +172,7 @@ class ChatCore:
         conn = self.conns.get(conn_id)
         if conn is None or conn.state is not State.AWAIT_HELLO:
             return [Close(conn_id, CloseCode.NO_HELLO, "hello was already given")]
-        person = self._people.setdefault(ident.id, self._new_person())
+        person = self._person(ident.id)
         if len(person.conns) >= self.config.limits.max_sockets_per_token:
             return [Emit(conn_id, ErrorEvent(ErrorCode.RATE_LIMITED,
                                              "Too many connections for this session.")),
@@ -394,7 +394,7 @@ class ChatCore:
         if len(text) > self.config.limits.max_text_chars:
             raise ChatError(ErrorCode.TOO_LARGE, "That message is too long to send.")
         staff = ident.role in STAFF
-        person = self._people.setdefault(ident.id, self._new_person())
+        person = self._person(ident.id)
         effects: list[Effect] = []
         if not staff:
             if room.is_muted(ident.id, now_ms):
@@ -556,16 +556,17 @@ class ChatCore:
         room = self.rooms.get(room_id)
         if room is None:
             return []
+        # Per published event: no sorting, fan-out order does not matter.
         if audience == Audience.STAFF:
-            return sorted(room.staff_conns())
+            return list(room.staff_conns())
         if audience == Audience.PARTICIPANT:
             member = room.members.get(target) if target else None
-            return sorted(member.conns) if member else []
+            return list(member.conns) if member else []
         if isinstance(event, Message):
             sender = event.sender.id
-            return sorted(cid for pid, m in room.members.items()
-                          if sender not in room.ignores.get(pid, ()) for cid in m.conns)
-        return sorted(room.conns())
+            return [cid for pid, m in room.members.items()
+                    if sender not in room.ignores.get(pid, ()) for cid in m.conns]
+        return list(room.conns())
 
     # ------------------------------------------------------ peer safety tools
     def _report(self, conn: Conn, ident: Identity, cmd: c.Report, now_ms: int) -> list[Effect]:
@@ -853,9 +854,14 @@ class ChatCore:
         person.last_send = now_ms
 
     # ----------------------------------------------------------------- helpers
-    def _new_person(self) -> _Person:
-        lim = self.config.limits
-        return _Person(SlidingWindow(lim.rate_messages, lim.rate_window_s * 1000))
+    def _person(self, pid: ParticipantId) -> _Person:
+        """Per-participant state, made on first use (not on every send)."""
+        person = self._people.get(pid)
+        if person is None:
+            lim = self.config.limits
+            person = self._people[pid] = _Person(
+                SlidingWindow(lim.rate_messages, lim.rate_window_s * 1000))
+        return person
 
     def _person_view(self, ident: Identity) -> Person:
         return Person(ident.id, ident.name, ident.role.value)
