@@ -18,7 +18,7 @@ from chatserver.core.effects import RoomRecord
 from chatserver.core.ids import RoomId
 from chatserver.moderation.engine import RuleSet, Verdict, load_rules
 from chatserver.moderation.rules import RuleLoadError
-from chatserver.ports import Store, UserRow
+from chatserver.ports import Broker, Store, UserRow
 from chatserver.stores.sqlite import SqliteStore
 
 __all__ = ["main"]
@@ -79,16 +79,31 @@ def serve(args: argparse.Namespace, config: Config) -> int:
     from chatserver.transport.http import build_app, reload_rules
 
     configure_logging()
-    if not config.broker.url.startswith("memory://"):
-        # Several nodes on one Redis need room state and presence replicated between
-        # them; until then a second node could let a muted young person send. Refuse.
-        raise SystemExit(f"broker.url {config.broker.url!r}: only memory:// (one node) is "
-                         "supported in this build; multi-node mode is not finished")
+    cluster = config.broker.url.startswith(("redis://", "rediss://", "unix://"))
+    if not cluster and not config.broker.url.startswith("memory://"):
+        raise SystemExit(f"broker.url {config.broker.url!r}: use memory:// (one node) or "
+                         "redis://host:port/db (a cluster)")
+    if cluster and not config.store_url.startswith(("postgresql://", "postgres://")):
+        # SQLite is one file on one machine: nodes would each keep their own record.
+        raise SystemExit("a cluster (broker.url redis://…) needs a shared store: "
+                         "set store.url to postgresql://…")
+    if cluster and not config.auth.secret:
+        raise SystemExit("a cluster needs auth.secret (or CHATSERVER_AUTH_SECRET), the same "
+                         "on every node, so a token from one node is valid on the others")
     rules = _rules(config.moderation.rules_dir)
     store = _store(config)
     secret = load_secret(config.auth, config.server.data_dir)
-    server = Server(config, rules, store, MemoryBroker(config.limits.history),
-                    Tokens(secret, config.auth))
+    broker: Broker = MemoryBroker(config.limits.history)
+    redis = None
+    if cluster:
+        from chatserver.brokers.redis import RedisBroker
+        broker = redis = RedisBroker(config.broker.url, history=config.limits.history,
+                                     prefix=config.broker.prefix,
+                                     timeout_s=config.broker.timeout_s)
+    server = Server(config, rules, store, broker, Tokens(secret, config.auth),
+                    node_id=args.node_id)
+    if redis is not None:
+        redis.on_reset = server.on_broker_reset  # the node tells its clients to resume
     app = build_app(server)
     host, port = config.server.host, config.server.port
 
@@ -347,6 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_serve = sub.add_parser("serve", help="run the server")
     p_serve.add_argument("--host")
     p_serve.add_argument("--port", type=int)
+    p_serve.add_argument("--node-id", help="this node's name in a cluster (default: random)")
     p_serve.add_argument("--demo", action="store_true",
                          help="demo rooms and one demo account per staff role")
     p_users = sub.add_parser("users", help="staff accounts")

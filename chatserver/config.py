@@ -64,7 +64,16 @@ class AuthConfig:
 @dataclass(frozen=True, slots=True)
 class BrokerConfig:
     url: str = "memory://"
+    """``memory://`` (one node) or ``redis://host:port/db`` (a cluster)."""
     timeout_s: float = 1.0
+    prefix: str = "chat"
+    """Key and channel prefix, so that several deployments can share one Redis."""
+    heartbeat_s: float = 2.0
+    """How often a node tells the others who is connected to it."""
+    node_expiry_s: float = 6.0
+    """A node not heard from this long is gone: its members leave the member lists."""
+    gap_grace_ms: int = 500
+    """How long a node waits for a missing seq before reading it from the store."""
 
 
 @dataclass(frozen=True, slots=True)

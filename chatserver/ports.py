@@ -17,6 +17,7 @@ from chatserver.core.effects import (
 )
 from chatserver.core.events import Event, Message, Person
 from chatserver.core.ids import MessageId, ParticipantId, RoomId
+from chatserver.core.sync import Sync
 
 __all__ = [
     "AuditRow", "Broker", "BrokerError", "Cutoffs", "Envelope", "Store", "StoreError", "UserRow",
@@ -39,7 +40,7 @@ class Envelope:
     """
 
     room: RoomId
-    event: Event
+    event: Event | Sync
     audience: Audience
     target: ParticipantId | None = None
     node: str = ""
@@ -54,6 +55,11 @@ class Broker(Protocol):
     of dropping silently.
     """
 
+    shared: bool
+    """True when other nodes receive what this one publishes (a cluster)."""
+
+    def ready(self) -> bool:
+        """Whether a publish now would reach every node; no I/O (checked per send)."""
     async def start(self, on_envelope: Callable[[Envelope], Awaitable[None] | None]) -> None: ...
     async def close(self) -> None: ...
     async def publish(self, envelope: Envelope) -> None:
@@ -65,7 +71,8 @@ class Broker(Protocol):
         before them, so the client must be told ``gap``."""
     async def redact(self, room: RoomId, seq: int) -> None: ...
     async def seed(self, room: RoomId, messages: Sequence[Message]) -> None:
-        """Rebuild a room's history from the store (the record) after a restart."""
+        """Merge the store's messages (the record) into a room's history, by seq, after
+        a restart or a Redis outage; nothing is published."""
     async def ping(self) -> bool: ...
 
 
@@ -125,6 +132,10 @@ class Store(Protocol):
         (idempotent resend)."""
     async def apply(self, ops: Sequence[StoreOp]) -> None: ...
     async def recent_messages(self, room: RoomId, limit: int) -> list[Message]: ...
+    async def messages_between(self, room: RoomId, after: int, before: int
+                               ) -> list[Message]:
+        """Messages with ``after < seq < before``, oldest first (a node fills a hole in
+        what the broker delivered: a node that died between commit and publish)."""
     async def rooms(self) -> list[RoomRecord]: ...
     async def held(self) -> list[HeldRecord]: ...
     async def cases(self) -> list[CaseRecord]: ...

@@ -61,19 +61,18 @@ def make_config(tmp: Path, rules_dir: Path = RULES_DIR, **limits: Any) -> Config
     )
 
 
-class Running:
-    """A started server: its URL, and helpers that speak to it as clients would."""
+class Endpoint:
+    """A server's URL, and helpers that speak to it as clients would."""
 
-    def __init__(self, server: Server, runner: web.AppRunner, port: int) -> None:
-        self.server, self.runner, self.port = server, runner, port
+    def __init__(self, port: int) -> None:
+        self.port = port
         self.http = f"http://127.0.0.1:{port}"
         self.ws_url = f"ws://127.0.0.1:{port}/ws"
         self.clients: list[Client] = []
 
-    async def stop(self) -> None:
+    async def close_clients(self) -> None:
         for c in self.clients:
             await c.ws.close()
-        await self.runner.cleanup()
 
     async def post(self, path: str, body: dict[str, Any], token: str | None = None
                    ) -> tuple[int, Any]:
@@ -111,6 +110,18 @@ class Running:
         self.clients.append(client)
         client.welcome = await client.expect("welcome")
         return client
+
+
+class Running(Endpoint):
+    """A server started in this process."""
+
+    def __init__(self, server: Server, runner: web.AppRunner, port: int) -> None:
+        super().__init__(port)
+        self.server, self.runner = server, runner
+
+    async def stop(self) -> None:
+        await self.close_clients()
+        await self.runner.cleanup()
 
 
 class Client:

@@ -1,7 +1,8 @@
 """The embedded broker: one process, so publishing is a direct call.
 
 It keeps the same semantics as the Redis broker: per-room capped history with
-strictly increasing seq, at-most-once delivery in publish order.
+strictly increasing seq, at-most-once delivery in publish order, and a message
+published again (same seq) is not delivered again.
 """
 
 from __future__ import annotations
@@ -31,25 +32,33 @@ class MemoryBroker:
     async def close(self) -> None:
         self._handler = None
 
+    shared = False
+    """One node: nobody else to tell about room state."""
+
+    def ready(self) -> bool:
+        return True
+
     async def ping(self) -> bool:
         return True
 
     async def publish(self, envelope: Envelope) -> None:
         if self._handler is None:
             raise RuntimeError("broker is not started")
-        if isinstance(envelope.event, Message):
-            self._append(envelope.event)
+        if isinstance(envelope.event, Message) and not self._append(envelope.event):
+            return  # already published: idempotent by seq, as the Redis script is
         result = self._handler(envelope)
         if inspect.isawaitable(result):
             await result
 
-    def _append(self, message: Message) -> None:
+    def _append(self, message: Message) -> bool:
         hist = self._history.setdefault(message.room, deque(maxlen=self._cap))
         if hist and message.seq <= hist[-1].seq:
-            raise RuntimeError(f"seq {message.seq} out of order in {message.room}")
+            # One node publishes in seq order, so an older seq is a republish.
+            return False
         if len(hist) == hist.maxlen:
             self._floor[message.room] = hist[0].seq
         hist.append(message)
+        return True
 
     async def history(self, room: RoomId, after: int | None, limit: int
                       ) -> tuple[list[Message], bool]:
@@ -70,5 +79,6 @@ class MemoryBroker:
 
     async def seed(self, room: RoomId, messages: Sequence[Message]) -> None:
         hist = self._history.setdefault(room, deque(maxlen=self._cap))
+        merged = {m.seq: m for m in (*messages, *hist)}
         hist.clear()
-        hist.extend(messages)
+        hist.extend(merged[k] for k in sorted(merged))

@@ -16,15 +16,18 @@ from importlib.resources import files
 from typing import Any, Final
 
 import msgpack
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from chatserver.core.effects import Audience
+from chatserver.core.effects import Audience, CaseRecord, HeldDecided, HeldRecord, RoomRecord
 from chatserver.core.events import Encoded, Message, Person
-from chatserver.core.ids import MessageId, ParticipantId, RoomId
+from chatserver.core.ids import HeldId, MessageId, ParticipantId, RoomId
+from chatserver.core.sync import Sync, SyncRecord
 from chatserver.core.wire import encode
 from chatserver.observability import log
 from chatserver.ports import BrokerError, Envelope
+from chatserver.stores.records import case_from, dumps, held_from, room_from
 
 __all__ = ["RedisBroker", "decode_envelope", "encode_envelope"]
 
@@ -33,10 +36,46 @@ MAX_ENVELOPE_BYTES: Final = 256 * 1024
 _PUBLISH_LUA: Final = (files("chatserver.brokers") / "redis_scripts" / "publish.lua").read_text()
 
 
+def _decided_from(raw: str) -> HeldDecided:
+    return HeldDecided(HeldId(orjson.loads(raw)["id"]))
+
+
+_RECORD_KINDS: Final[dict[str, Callable[[str], SyncRecord]]] = {
+    "room": room_from, "held": held_from, "case": case_from, "decided": _decided_from}
+
+
+def _record_kind(record: SyncRecord) -> str:
+    return {RoomRecord: "room", HeldRecord: "held", CaseRecord: "case",
+            HeldDecided: "decided"}[type(record)]
+
+
+def _encode_sync(sync: Sync) -> list[Any]:
+    return [[[_record_kind(r), dumps(r)] for r in sync.records],
+            [[room, [[p.id, p.name, p.role] for p in people]] for room, people in sync.presence],
+            sync.full, list(sync.announce)]
+
+
+def _decode_sync(body: Any) -> Sync:
+    records, presence, full, announce = body
+    strings = list(announce) + [x for _, people in presence for p in people for x in p]
+    strings += [room for room, _ in presence] + [x for r in records for x in r]
+    if not (isinstance(full, bool) and all(isinstance(x, str) for x in strings)):
+        raise ValueError("bad sync")
+    return Sync(
+        tuple(_RECORD_KINDS[kind](raw) for kind, raw in records),
+        tuple((RoomId(room), tuple(Person(ParticipantId(i), n, r) for i, n, r in people))
+              for room, people in presence),
+        full, tuple(RoomId(r) for r in announce))
+
+
 def encode_envelope(env: Envelope) -> bytes:
     body: dict[str, Any] = {"v": 1, "node": env.node, "room": env.room,
                             "aud": env.audience.value, "target": env.target,
-                            "type": env.event.TYPE, "frame": encode(env.event), "msg": None}
+                            "type": env.event.TYPE, "frame": b"", "msg": None}
+    if isinstance(env.event, Sync):
+        body["sync"] = _encode_sync(env.event)
+    else:
+        body["frame"] = encode(env.event)
     if isinstance(env.event, Message):
         m = env.event
         body["msg"] = [m.seq, m.id, m.sender.id, m.sender.name, m.sender.role, m.text, m.ts]
@@ -59,19 +98,22 @@ def decode_envelope(data: bytes) -> Envelope | None:
                 and isinstance(kind, str) and (target is None or isinstance(target, str))):
             return None
         msg = body["msg"]
-        if msg is not None:
+        if kind == Sync.TYPE:
+            event: Message | Encoded | Sync = _decode_sync(body["sync"])
+        elif msg is not None:
             seq, mid, sid, name, role, text, ts = msg
             if not (isinstance(seq, int) and isinstance(ts, int) and
                     all(isinstance(x, str) for x in (mid, sid, name, role, text))):
                 return None
-            event: Message | Encoded = Message(
+            event = Message(
                 RoomId(room), seq, MessageId(mid), Person(ParticipantId(sid), name, role),
                 text, ts)
         else:
             event = Encoded(kind, frame)
         return Envelope(RoomId(room), event, aud,
                         ParticipantId(target) if target else None, node)
-    except (ValueError, KeyError, TypeError, msgpack.UnpackException):
+    except (ValueError, KeyError, TypeError, AttributeError, msgpack.UnpackException,
+            orjson.JSONDecodeError):
         return None
 
 
@@ -110,6 +152,13 @@ class RedisBroker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
         await self.redis.aclose()
+
+    shared = True
+    """Other nodes see what this one publishes (the server replicates room state)."""
+
+    def ready(self) -> bool:
+        """Subscribed now: a message published now reaches every node (no I/O)."""
+        return self.subscribed.is_set()
 
     async def ping(self) -> bool:
         try:
@@ -164,7 +213,7 @@ class RedisBroker:
             if isinstance(envelope.event, Message):
                 await self._script(keys=[self._hist(envelope.room)],
                                    args=[envelope.event.seq, payload, self.cap,
-                                         self._channel(envelope.room)])
+                                         self._channel(envelope.room), "1"])
             else:
                 await self.redis.publish(self._channel(envelope.room), payload)
         except (RedisError, OSError) as e:
@@ -201,12 +250,17 @@ class RedisBroker:
             raise BrokerError(str(e)) from e
 
     async def seed(self, room: RoomId, messages: Sequence[Message]) -> None:
-        """Rebuild a room's history from the store when Redis lost it (F-06)."""
-        if not messages or await self.redis.exists(self._hist(room)):
-            return
-        mapping = {encode_envelope(Envelope(room, m, Audience.MEMBERS)): m.seq
-                   for m in messages}
-        await self.redis.zadd(self._hist(room), mapping)
+        """Rebuild a room's history from the store when Redis lost it (F-06): merged by
+        seq through the publish script (without publishing), so what another node
+        published meanwhile is neither lost nor doubled."""
+        try:
+            for m in messages:
+                await self._script(keys=[self._hist(room)],
+                                   args=[m.seq, encode_envelope(Envelope(room, m,
+                                                                         Audience.MEMBERS)),
+                                         self.cap, self._channel(room), "0"])
+        except (RedisError, OSError) as e:
+            raise BrokerError(str(e)) from e
 
     async def flush_for_tests(self) -> None:
         keys = [k async for k in self.redis.scan_iter(f"{self.prefix}:*")]

@@ -54,6 +54,7 @@ from chatserver.core.ratelimit import SlidingWindow, TokenBucket
 from chatserver.core.roles import STAFF, Role, may
 from chatserver.core.room import Member, Room
 from chatserver.core.session import Conn, Identity, State
+from chatserver.core.sync import Sync
 from chatserver.moderation.engine import RuleSet, Verdict
 from chatserver.moderation.rules import Action
 
@@ -121,6 +122,8 @@ class ChatCore:
         self._idem: OrderedDict[tuple[ParticipantId, MessageId], Ack | list[ConnId]] = \
             OrderedDict()
         self._alerted_emergencies: set[CaseId] = set()
+        self.nodes: dict[str, int] = {}
+        """Other nodes of a cluster, when each was last heard from (ms)."""
         self._handlers: Mapping[type[c.Command], Callable[[Conn, Identity, Any, int],
                                                              list[Effect]]] = {
             c.Join: self._join, c.Leave: self._leave, c.Send: self._send,
@@ -278,10 +281,7 @@ class ChatCore:
         room = self.rooms.get(token.room)
         if room is None:
             return
-        rec = token.record
-        room.paused, room.slow_mode_s, room.closed = rec.paused, rec.slow_mode_s, rec.closed
-        room.mutes = {ParticipantId(k): v for k, v in rec.mutes.items()}
-        room.removed = {ParticipantId(p) for p in rec.removed}
+        room.apply(token.record)
         room.held = dict(token.held)
         for pid, member in token.members.items():
             if pid not in room.members:  # a remove that did not happen
@@ -331,11 +331,12 @@ class ChatCore:
             raise ChatError(ErrorCode.FORBIDDEN, "You're not in that room.")
         return room
 
-    def _member(self, room: Room, pid: ParticipantId) -> Member:
-        member = room.members.get(pid)
-        if member is None:
+    def _member(self, room: Room, pid: ParticipantId) -> Person:
+        """A member connected here or on another node (staff act on either alike)."""
+        person = room.person(pid)
+        if person is None:
             raise ChatError(ErrorCode.NOT_FOUND, "No such participant in this room.")
-        return member
+        return person
 
     def _staff_may_enter(self, ident: Identity, room: Room) -> bool:
         if room.closed:
@@ -602,11 +603,11 @@ class ChatCore:
         return Persist((room.record(), AuditEntry(now_ms, room.id, ident.id, action, target,
                                                   detail, self.rules.version)))
 
-    def _participant(self, room: Room, pid: ParticipantId) -> Member:
-        member = self._member(room, pid)
-        if member.role != Role.PARTICIPANT:
+    def _participant(self, room: Room, pid: ParticipantId) -> Person:
+        person = self._member(room, pid)
+        if person.role != Role.PARTICIPANT:
             raise ChatError(ErrorCode.FORBIDDEN, "That's a member of staff.")
-        return member
+        return person
 
     def _mute(self, conn: Conn, ident: Identity, cmd: c.Mute, now_ms: int) -> list[Effect]:
         room = self._room_of(conn, cmd.room)
@@ -650,23 +651,35 @@ class ChatCore:
 
     def _remove(self, conn: Conn, ident: Identity, cmd: c.Remove, now_ms: int) -> list[Effect]:
         room = self._room_of(conn, cmd.room)
-        member = self._participant(room, cmd.participant)
+        self._participant(room, cmd.participant)
         room.removed.add(cmd.participant)
-        # Told directly on the connections we hold now: by the time a published event
-        # is fanned out, they are no longer members.
-        notice = self._notice("removed", room.id)
         effects: list[Effect] = [
             self._staff_action(room, ident, "remove", now_ms, cmd.participant,
                                reason=cmd.reason)]
-        effects += [Emit(cid, notice) for cid in sorted(member.conns)]
+        effects += self._evict(room, cmd.participant)
+        for group in room.remote.values():  # gone at once here; their node says so too
+            if any(p.id == cmd.participant for p in group):
+                room.remote = {n: tuple(p for p in g if p.id != cmd.participant)
+                               for n, g in room.remote.items()}
+                break
+        effects.append(Publish(room.id, room.state(now_ms)))
+        return effects
+
+    def _evict(self, room: Room, pid: ParticipantId) -> list[Effect]:
+        """Take a removed participant's local connections out of the room. Told directly
+        on those connections: by the time a published event is fanned out, they are no
+        longer members."""
+        member = room.members.pop(pid, None)
+        if member is None:
+            return []
+        notice = self._notice("removed", room.id)
+        effects: list[Effect] = [Emit(cid, notice) for cid in sorted(member.conns)]
         for cid in sorted(member.conns):
             their = self.conns.get(cid)
             if their is not None:
                 their.rooms.discard(room.id)
                 if not their.rooms:
                     effects.append(Close(cid, CloseCode.REMOVED, "removed from the room"))
-        del room.members[cmd.participant]
-        effects.append(Publish(room.id, room.state(now_ms)))
         return effects
 
     def _redact(self, conn: Conn, ident: Identity, cmd: c.Redact, now_ms: int) -> list[Effect]:
@@ -722,10 +735,10 @@ class ChatCore:
     def _escalate(self, conn: Conn, ident: Identity, cmd: c.Escalate, now_ms: int
                   ) -> list[Effect]:
         room = self._room_of(conn, cmd.room)
-        member = self._participant(room, cmd.participant)
+        person = self._participant(room, cmd.participant)
         context = tuple(list(room.recent)[-self.config.rooms.case_context:])
         case = CaseRecord(CaseId(self.ids.new("case")), room.id, cmd.participant,
-                          member.person.name, cmd.urgency.value, "open", cmd.note, now_ms,
+                          person.name, cmd.urgency.value, "open", cmd.note, now_ms,
                           ident.id, context=context)
         self.cases[case.id] = case
         effects: list[Effect] = [
@@ -792,24 +805,131 @@ class ChatCore:
             ops.insert(0, room.record())
         effects.append(Persist(tuple(ops)))
         if room is not None:
-            closed = room.state(now_ms)
-            for member in room.members.values():
-                for cid in sorted(member.conns):
-                    effects.append(Emit(cid, closed))
-                    their = self.conns.get(cid)
-                    if their is not None:
-                        their.rooms.discard(room.id)
-            room.members.clear()
+            effects += self._close_locally(room, now_ms)
         effects.append(Publish(ALL_ROOMS, self._case_view(case), Audience.COUNSELLORS))
         return effects
 
+    def _close_locally(self, room: Room, now_ms: int) -> list[Effect]:
+        """A closed case room: its local members are shown it closed and leave it."""
+        closed = room.state(now_ms)
+        effects: list[Effect] = []
+        for member in room.members.values():
+            for cid in sorted(member.conns):
+                effects.append(Emit(cid, closed))
+                their = self.conns.get(cid)
+                if their is not None:
+                    their.rooms.discard(room.id)
+        room.members.clear()
+        room.remote.clear()
+        return effects
+
+    # ----------------------------------------------------------------- cluster
+    def presence(self, rooms: Iterable[RoomId] | None = None
+                 ) -> tuple[tuple[RoomId, tuple[Person, ...]], ...]:
+        """Who is connected to these rooms on this node; None: every room with anyone
+        (a heartbeat)."""
+        if rooms is None:
+            return tuple((r.id, people) for r in self.rooms.values()
+                         if (people := r.local_people()))
+        return tuple((rid, self.rooms[rid].local_people() if rid in self.rooms else ())
+                     for rid in rooms)
+
+    def leads(self, me: str) -> bool:
+        """Room timers run on one node (the lowest id alive) so that a mute expiry or an
+        unclaimed-emergency alert happens once, not once per node."""
+        return all(me <= node for node in self.nodes)
+
+    def apply_sync(self, node: str, sync: Sync, now_ms: int
+                   ) -> tuple[list[Effect], set[RoomId]]:
+        """Another node's durable changes and its presence. Returns effects for local
+        connections, and the rooms whose member list changed here."""
+        self.nodes[node] = now_ms
+        effects: list[Effect] = []
+        for rec in sync.records:
+            if isinstance(rec, RoomRecord):
+                effects += self._sync_room(rec, now_ms)
+            elif isinstance(rec, HeldRecord):
+                room = self.rooms.get(rec.room)
+                if room is not None:
+                    room.held[rec.id] = rec
+                    # A resend of the same id to this node is answered as it was there.
+                    self._idem_put((rec.sender.id, rec.msg_id), Ack(
+                        rec.msg_id, "held", held=rec.id, room=rec.room,
+                        notice=self._text("held")))
+            elif isinstance(rec, HeldDecided):
+                for room in self.rooms.values():
+                    room.held.pop(rec.id, None)
+            else:
+                effects += self._sync_case(rec, now_ms)
+        changed: set[RoomId] = set()
+        for rid, people in sync.presence:
+            room = self.rooms.get(rid)
+            if room is not None and room.remote.get(node, ()) != people:
+                changed.add(rid)
+                if people:
+                    room.remote[node] = people
+                else:
+                    del room.remote[node]
+        if sync.full:
+            listed = {rid for rid, _ in sync.presence}
+            for room in self.rooms.values():
+                if node in room.remote and room.id not in listed:
+                    del room.remote[node]
+                    changed.add(room.id)
+        return effects, changed
+
+    def _sync_room(self, rec: RoomRecord, now_ms: int) -> list[Effect]:
+        room = self.rooms.get(rec.id)
+        if room is None:
+            self.add_room(rec)
+            return []
+        was_closed, removed_before = room.closed, set(room.removed)
+        room.apply(rec)
+        effects: list[Effect] = []
+        for pid in sorted(room.removed - removed_before):
+            effects += self._evict(room, pid)
+        if room.closed and not was_closed:
+            effects += self._close_locally(room, now_ms)
+        elif effects:  # who is here changed: every node must hear it
+            effects.append(Publish(room.id, room.state(now_ms)))
+        return effects
+
+    def _sync_case(self, case: CaseRecord, now_ms: int) -> list[Effect]:
+        """A counsellor on another node claimed a case: the young person's connections
+        here enter the one-to-one room, as they would on the counsellor's node."""
+        self.cases[case.id] = case
+        room = self.rooms.get(case.private_room) if case.private_room else None
+        if case.status != "claimed" or room is None or case.counsellor is None:
+            return []
+        room.case, room.allowed = case.id, {case.participant, case.counsellor}
+        person = self._people.get(case.participant)
+        entered = False
+        for cid in sorted(person.conns if person else ()):
+            their = self.conns.get(cid)
+            if their is not None and their.identity is not None and room.id not in their.rooms:
+                self._enter(their, their.identity, room, now_ms, announce=False)
+                entered = True
+        return [Publish(room.id, room.state(now_ms))] if entered else []
+
+    def expire_nodes(self, now_ms: int, expiry_ms: int) -> list[Effect]:
+        """A node not heard from (killed): its members leave every member list here."""
+        effects: list[Effect] = []
+        for node in [n for n, seen in self.nodes.items() if now_ms - seen >= expiry_ms]:
+            del self.nodes[node]
+            for room in self.rooms.values():
+                if room.remote.pop(node, None) is not None:
+                    state = room.state(now_ms)
+                    effects += [Emit(cid, state) for cid in sorted(room.conns())]
+        return effects
+
     # ------------------------------------------------------------------ timers
-    def tick(self, now_ms: int) -> list[Effect]:
+    def tick(self, now_ms: int, leader: bool = True) -> list[Effect]:
         """Timers, driven by the shell once a second: mute expiry, unanswered messages,
-        break reminders and unclaimed emergencies."""
+        break reminders and unclaimed emergencies. Room timers run on the ``leader``
+        only; break reminders are for this node's own connections."""
         effects: list[Effect] = []
         wb = self.config.rooms
-        for room in self.rooms.values():
+        for room in self.rooms.values() if leader else ():
             expired = [p for p, until in room.mutes.items() if until is not None and
                        until <= now_ms]
             for pid in expired:
@@ -836,7 +956,7 @@ class ChatCore:
                 person.reminded = True
                 effects += [Emit(cid, self._notice("break_reminder")) for cid in
                             sorted(person.conns)]
-        for case in self._case_queue():
+        for case in self._case_queue() if leader else ():
             if case.urgency == "emergency" and case.status == "open" and \
                     case.id not in self._alerted_emergencies and \
                     now_ms - case.ts >= wb.emergency_unclaimed_s * 1000:

@@ -50,6 +50,29 @@ class Room:
     unanswered: Message | None = None
     allowed: set[ParticipantId] = field(default_factory=set)
     """For case rooms: the two people who may be in it."""
+    remote: dict[str, tuple[Person, ...]] = field(default_factory=dict)
+    """Members connected to other nodes, by node (cluster presence)."""
+
+    def person(self, pid: ParticipantId) -> Person | None:
+        """A member connected here or on another node."""
+        member = self.members.get(pid)
+        if member is not None:
+            return member.person
+        return next((p for people in self.remote.values() for p in people if p.id == pid),
+                    None)
+
+    def present(self) -> list[Person]:
+        """Everyone connected to the room on any node, once each, in one order that is
+        the same on every node: staff first, then by name."""
+        people = {m.person.id: m.person for m in self.members.values() if m.conns}
+        for group in self.remote.values():
+            for p in group:
+                people.setdefault(p.id, p)
+        return sorted(people.values(),
+                      key=lambda p: (p.role == Role.PARTICIPANT, p.name.casefold(), p.id))
+
+    def local_people(self) -> tuple[Person, ...]:
+        return tuple(m.person for m in self.members.values() if m.conns)
 
     def is_muted(self, pid: ParticipantId, now_ms: int) -> bool:
         if pid not in self.mutes:
@@ -58,7 +81,8 @@ class Room:
         return until is None or now_ms < until
 
     def has_facilitator(self) -> bool:
-        return any(m.conns and m.role == Role.FACILITATOR for m in self.members.values())
+        return any(m.conns and m.role == Role.FACILITATOR for m in self.members.values()) or \
+            any(p.role == Role.FACILITATOR for ps in self.remote.values() for p in ps)
 
     def paused_for_participants(self) -> bool:
         """Paused by a facilitator, or (safety default) no facilitator is present."""
@@ -80,10 +104,8 @@ class Room:
         return out
 
     def state(self, now_ms: int) -> RoomState:
-        members = tuple(
-            MemberView(m.person.id, m.person.name, m.person.role,
-                       self.is_muted(m.person.id, now_ms))
-            for m in self.members.values() if m.conns)
+        members = tuple(MemberView(p.id, p.name, p.role, self.is_muted(p.id, now_ms))
+                        for p in self.present())
         return RoomState(self.id, self.title, self.paused_for_participants(), self.slow_mode_s,
                          members, closed=self.closed)
 
@@ -94,6 +116,12 @@ class Room:
             mutes={str(k): v for k, v in self.mutes.items()},
             removed=tuple(sorted(self.removed)), require_facilitator=self.require_facilitator,
             closed=self.closed)
+
+    def apply(self, rec: RoomRecord) -> None:
+        """Shared state another node changed (the record it made durable)."""
+        self.paused, self.slow_mode_s, self.closed = rec.paused, rec.slow_mode_s, rec.closed
+        self.mutes = {ParticipantId(k): v for k, v in rec.mutes.items()}
+        self.removed = {ParticipantId(p) for p in rec.removed}
 
     @classmethod
     def from_record(cls, rec: RoomRecord) -> Room:

@@ -237,6 +237,14 @@ class PostgresStore:
                         Person(ParticipantId(r[2]), r[3], r[4]), r[5], int(r[6]))
                 for r in reversed(rows)]
 
+    async def messages_between(self, room: RoomId, after: int, before: int) -> list[Message]:
+        rows = await self._fetch(
+            "SELECT seq, msg_id, sender_id, sender_name, sender_role, text, ts FROM messages "
+            "WHERE room=$1 AND seq > $2 AND seq < $3 AND NOT redacted ORDER BY seq",
+            room, after, before)
+        return [Message(room, int(r[0]), MessageId(r[1]),
+                        Person(ParticipantId(r[2]), r[3], r[4]), r[5], int(r[6])) for r in rows]
+
     async def rooms(self) -> list[RoomRecord]:
         return [room_from(r[0]) for r in await self._fetch("SELECT record FROM rooms")]
 

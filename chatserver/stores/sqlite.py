@@ -336,6 +336,15 @@ class SqliteStore:
         return [Message(room, r[0], MessageId(r[1]), Person(ParticipantId(r[2]), r[3], r[4]),
                         r[5], r[6]) for r in reversed(list(rows))]
 
+    async def messages_between(self, room: RoomId, after: int, before: int) -> list[Message]:
+        async with self.db.execute(
+                "SELECT seq, msg_id, sender_id, sender_name, sender_role, text, ts FROM "
+                "messages WHERE room=? AND seq > ? AND seq < ? AND redacted=0 ORDER BY seq",
+                (room, after, before)) as cur:
+            rows = await cur.fetchall()
+        return [Message(room, r[0], MessageId(r[1]), Person(ParticipantId(r[2]), r[3], r[4]),
+                        r[5], r[6]) for r in rows]
+
     async def rooms(self) -> list[RoomRecord]:
         async with self.db.execute("SELECT record FROM rooms") as cur:
             return [room_from(r[0]) async for r in cur]

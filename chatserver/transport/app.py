@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -17,6 +17,7 @@ from aiohttp import WSMsgType, web
 
 from chatserver.config import Config
 from chatserver.core.effects import (
+    ALL_ROOMS,
     Audience,
     Close,
     Deliver,
@@ -31,13 +32,22 @@ from chatserver.core.effects import (
     Welcome,
 )
 from chatserver.core.errors import CloseCode, ErrorCode
-from chatserver.core.events import Ack, ErrorEvent, Event, Message, Welcome as WelcomeEvent
-from chatserver.core.ids import ConnId, MessageId, RoomId
+from chatserver.core.events import (
+    Ack,
+    ErrorEvent,
+    Event,
+    Message,
+    RoomState,
+    Welcome as WelcomeEvent,
+)
+from chatserver.core.ids import ConnId, MessageId, ParticipantId, RoomId
 from chatserver.core.node import ChatCore
+from chatserver.core.sequencer import Sequencer
+from chatserver.core.sync import SYNC_RECORDS, Sync
 from chatserver.core.wire import encode
 from chatserver.moderation.engine import RuleSet
 from chatserver.observability import Metrics, log
-from chatserver.ports import Broker, Envelope, Store, StoreError
+from chatserver.ports import Broker, BrokerError, Envelope, Store, StoreError
 from chatserver.transport.auth import Tokens
 
 __all__ = ["APP_KEY", "Server", "Socket", "now_ms"]
@@ -49,6 +59,11 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _mono_ms() -> int:
+    """For waiting on a missing seq: a wall-clock step must not shorten the wait."""
+    return time.monotonic_ns() // 1_000_000
+
+
 @dataclass(slots=True)
 class Socket:
     """One WebSocket: a bounded outbox drained by one writer task (STYLE.md example 9)."""
@@ -58,6 +73,11 @@ class Socket:
     writer: asyncio.Task[None] | None = None
     closing: bool = False
     close_task: asyncio.Task[None] | None = field(default=None)
+    held: list[tuple[Event, bytes]] | None = None
+    """Live frames kept back while this socket's history is being read (welcome), so
+    nothing arrives before the welcome or twice."""
+    floor: dict[RoomId, int] = field(default_factory=dict)
+    """Per room, the last seq this socket was sent as history: live copies are dropped."""
 
     def put(self, frame: bytes) -> bool:
         """Queue a frame; False when the client has fallen too far behind."""
@@ -86,6 +106,9 @@ class Server:
         self.sockets: dict[ConnId, Socket] = {}
         self._next_conn = 0
         self._tick: asyncio.Task[None] | None = None
+        self._beat: asyncio.Task[None] | None = None
+        self._holes: asyncio.Task[None] | None = None
+        self.order = Sequencer()
         self._reload_lock = asyncio.Lock()
         self.stopping = False
 
@@ -96,22 +119,22 @@ class Server:
             self.core.add_room(rec)
         self.core.load_held(await self.store.held())
         self.core.load_cases(await self.store.cases())
-        for rid in list(self.core.rooms):
-            # The store is the record; the broker's history is a cache rebuilt from it.
-            await self.broker.seed(rid, await self.store.recent_messages(
-                rid, self.config.limits.history))
+        await self._reseed()
         await self.broker.start(self.on_envelope)
         self._tick = asyncio.create_task(self._ticker(), name="ticker")
+        if self.broker.shared:
+            self._beat = asyncio.create_task(self._heartbeat(), name="heartbeat")
         log.info("server_started", node=self.node_id, rooms=len(self.core.rooms),
                  rules_version=self.core.rules.version)
 
     async def stop(self) -> None:
         """Graceful stop: close every socket 1012 (clients resume), flush the store."""
         self.stopping = True
-        if self._tick is not None:
-            self._tick.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._tick
+        for task in (self._tick, self._beat, self._holes):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for sock in list(self.sockets.values()):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(sock.ws.close(code=CloseCode.RESTARTING,
@@ -121,10 +144,34 @@ class Server:
         await self.store.close()
         log.info("server_stopped", node=self.node_id)
 
+    async def _reseed(self) -> None:
+        """The store is the record; the broker's history is a cache rebuilt from it, and
+        each room's delivery order starts after what the store holds."""
+        for rid in list(self.core.rooms):
+            recent = await self.store.recent_messages(rid, self.config.limits.history)
+            await self.broker.seed(rid, recent)
+            self.order.start_at(rid, recent[-1].seq if recent else 0)
+
+    async def on_broker_reset(self) -> None:
+        """The broker came back after an outage: what was published meanwhile may be
+        missing here and from its history. Rebuild the history from the store, say who
+        is here, and close every socket 1012 so its client resumes by seq."""
+        log.warning("broker_reconnected", node=self.node_id)
+        try:
+            await self._reseed()
+        except (BrokerError, StoreError) as e:
+            log.error("ops_alert", kind="reseed_failed", error=type(e).__name__)
+        await self._publish(Envelope(ALL_ROOMS, Sync(presence=self.core.presence(), full=True),
+                                     Audience.MEMBERS, None, self.node_id))
+        for cid in list(self.sockets):
+            self.close_soon(cid, CloseCode.RESTARTING, "reconnect and resume")
+
     async def ensure_room(self, record: RoomRecord) -> None:
         if record.id not in self.core.rooms:
             await self.store.apply([record])
             self.core.add_room(record)
+            self.order.start_at(record.id, 0)
+            await self._sync((record,))
 
     def new_conn(self, sock: Socket) -> ConnId:
         self._next_conn += 1
@@ -148,8 +195,14 @@ class Server:
             if isinstance(effect, Emit):
                 self.emit(effect.conn, effect.event)
             elif isinstance(effect, Publish):
-                await self.broker.publish(Envelope(effect.room, effect.event, effect.audience,
-                                                   effect.target, self.node_id))
+                event: Event | Sync = effect.event
+                if isinstance(event, RoomState) and effect.audience == Audience.MEMBERS:
+                    # Who is in a room is per node: send this node's part; every node
+                    # then shows its members the whole, merged the same way everywhere.
+                    event = Sync(presence=self.core.presence((effect.room,)),
+                                 announce=(effect.room,))
+                await self._publish(Envelope(effect.room, event, effect.audience,
+                                             effect.target, self.node_id))
             elif isinstance(effect, Persist):
                 try:
                     await self.store.apply(effect.ops)
@@ -162,17 +215,23 @@ class Server:
                 for op in effect.ops:
                     if isinstance(op, RedactRecord):
                         # History and resume must no longer hold it (PROTOCOL.md `redact`).
-                        await self.broker.redact(op.room, op.seq)
+                        with contextlib.suppress(BrokerError):
+                            await self.broker.redact(op.room, op.seq)
+                await self._sync(effect.ops)
             elif isinstance(effect, Deliver):
                 if not await self._deliver(effect):
                     return
             elif isinstance(effect, Welcome):
                 await self._welcome(effect)
             elif isinstance(effect, History):
-                messages, _ = await self.broker.history(effect.room, None,
-                                                        self.config.limits.welcome_history)
+                sock = self.sockets.get(effect.conn)
+                if sock is not None:
+                    sock.held = []
+                messages, _ = await self._history(effect.room, None,
+                                                  self.config.limits.welcome_history)
                 for m in messages:
                     self.emit(effect.conn, m)
+                self._release(effect.conn, {effect.room: messages})
             elif isinstance(effect, Close):
                 self.close_soon(effect.conn, effect.code, effect.reason)
             elif isinstance(effect, OpsAlert):
@@ -188,19 +247,51 @@ class Server:
                 ErrorEvent(ErrorCode.INTERNAL.value, "Something went wrong on our side.")
             self.emit(conn, event)
 
-    async def _deliver(self, d: Deliver) -> bool:
+    async def _publish(self, envelope: Envelope) -> bool:
+        """Publish; a broker failure is an ops alert and False, never a lost socket."""
         try:
-            seq, new = await self.store.append_message(d.room, d.sender, d.msg_id, d.text,
-                                                       d.ts, d.audit, d.also)
-        except StoreError as e:
-            self._store_failed(e, d.conn if d.conn is not None else d.actor, d.ref)
+            await self.broker.publish(envelope)
+        except BrokerError as e:
+            self.metrics.ops_alerts.labels("broker").inc()
+            log.error("ops_alert", kind="broker", error=type(e).__name__)
+            return False
+        return True
+
+    async def _sync(self, ops: Sequence[object]) -> None:
+        """Tell the other nodes what was just made durable (nothing to tell alone)."""
+        if self.broker.shared:
+            records = tuple(op for op in ops if isinstance(op, SYNC_RECORDS))
+            if records:
+                await self._publish(Envelope(ALL_ROOMS, Sync(records), Audience.MEMBERS,
+                                             None, self.node_id))
+
+    async def _deliver(self, d: Deliver) -> bool:
+        failed: Exception | None = None
+        if not self.broker.ready():
+            # Nobody on another node would see it: refuse before anything is stored.
+            failed = BrokerError("broker unavailable")
+        else:
+            try:
+                seq, _ = await self.store.append_message(d.room, d.sender, d.msg_id, d.text,
+                                                         d.ts, d.audit, d.also)
+            except StoreError as e:
+                failed = e
+        if failed is None:
+            msg = Message(d.room, seq, d.msg_id, d.sender, d.text, d.ts)
+            # Published again on a resend too (the first node may have died between its
+            # commit and its publish): the broker publishes a seq only once.
+            if not await self._publish(Envelope(d.room, msg, Audience.MEMBERS, None,
+                                                self.node_id)):
+                # Stored but not published: in doubt. A resend with the same id gets
+                # the stored seq and publishes it; other nodes fill the hole meanwhile.
+                failed = BrokerError("publish failed")
+            else:
+                await self._sync(d.also)
+        if failed is not None:
+            self._store_failed(failed, d.conn if d.conn is not None else d.actor, d.ref)
             self.core.undo(d.undo)
             await self.run(self.core.complete_send(d.sender.id, d.msg_id, None))
             return False
-        msg = Message(d.room, seq, d.msg_id, d.sender, d.text, d.ts)
-        if new:
-            await self.broker.publish(Envelope(d.room, msg, Audience.MEMBERS, None,
-                                               self.node_id))
         if d.conn is not None and d.ref is not None:
             ack = Ack(d.ref, "sent", seq=seq, text=d.text if d.masked else None, room=d.room)
             self.emit(d.conn, ack)
@@ -213,10 +304,13 @@ class Server:
         history: dict[RoomId, tuple[Message, ...]] = {}
         rooms = []
         now = self.now()
+        sock = self.sockets.get(w.conn)
+        if sock is not None:
+            sock.held = []
         for state in w.rooms:
             after = w.resume.get(state.room)
-            msgs, gap = await self.broker.history(state.room, after, limit.welcome_history
-                                                  if after is None else limit.history)
+            msgs, gap = await self._history(state.room, after, limit.welcome_history
+                                            if after is None else limit.history)
             if after is not None and msgs and msgs[0].ts < now - window_ms:
                 gap = True  # PROTOCOL.md § Limits: resume window 10 minutes
                 msgs = msgs[-limit.welcome_history:]
@@ -225,6 +319,34 @@ class Server:
                 state.room, state.title, state.paused, state.slow_mode_s, state.members,
                 state.closed, gap=True))
         self.emit(w.conn, WelcomeEvent(w.you, tuple(rooms), history))
+        self._release(w.conn, history)
+
+    async def _history(self, room: RoomId, after: int | None, limit: int
+                       ) -> tuple[list[Message], bool]:
+        """From the broker; from the store (the record) while the broker is down."""
+        try:
+            return await self.broker.history(room, after, limit)
+        except BrokerError:
+            if after is None:
+                return await self.store.recent_messages(room, limit), False
+            msgs = await self.store.messages_between(room, after, 2**62)
+            return msgs[-limit:], len(msgs) > limit
+
+    def _release(self, cid: ConnId, history: Mapping[RoomId, Sequence[Message]]) -> None:
+        """History is sent: send what arrived live meanwhile, minus what it held."""
+        sock = self.sockets.get(cid)
+        if sock is None:
+            return
+        for room, msgs in history.items():
+            if msgs:
+                sock.floor[room] = max(sock.floor.get(room, 0), msgs[-1].seq)
+        held, sock.held = sock.held or [], None
+        for event, frame in held:
+            if isinstance(event, Message) and event.seq <= sock.floor.get(event.room, 0):
+                continue
+            if not sock.put(frame):
+                self._too_slow(cid)
+                return
 
     def emit(self, cid: ConnId, event: Event) -> None:
         sock = self.sockets.get(cid)
@@ -232,20 +354,94 @@ class Server:
             self._too_slow(cid)
 
     async def on_envelope(self, env: Envelope) -> None:
-        """An already-moderated event from the broker: fan out to local members.
+        """An already-moderated event from the broker (never moderated again): fan out
+        to local members; messages in seq order, once."""
+        event = env.event
+        if isinstance(event, Sync):
+            await self._on_sync(env.node, event)
+        elif isinstance(event, Message):
+            for msg in self.order.offer(event, _mono_ms()):
+                self._fan_out_message(msg)
+            if self.order.pending() and (self._holes is None or self._holes.done()):
+                self._holes = asyncio.create_task(self._fill_holes(), name="holes")
+        else:
+            self._fan_out(env.room, event, env.audience, env.target)
 
-        Encoded once; the same bytes are queued to each socket; nobody is awaited.
-        """
-        if isinstance(env.event, Message):
-            self.core.observe(env.event)
-        targets = self.core.recipients(env.room, env.event, env.audience, env.target)
+    def _fan_out_message(self, msg: Message) -> None:
+        self.core.observe(msg)
+        self._fan_out(msg.room, msg, Audience.MEMBERS, None)
+
+    def _fan_out(self, room: RoomId, event: Event, audience: Audience,
+                 target: ParticipantId | None) -> None:
+        """Encoded once; the same bytes are queued to each socket; nobody is awaited."""
+        targets = self.core.recipients(room, event, audience, target)
         if not targets:
             return
-        frame = encode(env.event)
+        frame = encode(event)
+        seq = event.seq if isinstance(event, Message) else None
         for cid in targets:
             sock = self.sockets.get(cid)
-            if sock is not None and not sock.put(frame):
+            if sock is None:
+                continue
+            if sock.held is not None:
+                sock.held.append((event, frame))
+                continue
+            if seq is not None and sock.floor and seq <= sock.floor.get(room, 0):
+                continue  # this socket had it as history already
+            if not sock.put(frame):
                 self._too_slow(cid)
+
+    async def _on_sync(self, node: str, sync: Sync) -> None:
+        changed: set[RoomId] = set()
+        if node != self.node_id:
+            for rec in sync.records:
+                if isinstance(rec, RoomRecord) and rec.id not in self.core.rooms:
+                    self.order.start_at(rec.id, 0)  # a room made on another node just now
+            effects, changed = self.core.apply_sync(node, sync, self.now())
+            await self.run(effects)
+        now = self.now()
+        for rid in changed | set(sync.announce):
+            room = self.core.rooms.get(rid)
+            if room is not None:
+                self._fan_out(rid, room.state(now), Audience.MEMBERS, None)
+
+    async def _fill_holes(self) -> None:
+        """A seq that does not arrive was stored by a node that died before publishing
+        it (or whose publish failed): read it from the store, deliver it here, and
+        publish it for the history and the other nodes (published once, by seq)."""
+        grace = self.config.broker.gap_grace_ms
+        while self.order.pending():
+            await asyncio.sleep(grace / 2000)
+            for hole in self.order.holes(_mono_ms(), grace):
+                try:
+                    found = await self.store.messages_between(hole.room, hole.after,
+                                                              hole.before)
+                except StoreError:
+                    continue
+                log.warning("seq_hole_filled", room=hole.room, after=hole.after,
+                            before=hole.before, found=len(found))
+                ready = [m for msg in found for m in self.order.offer(msg, _mono_ms())]
+                for msg in ready + self.order.skip(hole, _mono_ms()):
+                    self._fan_out_message(msg)
+                for msg in found:
+                    await self._publish(Envelope(msg.room, msg, Audience.MEMBERS, None,
+                                                 self.node_id))
+
+    async def _heartbeat(self) -> None:
+        """Cluster presence: say who is here; forget nodes that stopped saying it."""
+        cfg = self.config.broker
+        while True:
+            await asyncio.sleep(cfg.heartbeat_s)
+            try:
+                await self._publish(Envelope(ALL_ROOMS, Sync(presence=self.core.presence(),
+                                                             full=True),
+                                             Audience.MEMBERS, None, self.node_id))
+                await self.run(self.core.expire_nodes(self.now(),
+                                                      int(cfg.node_expiry_s * 1000)))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("heartbeat_failed")
 
     def _too_slow(self, cid: ConnId) -> None:
         self.metrics.queue_drops.inc()
@@ -303,7 +499,7 @@ class Server:
             await asyncio.sleep(every)
             n += 1
             try:
-                await self.run(self.core.tick(self.now()))
+                await self.run(self.core.tick(self.now(), self.core.leads(self.node_id)))
                 stats = self.core.statistics()
                 self.metrics.rooms.set(stats.rooms)
                 self.metrics.held.set(stats.held)

@@ -34,8 +34,9 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, data: Path, port: int, env: dict[str, str] | None = None) -> None:
-        self.data, self.port, self.extra_env = data, port, env or {}
+    def __init__(self, data: Path, port: int, env: dict[str, str] | None = None,
+                 args: tuple[str, ...] = ()) -> None:
+        self.data, self.port, self.extra_env, self.args = data, port, env or {}, args
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -48,7 +49,7 @@ class ServerProcess:
                **self.extra_env}
         with open(self.data / f"server-{self.port}.log", "ab") as log:  # the child keeps a copy
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "chatserver", "serve", "--demo"],
+                [sys.executable, "-m", "chatserver", "serve", "--demo", *self.args],
                 cwd=ROOT, env=env, stdout=log, stderr=log)
         for _ in range(300):  # readiness: the port answers /healthz (bounded retries)
             with contextlib.suppress(OSError):

@@ -144,6 +144,15 @@ async def test_redacted_messages_leave_history(store: Store) -> None:
     assert [m.text for m in await store.recent_messages(RoomId("a"), 10)] == ["t0", "t2"]
 
 
+async def test_messages_between_fills_a_hole_oldest_first(store: Store) -> None:
+    for i in range(5):
+        await store.append_message(RoomId("a"), ALEX, MessageId(f"m{i}"), f"t{i}", i, audit())
+    await store.apply([RedactRecord(RoomId("a"), 3)])
+    between = await store.messages_between(RoomId("a"), 1, 5)
+    assert [(m.seq, m.text) for m in between] == [(2, "t1"), (4, "t3")]
+    assert await store.messages_between(RoomId("b"), 0, 10) == []
+
+
 async def test_audit_is_oldest_first_filtered_and_limited(store: Store) -> None:
     await store.apply([audit("mute", "a", 10), audit("pause", "b", 20),
                        audit("resume", "a", 30)])

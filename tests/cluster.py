@@ -1,0 +1,109 @@
+"""Two (or more) real server processes on one Redis and one PostgreSQL schema.
+
+Each cluster gets a Redis key prefix and a PostgreSQL schema of its own, removed after.
+Staff accounts are made with the CLI before the nodes start, as ops would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from tests.conftest import ROOT, Endpoint, require
+from tests.faults.test_restart import ServerProcess, free_port
+from tests.stores.test_contract import PG_DSN, _pg_available
+
+__all__ = ["Cluster", "Node", "REDIS_URL", "cluster_of", "redis_up"]
+
+REDIS_URL = os.environ.get("CHATSERVER_TEST_REDIS", "redis://127.0.0.1:6379/9")
+PASSWORD = "correct horse battery"
+STAFF = (("fac", "facilitator"), ("couns", "counsellor"))
+
+
+async def redis_up(url: str = REDIS_URL) -> bool:
+    r = aioredis.Redis.from_url(url, socket_connect_timeout=1)
+    try:
+        return bool(await r.ping())
+    except Exception:
+        return False
+    finally:
+        await r.aclose()
+
+
+class Node(Endpoint):
+    """One server process, and the client helpers of a test server."""
+
+    def __init__(self, proc: ServerProcess) -> None:
+        super().__init__(proc.port)
+        self.proc = proc
+
+
+class Cluster:
+    def __init__(self, tmp: Path, redis_url: str) -> None:
+        self.tmp = tmp
+        self.schema = f"c_{secrets.token_hex(5)}"
+        self.prefix = f"c{secrets.token_hex(4)}"
+        self.redis_url = redis_url
+        self.env = {
+            "CHATSERVER_BROKER_URL": redis_url,
+            "CHATSERVER_BROKER_PREFIX": self.prefix,
+            "CHATSERVER_BROKER_HEARTBEAT_S": "0.5",
+            "CHATSERVER_BROKER_NODE_EXPIRY_S": "2",
+            "CHATSERVER_STORE_URL": f"{PG_DSN}?schema={self.schema}",
+            "CHATSERVER_AUTH_SECRET": "cluster-test-secret-" + "c" * 40,
+        }
+        self.nodes: dict[str, Node] = {}
+
+    def add_staff(self) -> None:
+        for name, role in STAFF:
+            subprocess.run([sys.executable, "-m", "chatserver", "users", "add", name,
+                            "--role", role, "--password-stdin"], cwd=ROOT,
+                           env={**os.environ, **self.env}, input=PASSWORD.encode(),
+                           check=True, capture_output=True, timeout=60)
+
+    def start(self, name: str, **env: str) -> Node:
+        data = self.tmp / name
+        data.mkdir(exist_ok=True)
+        proc = ServerProcess(data, free_port(), {**self.env, **env},
+                             args=("--node-id", name))
+        proc.start()
+        node = self.nodes[name] = Node(proc)
+        return node
+
+    async def close(self) -> None:
+        for node in self.nodes.values():
+            with contextlib.suppress(Exception):
+                await node.close_clients()
+            node.proc.kill()
+        import asyncpg
+        conn = await asyncpg.connect(PG_DSN)
+        await conn.execute(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
+        await conn.close()
+        with contextlib.suppress(Exception):
+            r = aioredis.Redis.from_url(self.redis_url, socket_connect_timeout=1)
+            keys = [k async for k in r.scan_iter(f"{self.prefix}:*")]
+            if keys:
+                await r.delete(*keys)
+            await r.aclose()
+
+
+@contextlib.asynccontextmanager
+async def cluster_of(tmp: Path, *names: str, redis_url: str = REDIS_URL
+                     ) -> AsyncIterator[Cluster]:
+    require(await redis_up(redis_url), f"Redis is not reachable at {redis_url}")
+    require(await _pg_available(), f"PostgreSQL is not reachable at {PG_DSN}")
+    cluster = Cluster(tmp, redis_url)
+    try:
+        cluster.add_staff()
+        for name in names:
+            cluster.start(name)
+        yield cluster
+    finally:
+        await cluster.close()

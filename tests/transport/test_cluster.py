@@ -1,0 +1,119 @@
+"""Issue 6 acceptance 1 and 2: two server processes, one Redis, one PostgreSQL.
+
+Young people and staff on different nodes of one room: one seq order, one member list,
+and a facilitator's action on node A takes effect at once for someone on node B.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster import cluster_of
+from tests.conftest import Client
+
+pytestmark = pytest.mark.slow
+
+ROOM = "demo"
+
+
+def names(event: dict[str, Any]) -> set[str]:
+    return {m["name"] for m in event["members"]}
+
+
+async def _messages(client: Client, n: int) -> list[tuple[int, str]]:
+    got = []
+    for _ in range(n):
+        m = await client.expect("message", timeout=15)
+        got.append((m["seq"], m["id"]))
+    return got
+
+
+async def test_members_on_two_nodes_see_one_seq_order_and_one_member_list(
+        tmp_path: Path) -> None:
+    async with cluster_of(tmp_path, "a", "b") as cluster:
+        a, b = cluster.nodes["a"], cluster.nodes["b"]
+        nodes = (a, b, a, b)
+        clients = [await node.client(await node.join(f"Kid{i}", room=ROOM))
+                   for i, node in enumerate(nodes)]
+        everyone = {f"Kid{i}" for i in range(4)}
+        lists = [await c.expect("room", lambda e: names(e) == everyone, timeout=10)
+                 for c in clients]
+        # The same list, in the same order, whichever node a member is on.
+        assert all(s["members"] == lists[0]["members"] for s in lists)
+
+        per_client = 10
+
+        async def chatter(i: int, c: Client) -> dict[str, int]:
+            for k in range(per_client):
+                await c.send(type="send", room=ROOM, id=f"k{i}-{k}", text=f"hello {k} from {i}")
+            acks = [await c.expect("ack", lambda e, k=k: e["ref"] == f"k{i}-{k}", timeout=15)
+                    for k in range(per_client)]
+            assert all(a["status"] == "sent" for a in acks), acks
+            return {a["ref"]: a["seq"] for a in acks}
+
+        acked: dict[str, int] = {}
+        for part in await asyncio.gather(*(chatter(i, c) for i, c in enumerate(clients))):
+            acked |= part
+        total = per_client * len(clients)
+        views = await asyncio.gather(*(_messages(c, total) for c in clients))
+        expected = sorted((seq, mid) for mid, seq in acked.items())
+        for view in views:
+            assert view == expected  # every message, once, in seq order, on both nodes
+        assert [s for s, _ in expected] == list(range(expected[0][0], expected[0][0] + total))
+
+
+async def test_a_facilitator_on_node_a_acts_on_a_young_person_on_node_b(
+        tmp_path: Path) -> None:
+    async with cluster_of(tmp_path, "a", "b") as cluster:
+        a, b = cluster.nodes["a"], cluster.nodes["b"]
+        fac = await a.client(await a.login("fac"))
+        await fac.send(type="join", room=ROOM)
+        await fac.expect("room")
+        kid = await b.client(await b.join("Kid", room=ROOM))
+        ben = await b.client(await b.join("Ben", room=ROOM))
+        pid = kid.welcome["you"]["id"]
+        await fac.expect("room", lambda e: {"Kid", "Ben"} <= names(e), timeout=10)
+
+        # Mute: the notice and the refusal come from node B at once.
+        await fac.send(type="mute", room=ROOM, participant=pid, minutes=5, reason="calm")
+        await kid.expect("notice", lambda e: e["kind"] == "muted")
+        assert (await kid.say("can i talk?", "m1", room=ROOM))["code"] == "muted"
+        await fac.send(type="unmute", room=ROOM, participant=pid)
+        await kid.expect("notice", lambda e: e["kind"] == "unmuted")
+        assert (await kid.say("thanks", "m2", room=ROOM))["status"] == "sent"
+        await fac.expect("message", lambda e: e["id"] == "m2")
+
+        # Pause and resume.
+        await fac.send(type="pause", room=ROOM, reason="a breather")
+        await kid.expect("room", lambda e: e["paused"] is True)
+        assert (await kid.say("hello?", "m3", room=ROOM))["code"] == "paused"
+        await fac.send(type="resume", room=ROOM)
+        await kid.expect("room", lambda e: e["paused"] is False)
+        assert (await kid.say("hello again", "m4", room=ROOM))["status"] == "sent"
+
+        # Escalate to a counsellor on node A, who claims the case: the one-to-one room
+        # reaches the young person on node B.
+        couns = await a.client(await a.login("couns"))
+        await fac.send(type="escalate", room=ROOM, participant=pid, urgency="urgent",
+                       note="asked to talk privately")
+        await kid.expect("notice", lambda e: e["kind"] == "escalated")
+        case = (await couns.expect("case", lambda e: e["case"]["participant"] == pid))["case"]
+        await couns.send(type="claim", case=case["id"])
+        note = await kid.expect("notice", lambda e: e["kind"] == "escalated" and "room" in e)
+        private = note["room"]
+        await kid.expect("room", lambda e: e["room"] == private, timeout=10)
+        assert (await couns.say("i'm here", "c1", room=private))["status"] == "sent"
+        await kid.expect("message", lambda e: e["id"] == "c1")
+        assert (await kid.say("thank you", "p1", room=private))["status"] == "sent"
+        await couns.expect("message", lambda e: e["id"] == "p1")
+
+        # Remove someone on node B: told, closed 4403, gone from the list on node A.
+        await fac.send(type="remove", room=ROOM, participant=ben.welcome["you"]["id"],
+                       reason="abusive")
+        await ben.expect("notice", lambda e: e["kind"] == "removed")
+        assert await ben.closed_with() == 4403
+        await fac.expect("room", lambda e: "Ben" not in names(e) and "Kid" in names(e))
