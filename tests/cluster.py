@@ -20,7 +20,7 @@ from tests.conftest import ROOT, Endpoint, require
 from tests.faults.test_restart import ServerProcess, free_port
 from tests.stores.test_contract import PG_DSN, _pg_available
 
-__all__ = ["Cluster", "Node", "REDIS_URL", "cluster_of", "redis_up"]
+__all__ = ["REDIS_URL", "Cluster", "Node", "cluster_of", "redis_up"]
 
 REDIS_URL = os.environ.get("CHATSERVER_TEST_REDIS", "redis://127.0.0.1:6379/9")
 PASSWORD = "correct horse battery"
@@ -69,6 +69,7 @@ class Cluster:
                            check=True, capture_output=True, timeout=60)
 
     def start(self, name: str, **env: str) -> Node:
+        """Nodes share data_dir nothing: all they share is Redis and PostgreSQL."""
         data = self.tmp / name
         data.mkdir(exist_ok=True)
         proc = ServerProcess(data, free_port(), {**self.env, **env},

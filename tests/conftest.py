@@ -162,6 +162,10 @@ class Client:
                     return event
                 self._unclaimed.append(event)
 
+    def forget(self, kind: str) -> None:
+        """Drop unclaimed events of this type: only ones arriving from now on count."""
+        self._unclaimed = [e for e in self._unclaimed if e.get("type") != kind]
+
     async def say(self, text: str, msg_id: str, room: str = "lounge") -> dict[str, Any]:
         await self.send(type="send", room=room, id=msg_id, text=text)
         return await self.expect("ack", lambda e: e["ref"] == msg_id)

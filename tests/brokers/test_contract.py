@@ -16,9 +16,17 @@ import pytest
 
 from chatserver.brokers.memory import MemoryBroker
 from chatserver.brokers.redis import RedisBroker, decode_envelope, encode_envelope
-from chatserver.core.effects import Audience
-from chatserver.core.events import Encoded, Message, Notice, Person
-from chatserver.core.ids import MessageId, ParticipantId, RoomId
+from chatserver.core.effects import (
+    ALL_ROOMS,
+    Audience,
+    CaseRecord,
+    HeldDecided,
+    HeldRecord,
+    RoomRecord,
+)
+from chatserver.core.events import Encoded, Event, Message, Notice, Person
+from chatserver.core.ids import CaseId, HeldId, MessageId, ParticipantId, RoomId
+from chatserver.core.sync import Sync
 from chatserver.ports import Broker, Envelope
 from tests.conftest import require
 
@@ -81,7 +89,7 @@ async def test_published_messages_arrive_in_order_and_fill_history(
     for seq in (1, 2, 3):
         await b.publish(Envelope(R, msg(seq), Audience.MEMBERS, node="n1"))
     got = await inbox.wait_for(3)
-    assert [e.event.seq for e in got] == [1, 2, 3]  # type: ignore[attr-defined]
+    assert [getattr(e.event, "seq", None) for e in got] == [1, 2, 3]
     assert got[0].event == msg(1) and got[0].node == "n1"
     history, gap = await b.history(R, None, 10)
     assert [m.seq for m in history] == [1, 2, 3] and not gap
@@ -95,7 +103,7 @@ async def test_other_events_arrive_encoded_once(broker: tuple[Broker, Inbox]) ->
     await b.publish(Envelope(R, notice, Audience.PARTICIPANT, ParticipantId("p_x"), "n1"))
     (env,) = await inbox.wait_for(1)
     assert env.audience == Audience.PARTICIPANT and env.target == "p_x"
-    assert env.event.to_wire() == notice.to_wire()
+    assert isinstance(env.event, Event) and env.event.to_wire() == notice.to_wire()
 
 
 async def test_history_is_capped_and_an_old_resume_point_is_a_gap(
@@ -149,6 +157,15 @@ async def test_ping(broker: tuple[Broker, Inbox]) -> None:
 def test_envelopes_decode_strictly() -> None:
     env = Envelope(R, msg(1), Audience.MEMBERS, None, "n1")
     assert decode_envelope(encode_envelope(env)) == env
+    held = HeldRecord(HeldId("h1"), R, ALEX, MessageId("m1"), "how old are you",
+                      (("grooming.age", "grooming"),), 5)
+    case = CaseRecord(CaseId("c1"), R, ALEX.id, "Alex", "urgent", "claimed", "note", 6, "u_f",
+                      ParticipantId("u_c"), RoomId("c1-room"), None, (msg(1),))
+    room = RoomRecord(R, "Room", ("16-17",), "default", "group", True, 30, {"p_x": 99},
+                      ("p_y",), True)
+    sync = Sync((room, held, HeldDecided(HeldId("h1")), case), ((R, (ALEX,)),), True, (R,))
+    env = Envelope(ALL_ROOMS, sync, Audience.MEMBERS, None, "n2")
+    assert decode_envelope(encode_envelope(env)) == env
     other = decode_envelope(encode_envelope(Envelope(R, Notice("x", "y"), Audience.STAFF)))
     assert other is not None and isinstance(other.event, Encoded)
     for bad in (b"", b"\xc1", msgpack.packb([1, 2]), msgpack.packb({"v": 2}),
@@ -156,5 +173,11 @@ def test_envelopes_decode_strictly() -> None:
                                "target": None, "type": "x", "frame": b"{}", "msg": None}),
                 msgpack.packb({"v": 1, "room": "r", "node": "n", "aud": "everyone",
                                "target": None, "type": "x", "frame": b"{}", "msg": None}),
-                b"\x80" * 300_000):
+                b"\x80" * 300_000,
+                msgpack.packb({"v": 1, "room": "r", "node": "n", "aud": "members",
+                               "target": None, "type": "sync", "frame": b"", "msg": None,
+                               "sync": [[["room", "{}"]], [], False, []]}),
+                msgpack.packb({"v": 1, "room": "r", "node": "n", "aud": "members",
+                               "target": None, "type": "sync", "frame": b"", "msg": None,
+                               "sync": [[], [["r", [[1, "n", "participant"]]]], True, []]})):
         assert decode_envelope(bad) is None

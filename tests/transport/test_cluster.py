@@ -7,6 +7,7 @@ and a facilitator's action on node A takes effect at once for someone on node B.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,10 @@ ROOM = "demo"
 
 def names(event: dict[str, Any]) -> set[str]:
     return {m["name"] for m in event["members"]}
+
+
+def _ref(ref: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda e: bool(e["ref"] == ref)
 
 
 async def _messages(client: Client, n: int) -> list[tuple[int, str]]:
@@ -50,8 +55,9 @@ async def test_members_on_two_nodes_see_one_seq_order_and_one_member_list(
         async def chatter(i: int, c: Client) -> dict[str, int]:
             for k in range(per_client):
                 await c.send(type="send", room=ROOM, id=f"k{i}-{k}", text=f"hello {k} from {i}")
-            acks = [await c.expect("ack", lambda e, k=k: e["ref"] == f"k{i}-{k}", timeout=15)
-                    for k in range(per_client)]
+            acks = []
+            for k in range(per_client):
+                acks.append(await c.expect("ack", _ref(f"k{i}-{k}"), timeout=15))
             assert all(a["status"] == "sent" for a in acks), acks
             return {a["ref"]: a["seq"] for a in acks}
 
@@ -88,9 +94,11 @@ async def test_a_facilitator_on_node_a_acts_on_a_young_person_on_node_b(
         await fac.expect("message", lambda e: e["id"] == "m2")
 
         # Pause and resume.
+        kid.forget("room")
         await fac.send(type="pause", room=ROOM, reason="a breather")
         await kid.expect("room", lambda e: e["paused"] is True)
         assert (await kid.say("hello?", "m3", room=ROOM))["code"] == "paused"
+        kid.forget("room")
         await fac.send(type="resume", room=ROOM)
         await kid.expect("room", lambda e: e["paused"] is False)
         assert (await kid.say("hello again", "m4", room=ROOM))["status"] == "sent"
