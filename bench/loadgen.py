@@ -54,12 +54,25 @@ class Stats:
         self.deliveries = self.sends = self.errors = self.disconnects = 0
 
 
-def proc_cpu_s(pid: int) -> float:
+def _pids(spec: str) -> list[int]:
+    return [int(p) for p in str(spec).split(",") if p]
+
+
+def proc_cpu_s(pids: str) -> float:
+    """CPU seconds of every server process (a cluster: the sum over its nodes)."""
+    return sum(_proc_cpu_s(p) for p in _pids(pids))
+
+
+def proc_rss_mb(pids: str) -> float:
+    return sum(_proc_rss_mb(p) for p in _pids(pids))
+
+
+def _proc_cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def proc_rss_mb(pid: int) -> float:
+def _proc_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
@@ -167,11 +180,12 @@ def pct(xs: list[float], p: float) -> float:
 async def ensure_rooms(http: aiohttp.ClientSession, args: argparse.Namespace) -> None:
     """Our server only: create the bench rooms through the ops API (409 = exists)."""
     user, password = args.ops.split(":", 1)
-    async with http.post(args.base + "/api/login",
+    base = args.bases[0]
+    async with http.post(base + "/api/login",
                          json={"username": user, "password": password}) as res:
         token = (await res.json())["token"]
     for r in range(args.rooms):
-        async with http.post(args.base + "/api/rooms", json={
+        async with http.post(base + "/api/rooms", json={
                 "id": f"bench-{r}", "title": f"Bench {r}", "age_bands": ["16-17"]},
                 headers={"Authorization": f"Bearer {token}"}) as res:
             if res.status not in (201, 409):
@@ -182,18 +196,21 @@ async def setup(args: argparse.Namespace, stats: Stats) -> list[Any]:
     async with aiohttp.ClientSession() as http:
         if args.ops:
             await ensure_rooms(http, args)
-        tokens: list[tuple[str, str]] = []
+        tokens: list[tuple[str, str, str]] = []
         for r in range(args.rooms):
             room = f"bench-{r}"
             for p in range(args.per_room):
-                async with http.post(args.base + "/api/join", json={
+                # Several nodes: each room's members alternate between them, so every
+                # message crosses from one node to another.
+                base = args.bases[p % len(args.bases)]
+                async with http.post(base + "/api/join", json={
                         "room": room, "name": f"bench{r}x{p}", "age_band": "16-17"}) as res:
                     body = await res.json()
                     if res.status != 200:
                         raise SystemExit(f"join failed: {res.status} {body}")
-                    tokens.append((body["token"], room))
+                    tokens.append((base, body["token"], room))
     cls = SioClient if args.kind == "socketio" else WsClient
-    clients = [cls(args.base, t, room, stats) for t, room in tokens]
+    clients = [cls(base, t, room, stats) for base, t, room in tokens]
     sem = asyncio.Semaphore(50)
 
     async def connect(c: Any) -> None:
@@ -292,9 +309,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--base", default="http://127.0.0.1:8080")
+    parser.add_argument("--base", default="http://127.0.0.1:8080",
+                        help="server URL; several, comma-separated, for a cluster")
     parser.add_argument("--kind", choices=["chat", "ceiling", "socketio"], default="chat")
-    parser.add_argument("--server-pid", type=int, required=True)
+    parser.add_argument("--server-pid", required=True,
+                        help="server process id; several, comma-separated, for a cluster")
     parser.add_argument("--rooms", type=int, default=100)
     parser.add_argument("--per-room", type=int, default=10)
     parser.add_argument("--rate", type=float, default=200, help="total sends per second")
@@ -303,10 +322,11 @@ def main() -> None:
     parser.add_argument("--steps", default="", help="comma-separated rates to search")
     parser.add_argument("--idle", type=float, default=0, help="idle seconds (no sends)")
     parser.add_argument("--json", help="write the result here")
+    parser.add_argument("--label", help="the run's name in the report (default: kind)")
     parser.add_argument("--ops", help="user:password of an ops account to create rooms")
     args = parser.parse_args()
-    base = args.base
-    if not base.startswith(("http://127.", "http://localhost")):
+    args.bases = args.base.split(",")
+    if not all(b.startswith(("http://127.", "http://localhost")) for b in args.bases):
         raise SystemExit("loadgen only talks to this machine (127.0.0.1)")
     try:
         import uvloop

@@ -1,4 +1,5 @@
-"""Print bench/run.sh results side by side: python bench/report.py bench/results/<run>."""
+"""Print bench/run.sh or bench/cluster.sh results side by side:
+python bench/report.py bench/results/<run>."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ def fmt(v: object, spec: str = ".1f") -> str:
 
 def main() -> None:
     out = Path(sys.argv[1])
-    runs = {k: json.loads((out / f"{k}.json").read_text())
-            for k in ("chat", "ceiling", "socketio") if (out / f"{k}.json").exists()}
+    # In the order they ran (bench/run.sh: chat, ceiling, socketio; bench/cluster.sh:
+    # one node, two nodes).
+    runs = {p.stem: json.loads(p.read_text())
+            for p in sorted(out.glob("*.json"), key=lambda p: p.stat().st_mtime)}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, check=False).stdout.strip()
     print(f"\nresults: {out}  commit {commit}")
@@ -54,6 +57,10 @@ def main() -> None:
     row("deliveries/s at max held", lambda r: max(
         (s["deliveries_per_s"] for s in r["steps"] if s["rate"] == r["max_rate_held"]),
         default=None))
+    if "one-node" in runs and "two-nodes" in runs:
+        one = runs["one-node"]["fixed"]["deliveries_per_s"]
+        two = runs["two-nodes"]["fixed"]["deliveries_per_s"]
+        print(f"\nfixed-load deliveries/s, two nodes vs one: {two / one:.0%}")
     if "chat" in runs and "ceiling" in runs:
         ours = runs["chat"]["fixed"]["deliveries_per_s"]
         ceil = runs["ceiling"]["fixed"]["deliveries_per_s"]

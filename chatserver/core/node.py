@@ -54,7 +54,7 @@ from chatserver.core.ratelimit import SlidingWindow, TokenBucket
 from chatserver.core.roles import STAFF, Role, may
 from chatserver.core.room import Member, Room
 from chatserver.core.session import Conn, Identity, State
-from chatserver.core.sync import Sync
+from chatserver.core.sync import Sync, SyncRecord
 from chatserver.moderation.engine import RuleSet, Verdict
 from chatserver.moderation.rules import Action
 
@@ -844,8 +844,16 @@ class ChatCore:
         """Another node's durable changes and its presence. Returns effects for local
         connections, and the rooms whose member list changed here."""
         self.nodes[node] = now_ms
+        effects = self.apply_records(sync.records, now_ms)
+        changed: set[RoomId] = set()
+        self._apply_presence(node, sync, changed)
+        return effects, changed
+
+    def apply_records(self, records: Iterable[SyncRecord], now_ms: int) -> list[Effect]:
+        """Durable room state made elsewhere: by another node, or read back from the store
+        after this node was cut off from the others."""
         effects: list[Effect] = []
-        for rec in sync.records:
+        for rec in records:
             if isinstance(rec, RoomRecord):
                 effects += self._sync_room(rec, now_ms)
             elif isinstance(rec, HeldRecord):
@@ -861,7 +869,9 @@ class ChatCore:
                     room.held.pop(rec.id, None)
             else:
                 effects += self._sync_case(rec, now_ms)
-        changed: set[RoomId] = set()
+        return effects
+
+    def _apply_presence(self, node: str, sync: Sync, changed: set[RoomId]) -> None:
         for rid, people in sync.presence:
             room = self.rooms.get(rid)
             if room is not None and room.remote.get(node, ()) != people:
@@ -876,7 +886,6 @@ class ChatCore:
                 if node in room.remote and room.id not in listed:
                     del room.remote[node]
                     changed.add(room.id)
-        return effects, changed
 
     def _sync_room(self, rec: RoomRecord, now_ms: int) -> list[Effect]:
         room = self.rooms.get(rec.id)

@@ -158,6 +158,13 @@ class Server:
         is here, and close every socket 1012 so its client resumes by seq."""
         log.warning("broker_reconnected", node=self.node_id)
         try:
+            # Changes other nodes made while this one could not hear them.
+            records = [*await self.store.rooms(), *await self.store.held(),
+                       *await self.store.cases()]
+            for rec in records:
+                if isinstance(rec, RoomRecord) and rec.id not in self.core.rooms:
+                    self.order.start_at(rec.id, 0)
+            await self.run(self.core.apply_records(records, self.now()))
             await self._reseed()
         except (BrokerError, StoreError) as e:
             log.error("ops_alert", kind="reseed_failed", error=type(e).__name__)
