@@ -43,7 +43,7 @@ from chatserver.core.events import (
 from chatserver.core.ids import ConnId, MessageId, ParticipantId, RoomId
 from chatserver.core.node import ChatCore
 from chatserver.core.sequencer import Sequencer
-from chatserver.core.sync import SYNC_RECORDS, Sync
+from chatserver.core.sync import SYNC_RECORDS, Sync, SyncRecord
 from chatserver.core.wire import encode
 from chatserver.moderation.engine import RuleSet
 from chatserver.observability import Metrics, log
@@ -159,8 +159,8 @@ class Server:
         log.warning("broker_reconnected", node=self.node_id)
         try:
             # Changes other nodes made while this one could not hear them.
-            records = [*await self.store.rooms(), *await self.store.held(),
-                       *await self.store.cases()]
+            records: list[SyncRecord] = [*await self.store.rooms(),
+                                         *await self.store.held(), *await self.store.cases()]
             for rec in records:
                 if isinstance(rec, RoomRecord) and rec.id not in self.core.rooms:
                     self.order.start_at(rec.id, 0)
