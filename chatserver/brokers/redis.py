@@ -171,17 +171,18 @@ class RedisBroker:
         """One subscription for all rooms; reconnects with backoff, resubscribes, and
         tells the server (clients resume by seq, so nothing missed goes unseen)."""
         delay = 0.1
-        first = True
+        lost = False  # Redis was unreachable (at start too): resync when it is back
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.psubscribe(self._channel_pattern)
                 self.subscribed.set()
-                if not first and self.on_reset is not None:
+                if lost and self.on_reset is not None:
+                    log.warning("broker_resubscribed")
                     result = self.on_reset()
                     if inspect.isawaitable(result):
                         await result
-                first, delay = False, 0.1
+                lost, delay = False, 0.1
                 while True:
                     msg = await pubsub.get_message(timeout=None)
                     if msg is None or msg.get("type") != "pmessage":
@@ -198,6 +199,7 @@ class RedisBroker:
                 raise
             except (RedisError, OSError) as e:
                 self.subscribed.clear()
+                lost = True
                 log.error("ops_alert", kind="broker_subscriber_lost", error=type(e).__name__)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -253,12 +255,17 @@ class RedisBroker:
         """Rebuild a room's history from the store when Redis lost it (F-06): merged by
         seq through the publish script (without publishing), so what another node
         published meanwhile is neither lost nor doubled."""
+        if not messages:
+            return
         try:
-            for m in messages:
-                await self._script(keys=[self._hist(room)],
-                                   args=[m.seq, encode_envelope(Envelope(room, m,
-                                                                         Audience.MEMBERS)),
-                                         self.cap, self._channel(room), "0"])
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for m in messages:
+                    await self._script(keys=[self._hist(room)],
+                                       args=[m.seq, encode_envelope(Envelope(
+                                           room, m, Audience.MEMBERS)),
+                                             self.cap, self._channel(room), "0"],
+                                       client=pipe)
+                await pipe.execute()
         except (RedisError, OSError) as e:
             raise BrokerError(str(e)) from e
 

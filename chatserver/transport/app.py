@@ -119,7 +119,12 @@ class Server:
             self.core.add_room(rec)
         self.core.load_held(await self.store.held())
         self.core.load_cases(await self.store.cases())
-        await self._reseed()
+        try:
+            await self._reseed()
+        except BrokerError as e:
+            # F-04: Redis down at start. Serve anyway (sends are refused `internal`,
+            # /readyz says 503); the history is rebuilt when the broker comes back.
+            log.error("ops_alert", kind="broker", error=type(e).__name__)
         await self.broker.start(self.on_envelope)
         self._tick = asyncio.create_task(self._ticker(), name="ticker")
         if self.broker.shared:
@@ -149,8 +154,8 @@ class Server:
         each room's delivery order starts after what the store holds."""
         for rid in list(self.core.rooms):
             recent = await self.store.recent_messages(rid, self.config.limits.history)
-            await self.broker.seed(rid, recent)
             self.order.start_at(rid, recent[-1].seq if recent else 0)
+            await self.broker.seed(rid, recent)
 
     async def on_broker_reset(self) -> None:
         """The broker came back after an outage: what was published meanwhile may be

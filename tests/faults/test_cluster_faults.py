@@ -14,20 +14,20 @@ import asyncio
 import contextlib
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import asyncpg
 import orjson
 import pytest
+import redis.asyncio as aioredis
 
 from tests.cluster import Cluster, cluster_of, redis_up
 from tests.conftest import require
 from tests.faults.checker import check
 from tests.faults.test_restart import Member, _traffic, free_port, join, wait_until
-from tests.stores.test_contract import PG_DSN
+from tests.stores.test_contract import PG_DSN, _pg_available
 
 pytestmark = pytest.mark.slow
 
@@ -101,25 +101,41 @@ async def test_sigkill_one_node_its_members_resume_on_the_other(tmp_path: Path) 
                 {"sender": sender, "near": near, "far": far}, "cluster SIGKILL")
 
 
-@contextlib.contextmanager
-def _private_redis() -> Iterator[tuple[str, Any]]:
-    binary = shutil.which("redis-server")
-    require(binary is not None, "redis-server is not installed")
-    assert binary is not None
-    port = free_port()
-    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-           "--appendonly", "no"]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL)]
+class PrivateRedis:
+    """A Redis of the test's own (it is killed and restarted), without persistence."""
 
-    def restart() -> None:
-        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL))
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        require(binary is not None, "redis-server is not installed")
+        assert binary is not None
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.cmd = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                    "--appendonly", "no"]
+        self.procs: list[subprocess.Popen[bytes]] = []
 
-    try:
-        yield f"redis://127.0.0.1:{port}/0", (procs, restart)
-    finally:
-        for p in procs:
+    async def start(self) -> None:
+        self.procs.append(await asyncio.to_thread(
+            subprocess.Popen, self.cmd, stdout=subprocess.DEVNULL))
+        async with asyncio.timeout(10):
+            while not await redis_up(self.url):  # noqa: ASYNC110 - another process starting
+                await asyncio.sleep(0.02)
+
+    def kill(self) -> None:
+        for p in self.procs:
             p.kill()
             p.wait(10)
+
+
+@contextlib.asynccontextmanager
+async def _private_redis(start: bool = True) -> AsyncIterator[PrivateRedis]:
+    redis = PrivateRedis()
+    try:
+        if start:
+            await redis.start()
+        yield redis
+    finally:
+        redis.kill()
 
 
 async def _ready(session: aiohttp.ClientSession, port: int) -> int:
@@ -138,40 +154,73 @@ async def _until_ready_is(port: int, status: int) -> None:
             await asyncio.sleep(0.05)
 
 
-async def _until_redis(url: str) -> None:
-    async with asyncio.timeout(10):
-        while not await redis_up(url):  # noqa: ASYNC110 - another process starting
-            await asyncio.sleep(0.02)
+async def _redis_fault(tmp_path: Path, title: str,
+                       fault: Callable[[PrivateRedis, Cluster], Awaitable[None]]) -> None:
+    """Traffic from node A to a listener on node B; the fault lands mid-traffic; both
+    nodes must tell their clients to resume (1012) by themselves; the checker decides."""
+    async with _private_redis() as redis, \
+            cluster_of(tmp_path, "a", "b", redis_url=redis.url) as cluster:
+        a, b = cluster.nodes["a"], cluster.nodes["b"]
+        sender = Member(a.port, join(a.port, "Sender"))
+        listener = Member(b.port, join(b.port, "Listener"))
+        for m in (sender, listener):
+            await m.connect(resume=False)
+        sent: list[str] = []
+        traffic = asyncio.create_task(_traffic(sender, sent))
+        await wait_until(sender.ack_arrived, lambda: len(sender.acks) >= 40)
+        await fault(redis, cluster)
+        assert await sender.wait_closed() == 1012
+        assert await listener.wait_closed() == 1012
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(traffic, 10)
+        await _until_ready_is(a.port, 200)
+        await _until_ready_is(b.port, 200)
+        in_doubt = _in_doubt(sender, sent)
+        await sender.connect(resume=True)
+        await listener.connect(resume=True)
+        await _retry_and_finish(sender, [listener], in_doubt)
+        _report(await _final_history(cluster), sender, in_doubt,
+                {"sender": sender, "listener": listener}, title)
 
 
-async def test_redis_restart_loses_no_acked_message_and_nodes_recover(
+async def test_f05_f06_redis_restart_loses_no_acked_message_and_nodes_recover(
         tmp_path: Path) -> None:
-    with _private_redis() as (url, (procs, restart)):
-        await _until_redis(url)
-        async with cluster_of(tmp_path, "a", "b", redis_url=url) as cluster:
-            a, b = cluster.nodes["a"], cluster.nodes["b"]
-            sender = Member(a.port, join(a.port, "Sender"))
-            listener = Member(b.port, join(b.port, "Listener"))
-            for m in (sender, listener):
-                await m.connect(resume=False)
-            sent: list[str] = []
-            traffic = asyncio.create_task(_traffic(sender, sent))
-            await wait_until(sender.ack_arrived, lambda: len(sender.acks) >= 40)
-            procs[-1].kill()  # Redis dies mid-traffic, and with it every key
-            procs[-1].wait(10)
-            await _until_ready_is(a.port, 503)
-            await _until_ready_is(b.port, 503)
-            restart()
-            # Each node reconnects by itself and tells its clients to resume.
-            assert await sender.wait_closed() == 1012
-            assert await listener.wait_closed() == 1012
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(traffic, 10)
-            await _until_ready_is(a.port, 200)
-            await _until_ready_is(b.port, 200)
-            in_doubt = _in_doubt(sender, sent)
-            await sender.connect(resume=True)
-            await listener.connect(resume=True)
-            await _retry_and_finish(sender, [listener], in_doubt)
-            _report(await _final_history(cluster), sender, in_doubt,
-                    {"sender": sender, "listener": listener}, "Redis restart")
+    async def restart(redis: PrivateRedis, cluster: Cluster) -> None:
+        redis.kill()  # Redis dies mid-traffic, and with it every key (F-06)
+        for node in cluster.nodes.values():
+            await _until_ready_is(node.port, 503)
+        await redis.start()
+
+    await _redis_fault(tmp_path, "F-05 Redis restart", restart)
+
+
+async def test_f08_subscriber_connections_cut_by_redis(tmp_path: Path) -> None:
+    async def cut(redis: PrivateRedis, cluster: Cluster) -> None:
+        r = aioredis.Redis.from_url(redis.url)
+        try:
+            assert await r.client_kill_filter(_type="pubsub") >= 2  # one per node
+        finally:
+            await r.aclose()
+
+    await _redis_fault(tmp_path, "F-08 subscribers cut", cut)
+
+
+async def test_f04_redis_down_at_start_the_node_serves_and_recovers(tmp_path: Path) -> None:
+    require(await _pg_available(), f"PostgreSQL is not reachable at {PG_DSN}")
+    async with _private_redis(start=False) as redis:
+        cluster = Cluster(tmp_path, redis.url)
+        try:
+            cluster.add_staff()
+            node = cluster.start("a")  # /healthz answers: the process did not exit
+            await _until_ready_is(node.port, 503)
+            kid_token = await node.join("Kid", room="demo")
+            kid = await node.client(kid_token)
+            refused = await kid.say("is anyone there?", "m1", room="demo")
+            assert (refused["status"], refused["code"]) == ("rejected", "internal")
+            await redis.start()
+            await _until_ready_is(node.port, 200)
+            assert await kid.closed_with(10) == 1012  # told to resume
+            kid = await node.client(kid_token, resume={"demo": 0})
+            assert (await kid.say("is anyone there?", "m1", room="demo"))["status"] == "sent"
+        finally:
+            await cluster.close()
