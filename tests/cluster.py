@@ -24,7 +24,7 @@ __all__ = ["REDIS_URL", "Cluster", "Node", "cluster_of", "redis_up"]
 
 REDIS_URL = os.environ.get("CHATSERVER_TEST_REDIS", "redis://127.0.0.1:6379/9")
 PASSWORD = "correct horse battery"
-STAFF = (("fac", "facilitator"), ("couns", "counsellor"))
+STAFF = (("fac", "facilitator"), ("couns", "counsellor"), ("ops1", "ops"))
 
 
 async def redis_up(url: str = REDIS_URL) -> bool:
@@ -96,11 +96,12 @@ class Cluster:
 
 
 @contextlib.asynccontextmanager
-async def cluster_of(tmp: Path, *names: str, redis_url: str = REDIS_URL
+async def cluster_of(tmp: Path, *names: str, redis_url: str = REDIS_URL, **env: str
                      ) -> AsyncIterator[Cluster]:
     require(await redis_up(redis_url), f"Redis is not reachable at {redis_url}")
     require(await _pg_available(), f"PostgreSQL is not reachable at {PG_DSN}")
     cluster = Cluster(tmp, redis_url)
+    cluster.env.update(env)
     try:
         cluster.add_staff()
         for name in names:

@@ -52,20 +52,21 @@ def _record_kind(record: SyncRecord) -> str:
 def _encode_sync(sync: Sync) -> list[Any]:
     return [[[_record_kind(r), dumps(r)] for r in sync.records],
             [[room, [[p.id, p.name, p.role] for p in people]] for room, people in sync.presence],
-            sync.full, list(sync.announce)]
+            sync.full, list(sync.announce), sync.reload_rules]
 
 
 def _decode_sync(body: Any) -> Sync:
-    records, presence, full, announce = body
+    records, presence, full, announce, reload_rules = body
     strings = list(announce) + [x for _, people in presence for p in people for x in p]
     strings += [room for room, _ in presence] + [x for r in records for x in r]
-    if not (isinstance(full, bool) and all(isinstance(x, str) for x in strings)):
+    if not (isinstance(full, bool) and isinstance(reload_rules, bool)
+            and all(isinstance(x, str) for x in strings)):
         raise ValueError("bad sync")
     return Sync(
         tuple(_RECORD_KINDS[kind](raw) for kind, raw in records),
         tuple((RoomId(room), tuple(Person(ParticipantId(i), n, r) for i, n, r in people))
               for room, people in presence),
-        full, tuple(RoomId(r) for r in announce))
+        full, tuple(RoomId(r) for r in announce), reload_rules)
 
 
 def encode_envelope(env: Envelope) -> bytes:

@@ -33,3 +33,6 @@ class Sync:
     """A heartbeat: ``presence`` lists every room the node has members in."""
     announce: tuple[RoomId, ...] = ()
     """Rooms whose state every node sends again to its local members."""
+    reload_rules: bool = False
+    """Ops reloaded the moderation rules on the sending node: every node reloads its
+    ``moderation_rules/`` (and keeps its running set if they do not load)."""

@@ -9,16 +9,17 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import WSMsgType, web
 
-from chatserver.config import Config
+from chatserver.config import Config, read_rule_files
 from chatserver.core.effects import (
     ALL_ROOMS,
     Audience,
+    AuditEntry,
     Close,
     Deliver,
     Effect,
@@ -45,7 +46,8 @@ from chatserver.core.node import ChatCore
 from chatserver.core.sequencer import Sequencer
 from chatserver.core.sync import SYNC_RECORDS, Sync, SyncRecord
 from chatserver.core.wire import encode
-from chatserver.moderation.engine import RuleSet
+from chatserver.moderation.engine import RuleSet, load_rules
+from chatserver.moderation.rules import RuleLoadError
 from chatserver.observability import Metrics, log
 from chatserver.ports import Broker, BrokerError, Envelope, Store, StoreError
 from chatserver.transport.auth import Tokens
@@ -109,6 +111,7 @@ class Server:
         self._beat: asyncio.Task[None] | None = None
         self._holes: asyncio.Task[None] | None = None
         self.order = Sequencer()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()
         self.stopping = False
 
@@ -180,10 +183,43 @@ class Server:
 
     async def ensure_room(self, record: RoomRecord) -> None:
         if record.id not in self.core.rooms:
-            await self.store.apply([record])
-            self.core.add_room(record)
-            self.order.start_at(record.id, 0)
-            await self._sync((record,))
+            await self.create_room(record)
+
+    async def create_room(self, record: RoomRecord, *audit: AuditEntry) -> None:
+        """A new room, in the store and on every node."""
+        await self.store.apply([record, *audit])
+        self.core.add_room(record)
+        self.order.start_at(record.id, 0)
+        await self._sync((record,))
+
+    async def reload_rules(self) -> tuple[int, str]:
+        """Load ``moderation_rules/`` and swap atomically; raises RuleLoadError and keeps
+        the running set on any problem. Compiling runs in a thread: the loop keeps
+        serving."""
+        async with self._reload_lock:
+            files = read_rule_files(self.config.moderation.rules_dir)
+            ruleset = await asyncio.to_thread(load_rules, files)
+            self.core.set_rules(ruleset)
+            log.info("rules_reloaded", version=ruleset.version, rules=len(ruleset))
+            return len(ruleset), ruleset.version
+
+    async def rules_reloaded_here(self) -> None:
+        """Ops reloaded the rules through this node: every other node reloads too."""
+        if self.broker.shared:
+            await self._publish(Envelope(ALL_ROOMS, Sync(reload_rules=True), Audience.MEMBERS,
+                                         None, self.node_id))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        """A task that outlives its caller, kept referenced until it ends."""
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reload_for_peer(self) -> None:
+        try:
+            await self.reload_rules()
+        except RuleLoadError as e:
+            log.error("ops_alert", kind="rules_reload_refused", problems=len(e.problems))
 
     def new_conn(self, sock: Socket) -> ConnId:
         self._next_conn += 1
@@ -406,6 +442,8 @@ class Server:
     async def _on_sync(self, node: str, sync: Sync) -> None:
         changed: set[RoomId] = set()
         if node != self.node_id:
+            if sync.reload_rules:
+                self._background(self._reload_for_peer())
             for rec in sync.records:
                 if isinstance(rec, RoomRecord) and rec.id not in self.core.rooms:
                     self.order.start_at(rec.id, 0)  # a room made on another node just now

@@ -14,14 +14,12 @@ from aiohttp import web
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from chatserver.config import read_rule_files
 from chatserver.core.effects import AuditEntry, RoomRecord
 from chatserver.core.errors import ChatError, ErrorCode
 from chatserver.core.ids import ParticipantId, RoomId
 from chatserver.core.roles import Role
 from chatserver.core.session import Identity
 from chatserver.core.wire import decode_object
-from chatserver.moderation.engine import load_rules
 from chatserver.moderation.normalize import normalize, words_view
 from chatserver.moderation.rules import Action, RuleLoadError
 from chatserver.observability import log
@@ -270,9 +268,8 @@ async def create_room(request: web.Request) -> web.Response:
     profile = "adult" if bands == ["18-25"] else "default"
     record = RoomRecord(RoomId(rid), title, tuple(bands), profile, "group", False, 0, {}, (),
                         server.config.rooms.require_facilitator)
-    await server.store.apply([record, AuditEntry(server.now(), RoomId(rid), ident.id,
-                                                 "room_created", None, {"title": title})])
-    server.core.add_room(record)
+    await server.create_room(record, AuditEntry(server.now(), RoomId(rid), ident.id,
+                                                "room_created", None, {"title": title}))
     return web.json_response({"id": rid, "title": title, "age_bands": bands, "paused": False,
                               "slow_mode_s": 0, "participants": 0, "facilitators": 0},
                              status=201)
@@ -342,14 +339,8 @@ async def rules_try(request: web.Request) -> web.Response:
 
 
 async def reload_rules(server: Server) -> tuple[int, str]:
-    """Load ``moderation_rules/`` and swap atomically; raises RuleLoadError and keeps the
-    running set on any problem. Compiling runs in a thread: the loop keeps serving."""
-    async with server._reload_lock:
-        files = read_rule_files(server.config.moderation.rules_dir)
-        ruleset = await asyncio.to_thread(load_rules, files)
-        server.core.set_rules(ruleset)
-        log.info("rules_reloaded", version=ruleset.version, rules=len(ruleset))
-        return len(ruleset), ruleset.version
+    """Load ``moderation_rules/`` and swap atomically (``Server.reload_rules``)."""
+    return await server.reload_rules()
 
 
 async def rules_reload(request: web.Request) -> web.Response:
@@ -368,6 +359,7 @@ async def rules_reload(request: web.Request) -> web.Response:
                          for p in e.problems]}}, status=400)
     await server.store.apply([AuditEntry(server.now(), None, ident.id, "rules_reload", None,
                                          {"rules": count}, version)])
+    await server.rules_reloaded_here()
     return web.json_response({"rules": count, "version": version})
 
 

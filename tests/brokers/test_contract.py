@@ -163,7 +163,8 @@ def test_envelopes_decode_strictly() -> None:
                       ParticipantId("u_c"), RoomId("c1-room"), None, (msg(1),))
     room = RoomRecord(R, "Room", ("16-17",), "default", "group", True, 30, {"p_x": 99},
                       ("p_y",), True)
-    sync = Sync((room, held, HeldDecided(HeldId("h1")), case), ((R, (ALEX,)),), True, (R,))
+    sync = Sync((room, held, HeldDecided(HeldId("h1")), case), ((R, (ALEX,)),), True, (R,),
+                True)
     env = Envelope(ALL_ROOMS, sync, Audience.MEMBERS, None, "n2")
     assert decode_envelope(encode_envelope(env)) == env
     other = decode_envelope(encode_envelope(Envelope(R, Notice("x", "y"), Audience.STAFF)))
@@ -176,8 +177,11 @@ def test_envelopes_decode_strictly() -> None:
                 b"\x80" * 300_000,
                 msgpack.packb({"v": 1, "room": "r", "node": "n", "aud": "members",
                                "target": None, "type": "sync", "frame": b"", "msg": None,
-                               "sync": [[["room", "{}"]], [], False, []]}),
+                               "sync": [[["room", "{}"]], [], False, [], False]}),
                 msgpack.packb({"v": 1, "room": "r", "node": "n", "aud": "members",
                                "target": None, "type": "sync", "frame": b"", "msg": None,
-                               "sync": [[], [["r", [[1, "n", "participant"]]]], True, []]})):
+                               "sync": [[], [["r", [[1, "n", "participant"]]]], True, [], False]}),
+                msgpack.packb({"v": 1, "room": "r", "node": "n", "aud": "members",
+                               "target": None, "type": "sync", "frame": b"", "msg": None,
+                               "sync": [[], [], False, [], "yes"]})):
         assert decode_envelope(bad) is None

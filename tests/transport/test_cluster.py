@@ -7,14 +7,15 @@ and a facilitator's action on node A takes effect at once for someone on node B.
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.cluster import cluster_of
-from tests.conftest import Client
+from tests.cluster import Node, cluster_of
+from tests.conftest import RULES_DIR, Client
 
 pytestmark = pytest.mark.slow
 
@@ -125,3 +126,37 @@ async def test_a_facilitator_on_node_a_acts_on_a_young_person_on_node_b(
         await ben.expect("notice", lambda e: e["kind"] == "removed")
         assert await ben.closed_with() == 4403
         await fac.expect("room", lambda e: "Ben" not in names(e) and "Kid" in names(e))
+
+
+async def _version(node: Node, token: str) -> str:
+    _, body = await node.post("/api/rules/try", {"text": "hello"}, token)
+    return str(body["version"])
+
+
+async def test_a_room_opened_and_rules_reloaded_through_one_node_apply_on_the_other(
+        tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES_DIR, rules)
+    async with cluster_of(tmp_path, "a", "b",
+                          CHATSERVER_MODERATION_RULES_DIR=str(rules)) as cluster:
+        a, b = cluster.nodes["a"], cluster.nodes["b"]
+        ops = await a.login("ops1")
+        status, _ = await a.post("/api/rooms", {"id": "night-owls", "title": "Night owls",
+                                                "age_bands": ["16-17"]}, ops)
+        assert status == 201
+        kid = await b.client(await b.join("Kid", room="night-owls"))
+        assert [r["room"] for r in kid.welcome["rooms"]] == ["night-owls"]
+
+        probe = {"text": "a purple elephant"}
+        _, before = await b.post("/api/rules/try", probe, ops)
+        assert before["action"] == "allow"
+        (rules / "zz_local.toml").write_text(
+            '[[rule]]\nid = "local.elephant"\ncategory = "abuse"\naction = "block"\n'
+            'words = ["elephant"]\nexamples.match = ["an elephant"]\n'
+            'examples.no_match = ["an element"]\n')
+        status, reloaded = await a.post("/api/rules/reload", {}, ops)
+        assert status == 200
+        async with asyncio.timeout(20):  # node B reloads in the background: ask it
+            while await _version(b, ops) != reloaded["version"]:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)  # polled over HTTP, as ops would
+        assert (await b.post("/api/rules/try", probe, ops))[1]["action"] == "block"
