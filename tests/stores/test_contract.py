@@ -105,6 +105,44 @@ async def test_concurrent_senders_get_unique_consecutive_seqs(store: Store) -> N
     assert sorted(seq for seq, _ in results) == list(range(1, 21))
 
 
+async def test_a_resend_racing_its_original_gets_the_same_seq(store: Store) -> None:
+    first, again = await asyncio.gather(
+        store.append_message(RoomId("a"), ALEX, MessageId("x"), "hi", 1, audit()),
+        store.append_message(RoomId("a"), ALEX, MessageId("x"), "hi", 1, audit()))
+    assert {first, again} == {(1, True), (1, False)}
+    assert len(await store.recent_messages(RoomId("a"), 10)) == 1
+
+
+async def test_two_nodes_on_one_postgresql_share_seq_and_one_audit_chain() -> None:
+    """The cluster: two stores (two nodes) append to the same rooms at once."""
+    from chatserver.auditchain import verify
+    require(await _pg_available(), f"PostgreSQL is not reachable at {PG_DSN}")
+    schema = f"t_{secrets.token_hex(6)}"
+    a, b = PostgresStore(PG_DSN, schema), PostgresStore(PG_DSN, schema)
+    await a.open()
+    await b.open()
+    try:
+        await a.apply([room("a"), room("b")])
+        people = [Person(ParticipantId(f"p{i}"), f"P{i}", "participant") for i in range(40)]
+        results = await asyncio.gather(*(
+            (a if i % 2 else b).append_message(RoomId("ab"[i % 4 // 2]), p, MessageId("x"),
+                                               "hi", i, audit(room_id="ab"[i % 4 // 2]))
+            for i, p in enumerate(people)))
+        assert all(new for _, new in results)
+        for rid in ("a", "b"):
+            seqs = [m.seq for m in await a.recent_messages(RoomId(rid), 100)]
+            assert seqs == list(range(1, 21))
+        chain = await b.audit_chain()
+        assert len(chain) == 40 and verify(chain) == (40, None)
+    finally:
+        await a.close()
+        await b.close()
+        import asyncpg
+        conn = await asyncpg.connect(PG_DSN)
+        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        await conn.close()
+
+
 async def test_seq_is_never_reused_after_reopening(kind: str, tmp_path: Path) -> None:
     schema = f"t_{secrets.token_hex(6)}"
     first = await _open(kind, tmp_path, schema)
