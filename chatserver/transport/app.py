@@ -112,6 +112,7 @@ class Server:
         self._holes: asyncio.Task[None] | None = None
         self.order = Sequencer()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._broker_down_logged = -1000
         self._reload_lock = asyncio.Lock()
         self.stopping = False
 
@@ -287,9 +288,13 @@ class Server:
                 log.error("ops_alert", kind=effect.kind, detail=effect.detail)
 
     def _store_failed(self, error: Exception, conn: ConnId | None, ref: str | None) -> None:
-        self.metrics.store_errors.inc()
-        self.metrics.ops_alerts.labels("store").inc()
-        log.error("ops_alert", kind="store", error=type(error).__name__)
+        """A durable step failed (store) or could not be shared (broker): `internal`."""
+        if isinstance(error, BrokerError):
+            pass  # _publish (or the readiness check) has already alerted
+        else:
+            self.metrics.store_errors.inc()
+            self.metrics.ops_alerts.labels("store").inc()
+            log.error("ops_alert", kind="store", error=type(error).__name__)
         if conn is not None:
             event: Event = Ack(ref, "rejected", code=ErrorCode.INTERNAL.value) if ref else \
                 ErrorEvent(ErrorCode.INTERNAL.value, "Something went wrong on our side.")
@@ -318,6 +323,10 @@ class Server:
         if not self.broker.ready():
             # Nobody on another node would see it: refuse before anything is stored.
             failed = BrokerError("broker unavailable")
+            self.metrics.ops_alerts.labels("broker").inc()
+            if _mono_ms() - self._broker_down_logged >= 1000:  # one line a second, not a flood
+                self._broker_down_logged = _mono_ms()
+                log.error("ops_alert", kind="broker", error="unavailable")
         else:
             try:
                 seq, _ = await self.store.append_message(d.room, d.sender, d.msg_id, d.text,
