@@ -82,8 +82,11 @@ async def test_sigkill_one_node_its_members_resume_on_the_other(tmp_path: Path) 
         sender = Member(b.port, join(b.port, "Sender"))
         near = Member(b.port, join(b.port, "Near"))  # on B, moves to A
         far = Member(a.port, join(a.port, "Far"))    # on A throughout
-        for m in (sender, near, far):
+        ghost = Member(b.port, join(b.port, "Ghost"))  # on B, never comes back
+        for m in (sender, near, far, ghost):
             await m.connect(resume=False)
+        await wait_until(far.room_changed, lambda: bool(far.members) and
+                         {"Sender", "Near", "Ghost"} <= far.members[-1])
         sent: list[str] = []
         traffic = asyncio.create_task(_traffic(sender, sent))
         await wait_until(sender.ack_arrived, lambda: len(sender.acks) >= 40)
@@ -96,6 +99,8 @@ async def test_sigkill_one_node_its_members_resume_on_the_other(tmp_path: Path) 
         sender.port = near.port = a.port  # the load balancer sends them to node A
         await sender.connect(resume=True)
         await near.connect(resume=True)
+        # F-03: node B's members leave node A's member list once B stops announcing them.
+        await wait_until(far.room_changed, lambda: "Ghost" not in far.members[-1])
         await _retry_and_finish(sender, [near, far], in_doubt)
         _report(await _final_history(cluster), sender, in_doubt,
                 {"sender": sender, "near": near, "far": far}, "cluster SIGKILL")
@@ -224,3 +229,42 @@ async def test_f04_redis_down_at_start_the_node_serves_and_recovers(tmp_path: Pa
             assert (await kid.say("is anyone there?", "m1", room="demo"))["status"] == "sent"
         finally:
             await cluster.close()
+
+
+async def test_f07_redis_paused_sends_time_out_to_internal_and_nothing_is_lost(
+        tmp_path: Path) -> None:
+    """CLIENT PAUSE: every Redis call hangs for 2 s. Sends are answered `internal` within
+    the broker timeout (1 s), the loop keeps serving, and once Redis answers again the
+    in-doubt sends are retried: lost 0, duplicated 0."""
+    async with _private_redis() as redis, \
+            cluster_of(tmp_path, "a", "b", redis_url=redis.url) as cluster:
+        a, b = cluster.nodes["a"], cluster.nodes["b"]
+        sender = Member(a.port, join(a.port, "Sender"))
+        listener = Member(b.port, join(b.port, "Listener"))
+        for m in (sender, listener):
+            await m.connect(resume=False)
+        sent: list[str] = []
+        traffic = asyncio.create_task(_traffic(sender, sent))
+        await wait_until(sender.ack_arrived, lambda: len(sender.acks) >= 40)
+        r = aioredis.Redis.from_url(redis.url)
+        try:
+            await r.client_pause(2000, all=True)
+        finally:
+            await r.aclose()
+        await _until_ready_is(a.port, 503)
+        async with aiohttp.ClientSession() as session, \
+                session.get(f"http://127.0.0.1:{a.port}/healthz") as res:
+            assert res.status == 200  # the event loop is not blocked
+        await wait_until(sender.ack_arrived, lambda: any(
+            x.get("code") == "internal" for x in sender.acks.values()))
+        before = sum(x["status"] == "sent" for x in sender.acks.values())
+        await wait_until(sender.ack_arrived, lambda: sum(
+            x["status"] == "sent" for x in sender.acks.values()) > before + 20)
+        traffic.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await traffic
+        await _until_ready_is(a.port, 200)
+        in_doubt = _in_doubt(sender, sent)
+        await _retry_and_finish(sender, [listener], in_doubt)
+        _report(await _final_history(cluster), sender, in_doubt,
+                {"sender": sender, "listener": listener}, "F-07 Redis paused")

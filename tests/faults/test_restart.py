@@ -91,6 +91,8 @@ class Member:
         self.acks: dict[str, dict[str, Any]] = {}
         self.ack_arrived = asyncio.Event()
         self.message_arrived = asyncio.Event()
+        self.members: list[set[str]] = []  # the member list of each room event, in order
+        self.room_changed = asyncio.Event()
         self.closed_code: int | None = None
         self.ws: Any = None
         self.reader: asyncio.Task[None] | None = None
@@ -127,6 +129,9 @@ class Member:
                 elif e["type"] == "ack":
                     self.acks[e["ref"]] = e
                     self.ack_arrived.set()
+                elif e["type"] == "room":
+                    self.members.append({m["name"] for m in e["members"]})
+                    self.room_changed.set()
         except websockets.ConnectionClosed as closed:
             self.closed_code = closed.rcvd.code if closed.rcvd else None
         finally:
