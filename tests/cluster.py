@@ -46,8 +46,8 @@ class Node(Endpoint):
 
 
 class Cluster:
-    def __init__(self, tmp: Path, redis_url: str) -> None:
-        self.tmp = tmp
+    def __init__(self, tmp: Path, redis_url: str, pg_dsn: str = PG_DSN) -> None:
+        self.tmp, self.pg_dsn = tmp, pg_dsn
         self.schema = f"c_{secrets.token_hex(5)}"
         self.prefix = f"c{secrets.token_hex(4)}"
         self.redis_url = redis_url
@@ -56,7 +56,7 @@ class Cluster:
             "CHATSERVER_BROKER_PREFIX": self.prefix,
             "CHATSERVER_BROKER_HEARTBEAT_S": "0.5",
             "CHATSERVER_BROKER_NODE_EXPIRY_S": "2",
-            "CHATSERVER_STORE_URL": f"{PG_DSN}?schema={self.schema}",
+            "CHATSERVER_STORE_URL": f"{pg_dsn}?schema={self.schema}",
             "CHATSERVER_AUTH_SECRET": "cluster-test-secret-" + "c" * 40,
         }
         self.nodes: dict[str, Node] = {}
@@ -84,9 +84,10 @@ class Cluster:
                 await node.close_clients()
             node.proc.kill()
         import asyncpg
-        conn = await asyncpg.connect(PG_DSN)
-        await conn.execute(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
-        await conn.close()
+        with contextlib.suppress(OSError, asyncpg.PostgresError):
+            conn = await asyncpg.connect(self.pg_dsn)
+            await conn.execute(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
+            await conn.close()
         with contextlib.suppress(Exception):
             r = aioredis.Redis.from_url(self.redis_url, socket_connect_timeout=1)
             keys = [k async for k in r.scan_iter(f"{self.prefix}:*")]
@@ -96,11 +97,11 @@ class Cluster:
 
 
 @contextlib.asynccontextmanager
-async def cluster_of(tmp: Path, *names: str, redis_url: str = REDIS_URL, **env: str
-                     ) -> AsyncIterator[Cluster]:
+async def cluster_of(tmp: Path, *names: str, redis_url: str = REDIS_URL,
+                     pg_dsn: str = PG_DSN, **env: str) -> AsyncIterator[Cluster]:
     require(await redis_up(redis_url), f"Redis is not reachable at {redis_url}")
     require(await _pg_available(), f"PostgreSQL is not reachable at {PG_DSN}")
-    cluster = Cluster(tmp, redis_url)
+    cluster = Cluster(tmp, redis_url, pg_dsn)
     cluster.env.update(env)
     try:
         cluster.add_staff()

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
+import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -33,7 +36,7 @@ pytestmark = pytest.mark.slow
 
 
 async def _final_history(cluster: Cluster) -> dict[int, str]:
-    conn = await asyncpg.connect(PG_DSN)
+    conn = await asyncpg.connect(cluster.pg_dsn)
     try:
         rows = await conn.fetch(f"SELECT seq, msg_id FROM {cluster.schema}.messages "
                                 "WHERE room='demo'")
@@ -268,3 +271,83 @@ async def test_f07_redis_paused_sends_time_out_to_internal_and_nothing_is_lost(
         await _retry_and_finish(sender, [listener], in_doubt)
         _report(await _final_history(cluster), sender, in_doubt,
                 {"sender": sender, "listener": listener}, "F-07 Redis paused")
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of the test's own (it is crashed and restarted)."""
+
+    def __init__(self) -> None:
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+        pg_ctl = found[-1] if found else shutil.which("pg_ctl")
+        require(pg_ctl is not None, "PostgreSQL server binaries (pg_ctl) are not installed")
+        assert pg_ctl is not None
+        self.bin = Path(pg_ctl).parent
+        # Not under pytest's tmp_path: that is private to root, and the server runs as
+        # the postgres user.
+        self.root = Path(tempfile.mkdtemp(prefix="chat-pg-"))
+        self.root.chmod(0o755)
+        self.dir = self.root / "pg"
+        self.port = free_port()
+        self.dsn = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        # PostgreSQL will not run as root: as root, run it as the postgres user.
+        self.prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+    def _run(self, *args: str) -> None:
+        subprocess.run([*self.prefix, *args], check=True, capture_output=True, timeout=60)
+
+    def init(self) -> None:
+        self.dir.mkdir()
+        if self.prefix:
+            shutil.chown(self.dir, "postgres", "postgres")
+        self._run(str(self.bin / "initdb"), "-D", str(self.dir), "-A", "trust", "-U",
+                  "postgres", "--no-sync")
+
+    def start(self) -> None:
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.dir), "-l", str(self.dir / "log"),
+                  "-w", "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1",
+                  "start")
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def crash(self) -> None:
+        """Stop without a clean shutdown, as a crash or a failover would."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.dir), "-m", "immediate", "stop")
+
+
+async def test_f12_postgresql_restart_loses_no_acked_message(tmp_path: Path) -> None:
+    pg = PrivatePostgres()
+    pg.init()
+    pg.start()
+    try:
+        async with cluster_of(tmp_path, "a", "b", pg_dsn=pg.dsn) as cluster:
+            a, b = cluster.nodes["a"], cluster.nodes["b"]
+            sender = Member(a.port, join(a.port, "Sender"))
+            listener = Member(b.port, join(b.port, "Listener"))
+            for m in (sender, listener):
+                await m.connect(resume=False)
+            sent: list[str] = []
+            traffic = asyncio.create_task(_traffic(sender, sent))
+            await wait_until(sender.ack_arrived, lambda: len(sender.acks) >= 40)
+            await asyncio.to_thread(pg.crash)
+            await _until_ready_is(a.port, 503)
+            await wait_until(sender.ack_arrived, lambda: any(
+                x.get("code") == "internal" for x in sender.acks.values()))
+            await asyncio.to_thread(pg.start)
+            await _until_ready_is(a.port, 200)
+            await _until_ready_is(b.port, 200)
+            # The pool reconnects by itself: sends are acked again on the same sockets.
+            before = sum(x["status"] == "sent" for x in sender.acks.values())
+            await wait_until(sender.ack_arrived, lambda: sum(
+                x["status"] == "sent" for x in sender.acks.values()) > before + 20)
+            traffic.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await traffic
+            in_doubt = _in_doubt(sender, sent)
+            await _retry_and_finish(sender, [listener], in_doubt)
+            _report(await _final_history(cluster), sender, in_doubt,
+                    {"sender": sender, "listener": listener}, "F-12 PostgreSQL restart")
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(pg.crash)
+        pg.remove()
