@@ -74,6 +74,15 @@ class Broker(Protocol):
         """Merge the store's messages (the record) into a room's history, by seq, after
         a restart or a Redis outage; nothing is published."""
     async def ping(self) -> bool: ...
+    async def take_budget(self, participant: str, msg_id: str, limit: int, window_ms: int,
+                          now_ms: int) -> bool:
+        """A send from a participant's budget shared by every node; True if within it.
+        (One node: always True, the core's own window is the whole budget.)"""
+    async def sockets_elsewhere(self, participant: str, nodes: Sequence[str]) -> int:
+        """How many sockets the participant has open on these other nodes."""
+    async def count_socket(self, node: str, participant: str, delta: int,
+                           expiry_ms: int) -> None: ...
+    async def keep_sockets(self, node: str, expiry_ms: int) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

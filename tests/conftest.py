@@ -101,6 +101,12 @@ class Endpoint:
         return token
 
     async def client(self, token: str, resume: dict[str, int] | None = None) -> Client:
+        client = await self.client_raw(token, resume)
+        client.welcome = await client.expect("welcome")
+        return client
+
+    async def client_raw(self, token: str, resume: dict[str, int] | None = None) -> Client:
+        """Connected and hello said; whatever the server answers is left to the test."""
         ws = await websockets.connect(self.ws_url)
         hello: dict[str, Any] = {"type": "hello", "token": token}
         if resume is not None:
@@ -108,7 +114,6 @@ class Endpoint:
         await ws.send(orjson.dumps(hello).decode())
         client = Client(ws)
         self.clients.append(client)
-        client.welcome = await client.expect("welcome")
         return client
 
 

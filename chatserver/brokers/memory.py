@@ -41,6 +41,21 @@ class MemoryBroker:
     async def ping(self) -> bool:
         return True
 
+    # One node: the core's own counts are the whole picture.
+    async def take_budget(self, participant: str, msg_id: str, limit: int, window_ms: int,
+                          now_ms: int) -> bool:
+        return True
+
+    async def sockets_elsewhere(self, participant: str, nodes: Sequence[str]) -> int:
+        return 0
+
+    async def count_socket(self, node: str, participant: str, delta: int,
+                           expiry_ms: int) -> None:
+        return None
+
+    async def keep_sockets(self, node: str, expiry_ms: int) -> None:
+        return None
+
     async def publish(self, envelope: Envelope) -> None:
         if self._handler is None:
             raise RuntimeError("broker is not started")

@@ -33,7 +33,9 @@ __all__ = ["RedisBroker", "decode_envelope", "encode_envelope"]
 
 MAX_ENVELOPE_BYTES: Final = 256 * 1024
 """A frame is at most 32 KiB; an envelope far beyond that is not ours."""
-_PUBLISH_LUA: Final = (files("chatserver.brokers") / "redis_scripts" / "publish.lua").read_text()
+_SCRIPTS: Final = files("chatserver.brokers") / "redis_scripts"
+_PUBLISH_LUA: Final = (_SCRIPTS / "publish.lua").read_text()
+_BUDGET_LUA: Final = (_SCRIPTS / "budget.lua").read_text()
 
 
 def _decided_from(raw: str) -> HeldDecided:
@@ -126,6 +128,7 @@ class RedisBroker:
         self.redis = aioredis.Redis.from_url(url, socket_timeout=timeout_s,
                                              socket_connect_timeout=timeout_s)
         self._script = self.redis.register_script(_PUBLISH_LUA)
+        self._budget = self.redis.register_script(_BUDGET_LUA)
         self._handler: Callable[[Envelope], Awaitable[None] | None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self.on_reset = on_reset
@@ -267,6 +270,56 @@ class RedisBroker:
                                              self.cap, self._channel(room), "0"],
                                        client=pipe)
                 await pipe.execute()
+        except (RedisError, OSError) as e:
+            raise BrokerError(str(e)) from e
+
+    # ------------------------------------------------ per-participant, all nodes
+    async def take_budget(self, participant: str, msg_id: str, limit: int, window_ms: int,
+                          now_ms: int) -> bool:
+        """One send from a participant's budget, shared by every node (FL-03)."""
+        try:
+            taken = await self._budget(keys=[f"{self.prefix}:budget:{participant}"],
+                                       args=[now_ms, window_ms, limit, msg_id])
+        except (RedisError, OSError) as e:
+            raise BrokerError(str(e)) from e
+        return bool(taken)
+
+    def _socks(self, node: str) -> str:
+        return f"{self.prefix}:socks:{node}"
+
+    async def sockets_elsewhere(self, participant: str, nodes: Sequence[str]) -> int:
+        """Open sockets of a participant on these other nodes (SEC-19: the cap is per
+        participant, not per node)."""
+        if not nodes:
+            return 0
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for node in nodes:
+                    pipe.hget(self._socks(node), participant)
+                counts = await pipe.execute()
+        except (RedisError, OSError) as e:
+            raise BrokerError(str(e)) from e
+        return sum(int(c) for c in counts if c is not None)
+
+    async def count_socket(self, node: str, participant: str, delta: int,
+                           expiry_ms: int) -> None:
+        """This node's socket count for a participant; the whole count expires with
+        the node (a killed node's sockets stop counting after ``node_expiry_s``)."""
+        key = self._socks(node)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hincrby(key, participant, delta)
+                pipe.pexpire(key, expiry_ms)
+                left, _ = await pipe.execute()
+                if int(left) <= 0:
+                    await self.redis.hdel(key, participant)
+        except (RedisError, OSError) as e:
+            raise BrokerError(str(e)) from e
+
+    async def keep_sockets(self, node: str, expiry_ms: int) -> None:
+        """Heartbeat: this node is alive, its socket counts still hold."""
+        try:
+            await self.redis.pexpire(self._socks(node), expiry_ms)
         except (RedisError, OSError) as e:
             raise BrokerError(str(e)) from e
 

@@ -170,13 +170,14 @@ class ChatCore:
         self.conns[conn_id] = Conn(conn_id, TokenBucket(lim.frame_rate, lim.frame_burst))
 
     def hello(self, conn_id: ConnId, ident: Identity, resume: Mapping[RoomId, int],
-              now_ms: int) -> list[Effect]:
-        """Authenticate a connection whose token the shell has verified."""
+              now_ms: int, elsewhere: int = 0) -> list[Effect]:
+        """Authenticate a connection whose token the shell has verified. ``elsewhere``:
+        the same person's sockets on other nodes (the cap is per person, SEC-19)."""
         conn = self.conns.get(conn_id)
         if conn is None or conn.state is not State.AWAIT_HELLO:
             return [Close(conn_id, CloseCode.NO_HELLO, "hello was already given")]
         person = self._person(ident.id)
-        if len(person.conns) >= self.config.limits.max_sockets_per_token:
+        if len(person.conns) + elsewhere >= self.config.limits.max_sockets_per_token:
             return [Emit(conn_id, ErrorEvent(ErrorCode.RATE_LIMITED,
                                              "Too many connections for this session.")),
                     Close(conn_id, CloseCode.POLICY, "too many sockets")]
@@ -233,8 +234,11 @@ class ChatCore:
         return effects
 
     # ------------------------------------------------------------------ frames
-    def handle(self, conn_id: ConnId, command: c.Command, now_ms: int) -> list[Effect]:
-        """Run one command from a connection; never raises for a peer's mistake."""
+    def handle(self, conn_id: ConnId, command: c.Command, now_ms: int,
+               over_budget: bool = False) -> list[Effect]:
+        """Run one command from a connection; never raises for a peer's mistake.
+        ``over_budget``: the shell found this send over the participant's budget shared
+        by every node of a cluster (FL-03)."""
         conn = self.conns.get(conn_id)
         if conn is None:
             return []
@@ -255,6 +259,10 @@ class ChatCore:
                     self._error(conn_id, command,
                                 ChatError(ErrorCode.FORBIDDEN, "Your role can't do that.")),
                 ]
+            if over_budget and isinstance(command, c.Send) and \
+                    (ident.id, command.id) not in self._idem:  # a resend is answered as before
+                return self._flooding(conn, ident, self._room_of(conn, command.room), command,
+                                      now_ms)
             if type(command) in _STATE_CHANGING:
                 return self._undoable(conn, ident, command, now_ms)
             return self._handlers[type(command)](conn, ident, command, now_ms)

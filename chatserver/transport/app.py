@@ -16,6 +16,7 @@ from typing import Any, Final
 from aiohttp import WSMsgType, web
 
 from chatserver.config import Config, read_rule_files
+from chatserver.core import commands as c
 from chatserver.core.effects import (
     ALL_ROOMS,
     Audience,
@@ -43,7 +44,9 @@ from chatserver.core.events import (
 )
 from chatserver.core.ids import ConnId, MessageId, ParticipantId, RoomId
 from chatserver.core.node import ChatCore
+from chatserver.core.roles import Role
 from chatserver.core.sequencer import Sequencer
+from chatserver.core.session import Identity
 from chatserver.core.sync import SYNC_RECORDS, Sync, SyncRecord
 from chatserver.core.wire import encode
 from chatserver.moderation.engine import RuleSet, load_rules
@@ -75,6 +78,8 @@ class Socket:
     writer: asyncio.Task[None] | None = None
     closing: bool = False
     close_task: asyncio.Task[None] | None = field(default=None)
+    counted: ParticipantId | None = None
+    """Whose socket this is, once counted in the cluster's per-person socket count."""
     held: list[tuple[Event, bytes]] | None = None
     """Live frames kept back while this socket's history is being read (welcome), so
     nothing arrives before the welcome or twice."""
@@ -230,7 +235,44 @@ class Server:
         self.metrics.connections.set(len(self.sockets))
         return cid
 
+    # ------------------------------------------------------- commands from sockets
+    async def hello(self, cid: ConnId, ident: Identity, resume: Mapping[RoomId, int]) -> None:
+        elsewhere = 0
+        if self.broker.shared:
+            others = [n for n in self.core.nodes if n != self.node_id]
+            with contextlib.suppress(BrokerError):  # sends fail anyway without Redis
+                elsewhere = await self.broker.sockets_elsewhere(ident.id, others)
+        await self.run(self.core.hello(cid, ident, resume, self.now(), elsewhere))
+        conn, sock = self.core.conns.get(cid), self.sockets.get(cid)
+        if self.broker.shared and conn is not None and conn.identity is not None and \
+                sock is not None and not sock.closing:
+            sock.counted = ident.id
+            with contextlib.suppress(BrokerError):
+                await self.broker.count_socket(self.node_id, ident.id, 1, self._expiry_ms)
+
+    async def handle(self, cid: ConnId, command: c.Command) -> None:
+        over = False
+        conn = self.core.conns.get(cid)
+        ident = conn.identity if conn is not None else None
+        if self.broker.shared and isinstance(command, c.Send) and ident is not None and \
+                ident.role == Role.PARTICIPANT:
+            lim = self.config.limits
+            with contextlib.suppress(BrokerError):  # the publish would fail anyway
+                over = not await self.broker.take_budget(
+                    ident.id, command.id, lim.rate_messages, lim.rate_window_s * 1000,
+                    self.now())
+        await self.run(self.core.handle(cid, command, self.now(), over))
+
+    @property
+    def _expiry_ms(self) -> int:
+        return int(self.config.broker.node_expiry_s * 1000)
+
     async def drop_conn(self, cid: ConnId) -> None:
+        sock = self.sockets.get(cid)
+        if sock is not None and sock.counted is not None and not self.stopping:
+            with contextlib.suppress(BrokerError):
+                await self.broker.count_socket(self.node_id, sock.counted, -1,
+                                               self._expiry_ms)
         self.sockets.pop(cid, None)
         self.metrics.connections.set(len(self.sockets))
         effects = self.core.disconnect(cid, self.now())
@@ -495,6 +537,8 @@ class Server:
                 await self._publish(Envelope(ALL_ROOMS, Sync(presence=self.core.presence(),
                                                              full=True),
                                              Audience.MEMBERS, None, self.node_id))
+                with contextlib.suppress(BrokerError):
+                    await self.broker.keep_sockets(self.node_id, self._expiry_ms)
                 await self.run(self.core.expire_nodes(self.now(),
                                                       int(cfg.node_expiry_s * 1000)))
             except asyncio.CancelledError:

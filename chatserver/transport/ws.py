@@ -126,7 +126,7 @@ async def _hello(server: Server, sock: Socket, cid: int) -> bool:
             server.close_soon(conn, CloseCode.BAD_TOKEN, "invalid token")
             return False
     structlog.contextvars.bind_contextvars(user=ident.id, role=ident.role.value)
-    await server.run(server.core.hello(conn, ident, dict(command.resume), server.now()))
+    await server.hello(conn, ident, dict(command.resume))
     return True
 
 
@@ -158,7 +158,7 @@ async def _read_loop(server: Server, sock: Socket, cid: int) -> None:
         except ChatError as e:
             await _reject(server, sock, conn, e, frame_ref(obj))
             continue
-        await server.run(server.core.handle(conn, command, server.now()))
+        await server.handle(conn, command)
         if isinstance(command, c.Send):
             server.metrics.send_ack.observe(time.perf_counter() - started)
         await _yield_if_replies(sock)

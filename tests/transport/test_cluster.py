@@ -160,3 +160,23 @@ async def test_a_room_opened_and_rules_reloaded_through_one_node_apply_on_the_ot
             while await _version(b, ops) != reloaded["version"]:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)  # polled over HTTP, as ops would
         assert (await b.post("/api/rules/try", probe, ops))[1]["action"] == "block"
+
+
+async def test_sec19_fl03_one_budget_and_one_socket_cap_per_person_across_nodes(
+        tmp_path: Path) -> None:
+    async with cluster_of(tmp_path, "a", "b", CHATSERVER_LIMITS_RATE_MESSAGES="5") as cluster:
+        a, b = cluster.nodes["a"], cluster.nodes["b"]
+        token = await a.join("Many", room=ROOM)
+        on_a = [await a.client(token), await a.client(token)]
+        on_b = await b.client(token)
+        await a.client(await a.join("Other", room=ROOM))
+        # Node B has heard from node A once it lists someone connected only to A.
+        await on_b.expect("room", lambda e: "Other" in names(e), timeout=10)
+        fourth = await b.client_raw(token)
+        assert await fourth.closed_with(10) == 1008  # 2 on A + 1 on B: the cap is 3
+        # One budget of 5 messages per 10 s, whichever node each send goes through.
+        results = []
+        for i in range(6):
+            client = on_a[i % 2] if i % 3 else on_b
+            results.append((await client.say(f"hello {i}", f"m{i}", room=ROOM))["status"])
+        assert results == ["sent"] * 5 + ["rejected"]
