@@ -83,6 +83,8 @@ class Broker(Protocol):
     async def count_socket(self, node: str, participant: str, delta: int,
                            expiry_ms: int) -> None: ...
     async def keep_sockets(self, node: str, expiry_ms: int) -> None: ...
+    async def resubscribe(self) -> None:
+        """Drop the subscription and make it again (it went silent), then resync."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,9 @@ class MemoryBroker:
     async def keep_sockets(self, node: str, expiry_ms: int) -> None:
         return None
 
+    async def resubscribe(self) -> None:
+        return None
+
     async def publish(self, envelope: Envelope) -> None:
         if self._handler is None:
             raise RuntimeError("broker is not started")

@@ -171,11 +171,21 @@ class RedisBroker:
         except (RedisError, OSError, TimeoutError):
             return False
 
-    async def _listen(self) -> None:
+    async def resubscribe(self) -> None:
+        """The subscription looks alive but nothing arrives on it (a blackholed link,
+        F-09): drop it and subscribe again, as after any loss."""
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        self.subscribed.clear()
+        self._listener = asyncio.create_task(self._listen(lost=True), name="redis-subscriber")
+
+    async def _listen(self, lost: bool = False) -> None:
         """One subscription for all rooms; reconnects with backoff, resubscribes, and
-        tells the server (clients resume by seq, so nothing missed goes unseen)."""
+        tells the server (clients resume by seq, so nothing missed goes unseen).
+        ``lost``: Redis was unreachable (at start too): resync once it is back."""
         delay = 0.1
-        lost = False  # Redis was unreachable (at start too): resync when it is back
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:

@@ -118,6 +118,8 @@ class Server:
         self.order = Sequencer()
         self._tasks: set[asyncio.Task[None]] = set()
         self._broker_down_logged = -1000
+        self._echo_ms = _mono_ms()
+        """When this node last heard its own heartbeat come back through the broker."""
         self._reload_lock = asyncio.Lock()
         self.stopping = False
 
@@ -492,6 +494,8 @@ class Server:
 
     async def _on_sync(self, node: str, sync: Sync) -> None:
         changed: set[RoomId] = set()
+        if node == self.node_id and sync.full:
+            self._echo_ms = _mono_ms()
         if node != self.node_id:
             if sync.reload_rules:
                 self._background(self._reload_for_peer())
@@ -539,6 +543,13 @@ class Server:
                                              Audience.MEMBERS, None, self.node_id))
                 with contextlib.suppress(BrokerError):
                     await self.broker.keep_sockets(self.node_id, self._expiry_ms)
+                if self.broker.ready() and _mono_ms() - self._echo_ms > self._expiry_ms:
+                    # Subscribed, yet our own heartbeats stopped coming back: the link is
+                    # silently dead (F-09). Everything else waits on the same subscription.
+                    log.error("ops_alert", kind="broker_subscription_silent",
+                              node=self.node_id)
+                    self._echo_ms = _mono_ms()
+                    await self.broker.resubscribe()
                 await self.run(self.core.expire_nodes(self.now(),
                                                       int(cfg.node_expiry_s * 1000)))
             except asyncio.CancelledError:

@@ -238,9 +238,11 @@ async def test_f07_redis_paused_sends_time_out_to_internal_and_nothing_is_lost(
         tmp_path: Path) -> None:
     """CLIENT PAUSE: every Redis call hangs for 2 s. Sends are answered `internal` within
     the broker timeout (1 s), the loop keeps serving, and once Redis answers again the
-    in-doubt sends are retried: lost 0, duplicated 0."""
+    in-doubt sends are retried: lost 0, duplicated 0. (A pause longer than
+    ``broker.node_expiry_s`` would look like a dead link: F-09.)"""
     async with _private_redis() as redis, \
-            cluster_of(tmp_path, "a", "b", redis_url=redis.url) as cluster:
+            cluster_of(tmp_path, "a", "b", redis_url=redis.url,
+                       CHATSERVER_BROKER_NODE_EXPIRY_S="5") as cluster:
         a, b = cluster.nodes["a"], cluster.nodes["b"]
         sender = Member(a.port, join(a.port, "Sender"))
         listener = Member(b.port, join(b.port, "Listener"))
@@ -351,3 +353,84 @@ async def test_f12_postgresql_restart_loses_no_acked_message(tmp_path: Path) -> 
         with contextlib.suppress(Exception):
             await asyncio.to_thread(pg.crash)
         pg.remove()
+
+
+class Blackhole:
+    """A TCP proxy that can stop forwarding without closing anything: a blackholed link,
+    as a dead switch or a dropped route looks to both ends."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target, self.holed, self.port = target_port, False, 0
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                      ) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer),
+                             return_exceptions=True)
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                    ) -> None:
+        try:
+            while data := await reader.read(65536):
+                if not self.holed:  # holed: bytes vanish, connections stay open
+                    writer.write(data)
+                    await writer.drain()
+        finally:
+            writer.close()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+async def _until_logged(path: Path, text: str) -> None:
+    """Wait for a node to report something in its log, as ops would see it (bounded)."""
+    async with asyncio.timeout(20):
+        while text not in await asyncio.to_thread(path.read_text, errors="replace"):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+async def test_f09_a_blackholed_redis_link_is_detected_and_recovered(tmp_path: Path) -> None:
+    async with _private_redis() as redis:
+        hole = Blackhole(redis.port)
+        await hole.start()
+        try:
+            async with cluster_of(tmp_path, "a", redis_url=redis.url) as cluster:
+                a = cluster.nodes["a"]
+                # Started from a thread: the proxy runs on this test's event loop.
+                b = await asyncio.to_thread(
+                    cluster.start, "b", CHATSERVER_BROKER_URL=f"redis://127.0.0.1:{hole.port}/0")
+                await _until_ready_is(b.port, 200)  # subscribed through the proxy
+                sender = Member(a.port, join(a.port, "Sender"))
+                listener = Member(b.port, join(b.port, "Listener"))
+                for m in (sender, listener):
+                    await m.connect(resume=False)
+                sent: list[str] = []
+                traffic = asyncio.create_task(_traffic(sender, sent))
+                await wait_until(sender.ack_arrived, lambda: len(sender.acks) >= 40)
+                hole.holed = True
+                await _until_ready_is(b.port, 503)  # within the 1 s broker timeout
+                # Node B's subscription is open but silent: it notices its own heartbeats
+                # no longer come back, and subscribes again.
+                await _until_logged(b.proc.data / f"server-{b.port}.log",
+                                    "broker_subscription_silent")
+                hole.holed = False
+                assert await listener.wait_closed() == 1012  # told to resume
+                await _until_ready_is(b.port, 200)
+                traffic.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await traffic
+                in_doubt = _in_doubt(sender, sent)
+                await listener.connect(resume=True)
+                await _retry_and_finish(sender, [listener], in_doubt)
+                _report(await _final_history(cluster), sender, in_doubt,
+                        {"sender": sender, "listener": listener}, "F-09 blackholed link")
+        finally:
+            hole.close()
