@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +26,11 @@ from chatserver.config import (
 from chatserver.core.effects import RoomRecord
 from chatserver.core.ids import RoomId
 from chatserver.moderation.engine import RuleSet, load_rules
-from chatserver.observability import configure_logging
 from chatserver.stores.sqlite import SqliteStore
 from chatserver.transport.app import APP_KEY, Server, now_ms
 from chatserver.transport.auth import Passwords, Tokens
 from chatserver.transport.http import build_app
+from tests import logscan
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES_DIR = ROOT / "moderation_rules"
@@ -111,6 +111,7 @@ class Endpoint:
         hello: dict[str, Any] = {"type": "hello", "token": token}
         if resume is not None:
             hello["resume"] = resume
+        logscan.remember(token)
         await ws.send(orjson.dumps(hello).decode())
         client = Client(ws)
         self.clients.append(client)
@@ -139,6 +140,8 @@ class Client:
         self._unclaimed: list[dict[str, Any]] = []
 
     async def send(self, **frame: Any) -> None:
+        logscan.remember(frame.get("text"))
+        logscan.remember(frame.get("token"))
         await self.ws.send(orjson.dumps(frame).decode())
 
     async def raw(self, data: str | bytes) -> None:
@@ -224,9 +227,21 @@ async def start_server(tmp: Path, rules: RuleSet, rules_dir: Path = RULES_DIR,
     return Running(server, runner, port)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _whole_run_logs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Issue 8 acceptance 4: after the run, no log holds a sent text, token or IP."""
+    root = tmp_path_factory.getbasetemp()
+    logscan.start_session_log(root / "in-process.log")
+    yield
+    logscan.end_session_log()
+    found = logscan.scan(root)
+    if found:
+        pytest.fail("operational logs hold what they must not:\n" + "\n".join(found))
+
+
 @pytest.fixture
 async def running(tmp_path: Path, rules: RuleSet) -> AsyncIterator[Running]:
-    configure_logging("warning")
+    logscan.use_session_log()
     r = await start_server(tmp_path, rules)
     yield r
     await r.stop()

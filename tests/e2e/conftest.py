@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from chatserver.moderation.engine import RuleSet
-from chatserver.observability import configure_logging
 from tests.conftest import ROOT, Running, require, start_server
+from tests.logscan import use_session_log
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
@@ -33,7 +33,7 @@ async def browser() -> AsyncIterator[object]:
 
 @pytest.fixture
 async def site(tmp_path: Path, rules: RuleSet) -> AsyncIterator[Running]:
-    configure_logging("warning")
+    use_session_log()
     running = await start_server(tmp_path, rules)
     yield running
     await running.stop()

@@ -20,6 +20,7 @@ import orjson
 import pytest
 import websockets
 
+from tests import logscan
 from tests.conftest import ROOT
 from tests.faults.checker import ClientView, check
 
@@ -79,6 +80,7 @@ def join(port: int, name: str) -> str:
         headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=5) as res:
         token: str = json.loads(res.read())["token"]
+        logscan.remember(token)
         return token
 
 
@@ -162,6 +164,7 @@ async def _traffic(sender: Member, sent: list[str]) -> None:
             while n - len(sender.acks) < 5:
                 mid = f"m{n}"
                 sent.append(mid)
+                logscan.remember(f"message number {n}")
                 await sender.ws.send(orjson.dumps({"type": "send", "room": "demo", "id": mid,
                                                    "text": f"message number {n}"}).decode())
                 n += 1

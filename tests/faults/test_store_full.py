@@ -5,7 +5,6 @@ service recovers without a restart once space is freed."""
 from __future__ import annotations
 
 import contextlib
-import sys
 from pathlib import Path
 
 import pytest
@@ -84,6 +83,7 @@ async def test_f11_a_failing_log_sink_never_fails_a_request(tmp_path: Path,
     """SECURITY.md F-11: logs to /dev/full (ENOSPC): the server keeps serving and counts
     what it dropped."""
     from chatserver.observability import configure_logging, dropped_log_lines
+    from tests.logscan import use_session_log
 
     before = dropped_log_lines()
     full = open("/dev/full", "w", buffering=1)  # noqa: ASYNC230, SIM115 - a device
@@ -96,7 +96,7 @@ async def test_f11_a_failing_log_sink_never_fails_a_request(tmp_path: Path,
         assert (await ana.expect("error"))["code"] == "bad_request"
         await running.stop()
     finally:
-        configure_logging("warning", stream=sys.stdout)
+        use_session_log()
         with contextlib.suppress(OSError):  # its buffer cannot be flushed: that is the point
             full.close()
     assert dropped_log_lines() > before

@@ -15,6 +15,7 @@ from chatserver.config import Config
 from chatserver.moderation.engine import RuleSet
 from chatserver.observability import configure_logging
 from tests.conftest import ROOT, Running, start_server
+from tests.logscan import use_session_log
 
 
 def run_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -157,7 +158,7 @@ async def test_sg23_operational_logs_hold_no_text_tokens_or_ips(tmp_path: Path,
         await bad.expect("error")
         await running.stop()
     finally:
-        configure_logging("warning", stream=sys.stdout)
+        use_session_log()
     lines = sink.getvalue().splitlines()
     assert lines, "the run logged nothing"
     for line in lines:
