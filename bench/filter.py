@@ -89,6 +89,25 @@ def main() -> None:
               f"{statistics.fmean(xs):>10.2f}")
     print(f"throughput: {len(messages) / total_s:,.0f} messages/s through the filter "
           f"on one core")
+    # F-15: the slowest a single 2,000-character message can be, over inputs built to
+    # make matching work hard (runs of digits, repeated masked words, repeated phrases).
+    worst = []
+    for text in ADVERSARIAL:
+        ruleset.check(text)  # the first use of a pattern compiles it for ``re``: once
+        t = clock()
+        ruleset.check(text)
+        worst.append(((clock() - t) / 1e6, text[:16]))
+    ms, which = max(worst)
+    print(f"adversarial messages: slowest {ms:.2f} ms ({which!r}…), "
+          f"{len(ADVERSARIAL)} inputs of up to 2,000 characters")
+
+
+ADVERSARIAL = [
+    "0 " * 1000, "0" * 2000, "07700 900 123 " * 140, ("k1ll mys3lf " * 170)[:2000],
+    "fuck " * 400, ("f.u.c.k " * 250)[:2000], ("f u c k " * 250)[:2000],
+    "x@example.com " * 140, "how old are you " * 125, "a" * 2000, "@" * 2000,
+    ("snap chat " * 200)[:2000], ("s.n.a.p " * 250)[:2000],
+]
 
 
 if __name__ == "__main__":
