@@ -120,6 +120,13 @@ async def test_a_facilitator_on_node_a_acts_on_a_young_person_on_node_b(
         assert (await kid.say("thank you", "p1", room=private))["status"] == "sent"
         await couns.expect("message", lambda e: e["id"] == "p1")
 
+        # A held message from node B is reviewed on node A: approved, it reaches node B.
+        assert (await kid.say("i want to kill myself", "r1", room=ROOM))["status"] == "held"
+        held = (await fac.expect("held", lambda e: e["held"]["from"]["id"] == pid))["held"]
+        assert not any(e.get("id") == "r1" for e in ben.seen)
+        await fac.send(type="approve", room=ROOM, held=held["id"])
+        await ben.expect("message", lambda e: e["id"] == "r1")
+
         # Remove someone on node B: told, closed 4403, gone from the list on node A.
         await fac.send(type="remove", room=ROOM, participant=ben.welcome["you"]["id"],
                        reason="abusive")
