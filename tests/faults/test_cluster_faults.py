@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -26,7 +27,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from tests.cluster import Cluster, cluster_of, redis_up
+from tests.cluster import Cluster, Node, cluster_of, redis_up
 from tests.conftest import require
 from tests.faults.checker import check
 from tests.faults.test_restart import Member, _traffic, free_port, join, wait_until
@@ -67,6 +68,55 @@ async def _retry_and_finish(sender: Member, listeners: list[Member], in_doubt: l
     for listener in listeners:
         await wait_until(listener.message_arrived,
                          lambda m=listener: "after2" in {i for _, i in m.view.received})
+
+
+@dataclass
+class Flow:
+    """A sender on node A keeping five sends in flight, a listener on node B."""
+
+    sender: Member
+    listener: Member
+    sent: list[str]
+    traffic: asyncio.Task[None]
+
+
+async def _start_flow(a: Node, b: Node) -> Flow:
+    sender = Member(a.port, join(a.port, "Sender"))
+    listener = Member(b.port, join(b.port, "Listener"))
+    for m in (sender, listener):
+        await m.connect(resume=False)
+    sent: list[str] = []
+    traffic = asyncio.create_task(_traffic(sender, sent))
+    await wait_until(sender.ack_arrived, lambda: len(sender.acks) >= 40)  # acks, not time
+    return Flow(sender, listener, sent, traffic)
+
+
+async def _finish_flow(flow: Flow, cluster: Cluster, title: str,
+                       reconnect: tuple[Member, ...] = ()) -> None:
+    """Stop the traffic, reconnect who was closed (resume), retry every in-doubt send
+    with its id, and let the checker decide."""
+    flow.traffic.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await flow.traffic
+    in_doubt = _in_doubt(flow.sender, flow.sent)
+    for member in reconnect:
+        await member.connect(resume=True)
+    await _retry_and_finish(flow.sender, [flow.listener], in_doubt)
+    _report(await _final_history(cluster), flow.sender, in_doubt,
+            {"sender": flow.sender, "listener": flow.listener}, title)
+
+
+async def _until_refused(sender: Member) -> None:
+    """A send is answered `internal`: the fault is seen, nothing hangs."""
+    await wait_until(sender.ack_arrived, lambda: any(
+        x.get("code") == "internal" for x in sender.acks.values()))
+
+
+async def _until_served_again(sender: Member) -> None:
+    """Sends are acked `sent` again on the same socket (20 more)."""
+    before = sum(x["status"] == "sent" for x in sender.acks.values())
+    await wait_until(sender.ack_arrived, lambda: sum(
+        x["status"] == "sent" for x in sender.acks.values()) > before + 20)
 
 
 def _report(cluster_final: dict[int, str], sender: Member, in_doubt: list[str],
@@ -169,26 +219,13 @@ async def _redis_fault(tmp_path: Path, title: str,
     async with _private_redis() as redis, \
             cluster_of(tmp_path, "a", "b", redis_url=redis.url) as cluster:
         a, b = cluster.nodes["a"], cluster.nodes["b"]
-        sender = Member(a.port, join(a.port, "Sender"))
-        listener = Member(b.port, join(b.port, "Listener"))
-        for m in (sender, listener):
-            await m.connect(resume=False)
-        sent: list[str] = []
-        traffic = asyncio.create_task(_traffic(sender, sent))
-        await wait_until(sender.ack_arrived, lambda: len(sender.acks) >= 40)
+        flow = await _start_flow(a, b)
         await fault(redis, cluster)
-        assert await sender.wait_closed() == 1012
-        assert await listener.wait_closed() == 1012
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(traffic, 10)
+        assert await flow.sender.wait_closed() == 1012
+        assert await flow.listener.wait_closed() == 1012
         await _until_ready_is(a.port, 200)
         await _until_ready_is(b.port, 200)
-        in_doubt = _in_doubt(sender, sent)
-        await sender.connect(resume=True)
-        await listener.connect(resume=True)
-        await _retry_and_finish(sender, [listener], in_doubt)
-        _report(await _final_history(cluster), sender, in_doubt,
-                {"sender": sender, "listener": listener}, title)
+        await _finish_flow(flow, cluster, title, (flow.sender, flow.listener))
 
 
 async def test_f05_f06_redis_restart_loses_no_acked_message_and_nodes_recover(
@@ -244,13 +281,7 @@ async def test_f07_redis_paused_sends_time_out_to_internal_and_nothing_is_lost(
             cluster_of(tmp_path, "a", "b", redis_url=redis.url,
                        CHATSERVER_BROKER_NODE_EXPIRY_S="5") as cluster:
         a, b = cluster.nodes["a"], cluster.nodes["b"]
-        sender = Member(a.port, join(a.port, "Sender"))
-        listener = Member(b.port, join(b.port, "Listener"))
-        for m in (sender, listener):
-            await m.connect(resume=False)
-        sent: list[str] = []
-        traffic = asyncio.create_task(_traffic(sender, sent))
-        await wait_until(sender.ack_arrived, lambda: len(sender.acks) >= 40)
+        flow = await _start_flow(a, b)
         r = aioredis.Redis.from_url(redis.url)
         try:
             await r.client_pause(2000, all=True)
@@ -260,19 +291,10 @@ async def test_f07_redis_paused_sends_time_out_to_internal_and_nothing_is_lost(
         async with aiohttp.ClientSession() as session, \
                 session.get(f"http://127.0.0.1:{a.port}/healthz") as res:
             assert res.status == 200  # the event loop is not blocked
-        await wait_until(sender.ack_arrived, lambda: any(
-            x.get("code") == "internal" for x in sender.acks.values()))
-        before = sum(x["status"] == "sent" for x in sender.acks.values())
-        await wait_until(sender.ack_arrived, lambda: sum(
-            x["status"] == "sent" for x in sender.acks.values()) > before + 20)
-        traffic.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await traffic
+        await _until_refused(flow.sender)
+        await _until_served_again(flow.sender)
         await _until_ready_is(a.port, 200)
-        in_doubt = _in_doubt(sender, sent)
-        await _retry_and_finish(sender, [listener], in_doubt)
-        _report(await _final_history(cluster), sender, in_doubt,
-                {"sender": sender, "listener": listener}, "F-07 Redis paused")
+        await _finish_flow(flow, cluster, "F-07 Redis paused")
 
 
 class PrivatePostgres:
@@ -324,31 +346,16 @@ async def test_f12_postgresql_restart_loses_no_acked_message(tmp_path: Path) -> 
     try:
         async with cluster_of(tmp_path, "a", "b", pg_dsn=pg.dsn) as cluster:
             a, b = cluster.nodes["a"], cluster.nodes["b"]
-            sender = Member(a.port, join(a.port, "Sender"))
-            listener = Member(b.port, join(b.port, "Listener"))
-            for m in (sender, listener):
-                await m.connect(resume=False)
-            sent: list[str] = []
-            traffic = asyncio.create_task(_traffic(sender, sent))
-            await wait_until(sender.ack_arrived, lambda: len(sender.acks) >= 40)
+            flow = await _start_flow(a, b)
             await asyncio.to_thread(pg.crash)
             await _until_ready_is(a.port, 503)
-            await wait_until(sender.ack_arrived, lambda: any(
-                x.get("code") == "internal" for x in sender.acks.values()))
+            await _until_refused(flow.sender)
             await asyncio.to_thread(pg.start)
             await _until_ready_is(a.port, 200)
             await _until_ready_is(b.port, 200)
             # The pool reconnects by itself: sends are acked again on the same sockets.
-            before = sum(x["status"] == "sent" for x in sender.acks.values())
-            await wait_until(sender.ack_arrived, lambda: sum(
-                x["status"] == "sent" for x in sender.acks.values()) > before + 20)
-            traffic.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await traffic
-            in_doubt = _in_doubt(sender, sent)
-            await _retry_and_finish(sender, [listener], in_doubt)
-            _report(await _final_history(cluster), sender, in_doubt,
-                    {"sender": sender, "listener": listener}, "F-12 PostgreSQL restart")
+            await _until_served_again(flow.sender)
+            await _finish_flow(flow, cluster, "F-12 PostgreSQL restart")
     finally:
         with contextlib.suppress(Exception):
             await asyncio.to_thread(pg.crash)
@@ -408,13 +415,7 @@ async def test_f09_a_blackholed_redis_link_is_detected_and_recovered(tmp_path: P
                 b = await asyncio.to_thread(
                     cluster.start, "b", CHATSERVER_BROKER_URL=f"redis://127.0.0.1:{hole.port}/0")
                 await _until_ready_is(b.port, 200)  # subscribed through the proxy
-                sender = Member(a.port, join(a.port, "Sender"))
-                listener = Member(b.port, join(b.port, "Listener"))
-                for m in (sender, listener):
-                    await m.connect(resume=False)
-                sent: list[str] = []
-                traffic = asyncio.create_task(_traffic(sender, sent))
-                await wait_until(sender.ack_arrived, lambda: len(sender.acks) >= 40)
+                flow = await _start_flow(a, b)
                 hole.holed = True
                 await _until_ready_is(b.port, 503)  # within the 1 s broker timeout
                 # Node B's subscription is open but silent: it notices its own heartbeats
@@ -422,15 +423,8 @@ async def test_f09_a_blackholed_redis_link_is_detected_and_recovered(tmp_path: P
                 await _until_logged(b.proc.data / f"server-{b.port}.log",
                                     "broker_subscription_silent")
                 hole.holed = False
-                assert await listener.wait_closed() == 1012  # told to resume
+                assert await flow.listener.wait_closed() == 1012  # told to resume
                 await _until_ready_is(b.port, 200)
-                traffic.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await traffic
-                in_doubt = _in_doubt(sender, sent)
-                await listener.connect(resume=True)
-                await _retry_and_finish(sender, [listener], in_doubt)
-                _report(await _final_history(cluster), sender, in_doubt,
-                        {"sender": sender, "listener": listener}, "F-09 blackholed link")
+                await _finish_flow(flow, cluster, "F-09 blackholed link", (flow.listener,))
         finally:
             hole.close()
