@@ -16,25 +16,15 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from tests.conftest import ROOT, Endpoint, require
+from tests.conftest import ROOT, Endpoint, redis_up, require
 from tests.faults.test_restart import ServerProcess, free_port
 from tests.stores.test_contract import PG_DSN, _pg_available
 
-__all__ = ["REDIS_URL", "Cluster", "Node", "cluster_of", "redis_up"]
+__all__ = ["REDIS_URL", "Cluster", "Node", "cluster_of"]
 
 REDIS_URL = os.environ.get("CHATSERVER_TEST_REDIS", "redis://127.0.0.1:6379/9")
 PASSWORD = "correct horse battery"
 STAFF = (("fac", "facilitator"), ("couns", "counsellor"), ("ops1", "ops"))
-
-
-async def redis_up(url: str = REDIS_URL) -> bool:
-    r = aioredis.Redis.from_url(url, socket_connect_timeout=1)
-    try:
-        return bool(await r.ping())
-    except Exception:
-        return False
-    finally:
-        await r.aclose()
 
 
 class Node(Endpoint):

@@ -37,6 +37,17 @@ RULES_DIR = ROOT / "moderation_rules"
 SECRET = "test-secret-" + "x" * 40
 
 
+async def redis_up(url: str) -> bool:
+    import redis.asyncio as aioredis
+    r = aioredis.Redis.from_url(url, socket_connect_timeout=1)
+    try:
+        return bool(await r.ping())
+    except Exception:
+        return False
+    finally:
+        await r.aclose()
+
+
 def require(condition: bool, reason: str) -> None:
     """Skip with a clear reason on a laptop; fail in CI (CI=true), where it must exist."""
     if condition:

@@ -8,12 +8,9 @@ loses its data (SECURITY.md F-06), because the record is here.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import asyncpg
 import orjson
@@ -31,20 +28,11 @@ from chatserver.core.effects import (
 from chatserver.core.events import Message, Person
 from chatserver.core.ids import MessageId, ParticipantId, RoomId
 from chatserver.ports import AuditRow, Cutoffs, StoreError, UserRow
+from chatserver.stores.groupcommit import Append, GroupCommit
 from chatserver.stores.records import case_from, dumps, held_from, room_from
 
 __all__ = ["PostgresStore"]
 
-
-@dataclass(frozen=True, slots=True)
-class _Append:
-    room: RoomId
-    sender: Person
-    msg_id: MessageId
-    text: str
-    ts: int
-    audit: AuditEntry
-    also: tuple[StoreOp, ...]
 
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS rooms (id TEXT PRIMARY KEY, record TEXT NOT NULL,
@@ -79,9 +67,7 @@ class PostgresStore:
             raise ValueError(f"bad schema name {schema!r}")
         self.dsn, self.schema, self.pool_size = dsn, schema, pool_size
         self._pool: asyncpg.Pool | None = None
-        self._appends: asyncio.Queue[tuple[_Append, asyncio.Future[tuple[int, bool]]]] = \
-            asyncio.Queue()
-        self._writer: asyncio.Task[None] | None = None
+        self._writer: GroupCommit[Append] = GroupCommit(self._commit, "postgres-writer")
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -113,15 +99,10 @@ class PostgresStore:
                 await conn.execute(SCHEMA)
         except (OSError, asyncpg.PostgresError) as e:
             raise StoreError(str(e)) from e
-        self._writer = asyncio.create_task(self._write_loop(), name="postgres-writer")
+        self._writer.start()
 
     async def close(self) -> None:
-        if self._writer is not None:
-            await self._appends.join()  # what was submitted is committed or failed
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
-            self._writer = None
+        await self._writer.stop()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -145,41 +126,19 @@ class PostgresStore:
     async def append_message(self, room: RoomId, sender: Person, msg_id: MessageId, text: str,
                              ts: int, audit: AuditEntry,
                              also: Sequence[StoreOp] = ()) -> tuple[int, bool]:
-        fut: asyncio.Future[tuple[int, bool]] = asyncio.get_running_loop().create_future()
-        await self._appends.put((_Append(room, sender, msg_id, text, ts, audit, tuple(also)),
-                                 fut))
-        return await fut
+        result = await self._writer.submit(Append(room, sender, msg_id, text, ts, audit,
+                                                  tuple(also)))
+        return cast(tuple[int, bool], result)
 
     # ------------------------------------------------------------ group commit
-    # One writer per node takes every append waiting and commits them in one
-    # transaction: one fsync, one hold of the audit chain's lock, a fixed handful of
-    # round trips. One transaction per message held that cluster-wide lock across five
-    # round trips and a commit each, which capped a cluster near 600 sends/s.
-    async def _write_loop(self) -> None:
-        while True:
-            batch = [await self._appends.get()]
-            while not self._appends.empty() and len(batch) < 512:
-                batch.append(self._appends.get_nowait())
-            try:
-                items = [item for item, _ in batch]
-                results = await self._tx(lambda conn, items=items: self._append_batch(
-                    conn, items))
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # the whole batch rolled back: nothing partial
-                error = e if isinstance(e, StoreError) else StoreError(str(e))
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(error)
-            else:
-                for (_, fut), result in zip(batch, results, strict=True):
-                    if not fut.done():
-                        fut.set_result(result)
-            finally:
-                for _ in batch:
-                    self._appends.task_done()
+    # One transaction per message held the cluster-wide audit lock across five round
+    # trips and a commit each, which capped a cluster near 600 sends/s.
+    async def _commit(self, items: list[Append]) -> list[object]:
+        result: list[object] = await self._tx(
+            lambda conn: self._append_batch(conn, items))
+        return result
 
-    async def _append_batch(self, conn: asyncpg.Connection, items: list[_Append]
+    async def _append_batch(self, conn: asyncpg.Connection, items: list[Append]
                             ) -> list[tuple[int, bool]]:
         keys = list({(a.room, a.sender.id, a.msg_id) for a in items})
         existing: dict[tuple[str, str, str], int] = {

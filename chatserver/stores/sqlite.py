@@ -32,6 +32,7 @@ from chatserver.core.effects import (
 from chatserver.core.events import Message, Person
 from chatserver.core.ids import MessageId, ParticipantId, RoomId
 from chatserver.ports import AuditRow, Cutoffs, StoreError, UserRow
+from chatserver.stores.groupcommit import Append, GroupCommit
 from chatserver.stores.records import case_from, dumps, held_from, room_from
 
 __all__ = ["SqliteStore"]
@@ -66,17 +67,6 @@ Write = Callable[[aiosqlite.Connection], Awaitable[Any]]
 
 
 @dataclass(frozen=True, slots=True)
-class _Append:
-    room: RoomId
-    sender: Person
-    msg_id: MessageId
-    text: str
-    ts: int
-    audit: AuditEntry
-    also: tuple[StoreOp, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
 class _Ops:
     ops: tuple[StoreOp, ...]
 
@@ -86,7 +76,7 @@ class _Call:
     fn: Write
 
 
-_Item = _Append | _Ops | _Call
+_Item = Append | _Ops | _Call
 
 
 Fields = tuple[int, str | None, str, str, str | None, str, str]
@@ -106,8 +96,7 @@ class SqliteStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._db: aiosqlite.Connection | None = None
-        self._queue: asyncio.Queue[tuple[_Item, asyncio.Future[Any]]] = asyncio.Queue()
-        self._writer: asyncio.Task[None] | None = None
+        self._writer: GroupCommit[_Item] = GroupCommit(self._commit, "sqlite-writer")
         self._hwm: dict[str, int] = {}
         self._last_hash = GENESIS
 
@@ -138,15 +127,10 @@ class SqliteStore:
         async with self._db.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1") as cur:
             last = await cur.fetchone()
         self._last_hash = last[0] if last else GENESIS
-        self._writer = asyncio.create_task(self._write_loop(), name="sqlite-writer")
+        self._writer.start()
 
     async def close(self) -> None:
-        if self._writer is not None:
-            await self._queue.join()
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
-            self._writer = None
+        await self._writer.stop()
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -156,7 +140,7 @@ class SqliteStore:
             await self.db.execute("SELECT 1")
         except (sqlite3.Error, StoreError, ValueError):
             return False
-        return self._writer is not None and not self._writer.done()
+        return self._writer.running
 
     # ------------------------------------------------------------ group commit
     # A batch costs a fixed handful of round trips to the SQLite thread, whatever its
@@ -164,41 +148,27 @@ class SqliteStore:
     # room high-water marks, plus the rarer records one by one. Measured: per-statement
     # calls (four per message) made the writer the bottleneck near 1,000 sends/s.
     async def _submit(self, item: _Item) -> Any:
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        await self._queue.put((item, fut))
-        return await fut
+        return await self._writer.submit(item)
 
-    async def _write_loop(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while not self._queue.empty() and len(batch) < 512:
-                batch.append(self._queue.get_nowait())
-            hwm_before, hash_before = dict(self._hwm), self._last_hash
-            try:
-                await self.db.execute("BEGIN IMMEDIATE")
-                results = await self._write_batch([item for item, _ in batch])
-                await self.db.execute("COMMIT")
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                # SQLITE_FULL and friends roll back the whole transaction: nothing partial.
-                self._hwm, self._last_hash = hwm_before, hash_before
-                with contextlib.suppress(Exception):
-                    await self.db.execute("ROLLBACK")
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(StoreError(str(e)))
-            else:
-                for (_, fut), result in zip(batch, results, strict=True):
-                    if not fut.done():
-                        fut.set_result(result)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+    async def _commit(self, items: list[_Item]) -> list[object]:
+        hwm_before, hash_before = dict(self._hwm), self._last_hash
+        try:
+            await self.db.execute("BEGIN IMMEDIATE")
+            results = await self._write_batch(items)
+            await self.db.execute("COMMIT")
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # SQLITE_FULL and friends roll back the whole transaction: nothing partial.
+            self._hwm, self._last_hash = hwm_before, hash_before
+            with contextlib.suppress(Exception):
+                await self.db.execute("ROLLBACK")
+            raise
+        return results
 
     async def _write_batch(self, items: list[_Item]) -> list[Any]:
         db = self.db
-        appends = [it for it in items if isinstance(it, _Append)]
+        appends = [it for it in items if isinstance(it, Append)]
         existing: dict[tuple[str, str, str], int] = {}
         if appends:
             keys = list({(a.room, a.sender.id, a.msg_id) for a in appends})
@@ -215,7 +185,7 @@ class SqliteStore:
         audits: list[tuple[object, ...]] = []
         rooms_touched: set[str] = set()
         for it in items:
-            if isinstance(it, _Append):
+            if isinstance(it, Append):
                 key = (it.room, it.sender.id, it.msg_id)
                 if key in existing:
                     results.append((existing[key], False))
@@ -260,7 +230,7 @@ class SqliteStore:
                              ts: int, audit: AuditEntry,
                              also: Sequence[StoreOp] = ()) -> tuple[int, bool]:
         result: tuple[int, bool] = await self._submit(
-            _Append(room, sender, msg_id, text, ts, audit, tuple(also)))
+            Append(room, sender, msg_id, text, ts, audit, tuple(also)))
         return result
 
     async def apply(self, ops: Sequence[StoreOp]) -> None:

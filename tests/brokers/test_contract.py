@@ -28,7 +28,7 @@ from chatserver.core.events import Encoded, Event, Message, Notice, Person
 from chatserver.core.ids import CaseId, HeldId, MessageId, ParticipantId, RoomId
 from chatserver.core.sync import Sync
 from chatserver.ports import Broker, Envelope
-from tests.conftest import require
+from tests.conftest import redis_up, require
 
 REDIS_URL = os.environ.get("CHATSERVER_TEST_REDIS", "redis://127.0.0.1:6379/9")
 R = RoomId("room-1")
@@ -37,17 +37,6 @@ ALEX = Person(ParticipantId("p_alex"), "Alex", "participant")
 
 def msg(seq: int, room: RoomId = R) -> Message:
     return Message(room, seq, MessageId(f"m{seq}"), ALEX, f"hello {seq}", 1000 + seq)
-
-
-async def _redis_up() -> bool:
-    import redis.asyncio as aioredis
-    r = aioredis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        return bool(await r.ping())
-    except Exception:
-        return False
-    finally:
-        await r.aclose()
 
 
 class Inbox:
@@ -75,7 +64,7 @@ async def broker(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Broker, 
         yield b, inbox
         await b.close()
         return
-    require(await _redis_up(), f"Redis is not reachable at {REDIS_URL}")
+    require(await redis_up(REDIS_URL), f"Redis is not reachable at {REDIS_URL}")
     rb = RedisBroker(REDIS_URL, history=5, prefix=f"t{secrets.token_hex(4)}")
     await rb.start(inbox)
     yield rb, inbox

@@ -27,8 +27,8 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from tests.cluster import Cluster, Node, cluster_of, redis_up
-from tests.conftest import require
+from tests.cluster import Cluster, Node, cluster_of
+from tests.conftest import redis_up, require
 from tests.faults.checker import check
 from tests.faults.test_restart import Member, _traffic, free_port, join, wait_until
 from tests.stores.test_contract import PG_DSN, _pg_available
