@@ -85,6 +85,10 @@ class Broker(Protocol):
     async def keep_sockets(self, node: str, expiry_ms: int) -> None: ...
     async def resubscribe(self) -> None:
         """Drop the subscription and make it again (it went silent), then resync."""
+    async def follow(self, room: RoomId) -> bool:
+        """Receive this room's messages and events from now on (this node has members
+        in it); True if it did not already."""
+    async def unfollow(self, room: RoomId) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

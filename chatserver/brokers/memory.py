@@ -59,6 +59,12 @@ class MemoryBroker:
     async def resubscribe(self) -> None:
         return None
 
+    async def follow(self, room: RoomId) -> bool:
+        return False  # one node hears every room
+
+    async def unfollow(self, room: RoomId) -> None:
+        return None
+
     async def publish(self, envelope: Envelope) -> None:
         if self._handler is None:
             raise RuntimeError("broker is not started")

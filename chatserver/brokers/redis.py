@@ -20,7 +20,14 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from chatserver.core.effects import Audience, CaseRecord, HeldDecided, HeldRecord, RoomRecord
+from chatserver.core.effects import (
+    ALL_ROOMS,
+    Audience,
+    CaseRecord,
+    HeldDecided,
+    HeldRecord,
+    RoomRecord,
+)
 from chatserver.core.events import Encoded, Message, Person
 from chatserver.core.ids import HeldId, MessageId, ParticipantId, RoomId
 from chatserver.core.sync import Sync, SyncRecord
@@ -131,6 +138,8 @@ class RedisBroker:
         self._budget = self.redis.register_script(_BUDGET_LUA)
         self._handler: Callable[[Envelope], Awaitable[None] | None] | None = None
         self._listener: asyncio.Task[None] | None = None
+        self._pubsub: Any = None
+        self._rooms: set[str] = set()
         self.on_reset = on_reset
         self.subscribed = asyncio.Event()
 
@@ -138,11 +147,34 @@ class RedisBroker:
         return f"{self.prefix}:hist:{{{room}}}"
 
     @property
-    def _channel_pattern(self) -> str:
-        return f"{self.prefix}:ch:*"
+    def _control(self) -> str:
+        """Room state records, presence, case queue: every node hears all of it."""
+        return f"{self.prefix}:ctl"
 
     def _channel(self, room: str) -> str:
+        """A room's messages and events: only nodes with members in it subscribe."""
         return f"{self.prefix}:ch:{room}"
+
+    async def follow(self, room: RoomId) -> bool:
+        """Subscribe to a room's channel (this node has members in it); True if new."""
+        if room in self._rooms:
+            return False
+        self._rooms.add(room)
+        if self._pubsub is not None and self.subscribed.is_set():
+            try:
+                await self._pubsub.subscribe(self._channel(room))
+            except (RedisError, OSError) as e:
+                # The listener subscribes to every followed room when it reconnects.
+                raise BrokerError(str(e)) from e
+        return True
+
+    async def unfollow(self, room: RoomId) -> None:
+        if room not in self._rooms:
+            return
+        self._rooms.discard(room)
+        if self._pubsub is not None and self.subscribed.is_set():
+            with contextlib.suppress(RedisError, OSError):
+                await self._pubsub.unsubscribe(self._channel(room))
 
     async def start(self, on_envelope: Callable[[Envelope], Awaitable[None] | None]) -> None:
         self._handler = on_envelope
@@ -189,7 +221,8 @@ class RedisBroker:
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.psubscribe(self._channel_pattern)
+                await pubsub.subscribe(self._control, *[self._channel(r) for r in self._rooms])
+                self._pubsub = pubsub
                 self.subscribed.set()
                 if lost and self.on_reset is not None:
                     log.warning("broker_resubscribed")
@@ -199,7 +232,7 @@ class RedisBroker:
                 lost, delay = False, 0.1
                 while True:
                     msg = await pubsub.get_message(timeout=None)
-                    if msg is None or msg.get("type") != "pmessage":
+                    if msg is None or msg.get("type") != "message":
                         continue
                     env = decode_envelope(msg["data"])
                     if env is None:
@@ -220,6 +253,7 @@ class RedisBroker:
             except Exception:
                 log.exception("broker_handler_failed")
             finally:
+                self._pubsub = None
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
@@ -231,7 +265,9 @@ class RedisBroker:
                                    args=[envelope.event.seq, payload, self.cap,
                                          self._channel(envelope.room), "1"])
             else:
-                await self.redis.publish(self._channel(envelope.room), payload)
+                channel = self._control if isinstance(envelope.event, Sync) or \
+                    envelope.room == ALL_ROOMS else self._channel(envelope.room)
+                await self.redis.publish(channel, payload)
         except (RedisError, OSError) as e:
             raise BrokerError(str(e)) from e
 

@@ -942,11 +942,23 @@ class ChatCore:
     # ------------------------------------------------------------------ timers
     def tick(self, now_ms: int, leader: bool = True) -> list[Effect]:
         """Timers, driven by the shell once a second: mute expiry, unanswered messages,
-        break reminders and unclaimed emergencies. Room timers run on the ``leader``
-        only; break reminders are for this node's own connections."""
+        break reminders and unclaimed emergencies. Mute expiry and emergencies run on the
+        ``leader`` only; unanswered alerts and break reminders go to this node's own
+        connections."""
         effects: list[Effect] = []
         wb = self.config.rooms
-        for room in self.rooms.values() if leader else ():
+        for room in self.rooms.values():
+            msg = room.unanswered
+            if msg is not None and now_ms - msg.ts >= wb.unanswered_s * 1000:
+                room.unanswered = None
+                # To this node's staff in the room: each node that has some alerts its
+                # own, so the alert comes once per person whichever node they are on.
+                alert = Alert(room.id, "unanswered", msg.sender.id, msg.text[:EXCERPT_CHARS],
+                              (), msg.seq)
+                if room.has_facilitator():
+                    effects += [Emit(cid, alert) for cid in sorted(room.staff_conns())]
+            if not leader:
+                continue
             expired = [p for p, until in room.mutes.items() if until is not None and
                        until <= now_ms]
             for pid in expired:
@@ -957,13 +969,6 @@ class ChatCore:
                                     Audience.PARTICIPANT, pid)]
             if expired:
                 effects.append(Publish(room.id, room.state(now_ms)))
-            msg = room.unanswered
-            if msg is not None and now_ms - msg.ts >= wb.unanswered_s * 1000:
-                room.unanswered = None
-                if room.has_facilitator():
-                    effects.append(Publish(room.id, Alert(
-                        room.id, "unanswered", msg.sender.id, msg.text[:EXCERPT_CHARS], (),
-                        msg.seq), Audience.STAFF))
         for person in self._people.values():
             if person.streak_start is None or person.reminded:
                 continue

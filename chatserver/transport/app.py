@@ -292,8 +292,9 @@ class Server:
                 if isinstance(event, RoomState) and effect.audience == Audience.MEMBERS:
                     # Who is in a room is per node: send this node's part; every node
                     # then shows its members the whole, merged the same way everywhere.
-                    event = Sync(presence=self.core.presence((effect.room,)),
-                                 announce=(effect.room,))
+                    presence = self.core.presence((effect.room,))
+                    await self._track(effect.room, bool(presence and presence[0][1]))
+                    event = Sync(presence=presence, announce=(effect.room,))
                 await self._publish(Envelope(effect.room, event, effect.audience,
                                              effect.target, self.node_id))
             elif isinstance(effect, Persist):
@@ -320,6 +321,7 @@ class Server:
                 sock = self.sockets.get(effect.conn)
                 if sock is not None:
                     sock.held = []
+                await self._track(effect.room, True)
                 messages, _ = await self._history(effect.room, None,
                                                   self.config.limits.welcome_history)
                 for m in messages:
@@ -408,6 +410,8 @@ class Server:
         sock = self.sockets.get(w.conn)
         if sock is not None:
             sock.held = []
+        for state in w.rooms:  # subscribed before reading history: nothing falls between
+            await self._track(state.room, True)
         for state in w.rooms:
             after = w.resume.get(state.room)
             msgs, gap = await self._history(state.room, after, limit.welcome_history
@@ -421,6 +425,20 @@ class Server:
                 state.closed, gap=True))
         self.emit(w.conn, WelcomeEvent(w.you, tuple(rooms), history))
         self._release(w.conn, history)
+
+    async def _track(self, room: RoomId, here: bool) -> None:
+        """Receive a room's traffic while this node has members in it (a cluster node
+        does not hear rooms it serves nobody in)."""
+        try:
+            if not here:
+                await self.broker.unfollow(room)
+            elif await self.broker.follow(room):
+                # Newly heard: the order starts after what the history already holds.
+                last, _ = await self.broker.history(room, None, 1)
+                if last:
+                    self.order.start_at(room, last[-1].seq)
+        except BrokerError:
+            pass  # the subscriber takes every followed room when it reconnects
 
     async def _history(self, room: RoomId, after: int | None, limit: int
                        ) -> tuple[list[Message], bool]:

@@ -61,15 +61,47 @@ async def broker(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Broker, 
     if request.param == "memory":
         b: Broker = MemoryBroker(history=5)
         await b.start(inbox)
+        await b.follow(R)
         yield b, inbox
         await b.close()
         return
     require(await redis_up(REDIS_URL), f"Redis is not reachable at {REDIS_URL}")
     rb = RedisBroker(REDIS_URL, history=5, prefix=f"t{secrets.token_hex(4)}")
     await rb.start(inbox)
+    await rb.follow(R)  # this node has members in R: it hears R's traffic
     yield rb, inbox
     await rb.flush_for_tests()
     await rb.close()
+
+
+async def test_a_node_hears_only_rooms_it_follows_and_every_control_message() -> None:
+    """Redis: a node subscribes to the rooms it has members in, and always to control
+    messages (room state, presence), so N nodes do not each receive every room."""
+    require(await redis_up(REDIS_URL), f"Redis is not reachable at {REDIS_URL}")
+    prefix = f"t{secrets.token_hex(4)}"
+    here, there = Inbox(), Inbox()
+    a = RedisBroker(REDIS_URL, prefix=prefix)
+    b = RedisBroker(REDIS_URL, prefix=prefix)
+    await a.start(here)
+    await b.start(there)
+    try:
+        other = RoomId("room-2")
+        assert await b.follow(other) and not await b.follow(other)
+        await a.publish(Envelope(R, msg(1), Audience.MEMBERS, node="a"))  # nobody follows R
+        await a.publish(Envelope(other, msg(1, other), Audience.MEMBERS, node="a"))
+        await a.publish(Envelope(ALL_ROOMS, Sync(full=True), Audience.MEMBERS, node="a"))
+        got = await there.wait_for(2)
+        assert [(e.room, type(e.event).__name__) for e in got] == [
+            (other, "Message"), (ALL_ROOMS, "Sync")]
+        await b.unfollow(other)
+        await a.publish(Envelope(other, msg(2, other), Audience.MEMBERS, node="a"))
+        await a.publish(Envelope(ALL_ROOMS, Sync(), Audience.MEMBERS, node="a"))
+        got = await there.wait_for(3)
+        assert [type(e.event).__name__ for e in got[2:]] == ["Sync"]
+    finally:
+        await a.flush_for_tests()
+        await a.close()
+        await b.close()
 
 
 async def test_published_messages_arrive_in_order_and_fill_history(

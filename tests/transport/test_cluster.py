@@ -187,3 +187,28 @@ async def test_sec19_fl03_one_budget_and_one_socket_cap_per_person_across_nodes(
             client = on_a[i % 2] if i % 3 else on_b
             results.append((await client.say(f"hello {i}", f"m{i}", room=ROOM))["status"])
         assert results == ["sent"] * 5 + ["rejected"]
+
+
+async def test_a_node_that_had_nobody_in_a_room_starts_hearing_it_when_someone_joins(
+        tmp_path: Path) -> None:
+    """Nodes subscribe only to rooms they serve someone in: the first member on node B
+    gets the room's history, then every later message live, once, in order."""
+    async with cluster_of(tmp_path, "a", "b") as cluster:
+        a, b = cluster.nodes["a"], cluster.nodes["b"]
+        first = await a.client(await a.join("First", room=ROOM))
+        for i in range(3):
+            assert (await first.say(f"before {i}", f"b{i}", room=ROOM))["status"] == "sent"
+        late = await b.client(await b.join("Late", room=ROOM))
+        assert [m["id"] for m in late.welcome["history"][ROOM]][-3:] == ["b0", "b1", "b2"]
+        for i in range(3):
+            assert (await first.say(f"after {i}", f"a{i}", room=ROOM))["status"] == "sent"
+        live = [(await late.expect("message"))["id"] for _ in range(3)]
+        assert live == ["a0", "a1", "a2"]
+        assert [e["id"] for e in late.seen if e.get("type") == "message"] == live
+        await late.close()
+        # Nobody left on node B; someone comes back there later and resumes.
+        assert (await first.say("while away", "w0", room=ROOM))["status"] == "sent"
+        back = await b.client(await b.join("Back", room=ROOM), resume={ROOM: 0})
+        assert "w0" in [m["id"] for m in back.welcome["history"][ROOM]]
+        assert (await first.say("welcome back", "w1", room=ROOM))["status"] == "sent"
+        assert (await back.expect("message"))["id"] == "w1"
