@@ -165,8 +165,7 @@ async def join(request: web.Request) -> web.Response:
         raise ChatError(ErrorCode.BAD_REQUEST, "Unknown age band.")
     if band not in room.age_bands:
         raise ChatError(ErrorCode.FORBIDDEN, "This room is for a different age group.")
-    if any(m.person.name.casefold() == name.casefold() for m in room.members.values()
-           if m.conns):
+    if any(p.name.casefold() == name.casefold() for p in room.present()):  # any node
         raise ChatError(ErrorCode.CONFLICT, "Someone is already using that name here.")
     pid = ParticipantId(server.core.ids.new("p"))
     ident = Identity(pid, name, Role.PARTICIPANT, room.id, band)
@@ -230,7 +229,7 @@ async def list_rooms(request: web.Request) -> web.Response:
     for room in server.core.rooms.values():
         if room.kind != "group" or room.closed:
             continue
-        present = [m for m in room.members.values() if m.conns]
+        present = room.present()  # on every node of a cluster
         rooms.append({
             "id": room.id, "title": room.title, "age_bands": list(room.age_bands),
             "paused": room.state(now).paused, "slow_mode_s": room.slow_mode_s,

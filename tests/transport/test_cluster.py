@@ -84,6 +84,10 @@ async def test_a_facilitator_on_node_a_acts_on_a_young_person_on_node_b(
         ben = await b.client(await b.join("Ben", room=ROOM))
         pid = kid.welcome["you"]["id"]
         await fac.expect("room", lambda e: {"Kid", "Ben"} <= names(e), timeout=10)
+        # A name in use on node B is in use on node A too (no impersonation across nodes).
+        status, _ = await a.post("/api/join", {"room": ROOM, "name": "kid",
+                                               "age_band": "16-17"})
+        assert status == 409
 
         # Mute: the notice and the refusal come from node B at once.
         await fac.send(type="mute", room=ROOM, participant=pid, minutes=5, reason="calm")
@@ -153,6 +157,12 @@ async def test_a_room_opened_and_rules_reloaded_through_one_node_apply_on_the_ot
         assert status == 201
         kid = await b.client(await b.join("Kid", room="night-owls"))
         assert [r["room"] for r in kid.welcome["rooms"]] == ["night-owls"]
+        watcher = await a.client(ops)
+        await watcher.send(type="join", room="night-owls")
+        await watcher.expect("room", lambda e: "Kid" in names(e), timeout=10)
+        _, listed = await a.get("/api/rooms", ops)  # the dashboard counts every node
+        owls = next(r for r in listed["rooms"] if r["id"] == "night-owls")
+        assert owls["participants"] == 1
 
         probe = {"text": "a purple elephant"}
         _, before = await b.post("/api/rules/try", probe, ops)
