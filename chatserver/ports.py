@@ -20,7 +20,8 @@ from chatserver.core.ids import MessageId, ParticipantId, RoomId
 from chatserver.core.sync import Sync
 
 __all__ = [
-    "AuditRow", "Broker", "BrokerError", "Cutoffs", "Envelope", "Store", "StoreError", "UserRow",
+    "AuditRow", "Broker", "BrokerError", "Cutoffs", "Envelope", "Store", "StoreConflict",
+    "StoreError", "UserRow",
 ]
 
 
@@ -30,6 +31,10 @@ class BrokerError(Exception):
 
 class StoreError(Exception):
     """The store could not make a write durable; nothing of that write happened."""
+
+
+class StoreConflict(StoreError):
+    """Someone else got there first (a case claimed on another node); nothing written."""
 
 
 @dataclass(frozen=True, slots=True)

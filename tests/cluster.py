@@ -24,7 +24,8 @@ __all__ = ["REDIS_URL", "Cluster", "Node", "cluster_of"]
 
 REDIS_URL = os.environ.get("CHATSERVER_TEST_REDIS", "redis://127.0.0.1:6379/9")
 PASSWORD = "correct horse battery"
-STAFF = (("fac", "facilitator"), ("couns", "counsellor"), ("ops1", "ops"))
+STAFF = (("fac", "facilitator"), ("couns", "counsellor"), ("couns2", "counsellor"),
+         ("ops1", "ops"))
 
 
 class Node(Endpoint):

@@ -161,6 +161,9 @@ class Persist(Effect):
     ref: str | None = None
     conn: ConnId | None = None
     undo: object = None
+    then: object = None
+    """Once written, the shell hands this to ``ChatCore.complete``: a command that may
+    only change anything if its write wins (a case claimed on two nodes at once)."""
 
 
 @dataclass(frozen=True, slots=True)

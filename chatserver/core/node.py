@@ -85,6 +85,14 @@ class _RoomUndo:
     members: dict[ParticipantId, Member]
 
 
+@dataclass(frozen=True, slots=True)
+class _ClaimWritten:
+    """A claim is in the store: now the counsellor and the young person may enter."""
+
+    conn: ConnId
+    case: CaseRecord
+
+
 @dataclass(slots=True)
 class _Person:
     """Per-participant state shared by all their sockets (the limit is per participant)."""
@@ -764,34 +772,55 @@ class ChatCore:
         return effects
 
     def _claim(self, conn: Conn, ident: Identity, cmd: c.Claim, now_ms: int) -> list[Effect]:
+        """Write the claim first; nothing changes here until it is in the store, where a
+        case can be claimed once (two counsellors on two nodes: one wins, the other is
+        told ``conflict``)."""
         case = self.cases.get(cmd.case)
         if case is None or case.status != "open":
             raise ChatError(ErrorCode.NOT_FOUND, "That case isn't open.")
         private = RoomId(f"{case.id}-room")
         case = CaseRecord(**{**_fields(case), "status": "claimed", "counsellor": ident.id,
                              "private_room": private})
+        room = Room(private, "One-to-one with a counsellor", (), kind="case",
+                    require_facilitator=False)
+        return [Persist((room.record(), case,
+                         AuditEntry(now_ms, case.room, ident.id, "claim", case.participant,
+                                    {"case": case.id, "private_room": private},
+                                    self.rules.version)),
+                        conn=conn.id, then=_ClaimWritten(conn.id, case))]
+
+    def complete(self, token: object, now_ms: int) -> list[Effect]:
+        """A ``Persist`` with ``then`` was written: carry out what it recorded."""
+        if isinstance(token, _ClaimWritten):
+            return self._claimed(token, now_ms)
+        return []
+
+    def _claimed(self, token: _ClaimWritten, now_ms: int) -> list[Effect]:
+        case = token.case
+        assert case.private_room is not None
+        assert case.counsellor is not None
         self.cases[case.id] = case
-        room = Room(private, "One-to-one with a counsellor", (), kind="case", case=case.id,
-                    require_facilitator=False, allowed={case.participant, ident.id})
-        self.rooms[private] = room
-        effects: list[Effect] = [
-            Persist((room.record(), case,
-                     AuditEntry(now_ms, case.room, ident.id, "claim", case.participant,
-                                {"case": case.id, "private_room": private},
-                                self.rules.version)))]
-        effects += self._enter(conn, ident, room, now_ms, announce=False)
-        group = self.rooms.get(case.room)
-        young = group.members.get(case.participant) if group else None
-        for cid in sorted(young.conns if young else ()):
+        room = self.rooms.get(case.private_room)
+        if room is None:
+            room = self.rooms[case.private_room] = Room(
+                case.private_room, "One-to-one with a counsellor", (), kind="case",
+                require_facilitator=False)
+        room.case, room.allowed = case.id, {case.participant, case.counsellor}
+        effects: list[Effect] = []
+        conn = self.conns.get(token.conn)
+        if conn is not None and conn.identity is not None:
+            effects += self._enter(conn, conn.identity, room, now_ms, announce=False)
+        person = self._people.get(case.participant)
+        for cid in sorted(person.conns if person else ()):
             their = self.conns.get(cid)
             if their is not None and their.identity is not None:
                 self._enter(their, their.identity, room, now_ms, announce=False)
+        if conn is not None:
+            effects.append(Emit(conn.id, room.state(now_ms)))
         effects += [
-            Emit(conn.id, room.state(now_ms)),
-            Publish(case.room, self._notice("escalated", private, case=case.id),
-                    Audience.PARTICIPANT,
-                    case.participant),
-            Publish(private, room.state(now_ms)),
+            Publish(case.room, self._notice("escalated", room.id, case=case.id),
+                    Audience.PARTICIPANT, case.participant),
+            Publish(room.id, room.state(now_ms)),
             Publish(ALL_ROOMS, self._case_view(case), Audience.COUNSELLORS)]
         return effects
 
@@ -920,13 +949,16 @@ class ChatCore:
             return []
         room.case, room.allowed = case.id, {case.participant, case.counsellor}
         person = self._people.get(case.participant)
-        entered = False
+        here = False
         for cid in sorted(person.conns if person else ()):
             their = self.conns.get(cid)
-            if their is not None and their.identity is not None and room.id not in their.rooms:
-                self._enter(their, their.identity, room, now_ms, announce=False)
-                entered = True
-        return [Publish(room.id, room.state(now_ms))] if entered else []
+            if their is not None and their.identity is not None:
+                if room.id not in their.rooms:
+                    self._enter(their, their.identity, room, now_ms, announce=False)
+                here = True
+        # Announced even if they were already in it (a claim made here that lost the
+        # race): this node must hear the room, and everyone see who is in it.
+        return [Publish(room.id, room.state(now_ms))] if here else []
 
     def expire_nodes(self, now_ms: int, expiry_ms: int) -> list[Effect]:
         """A node not heard from (killed): its members leave every member list here."""

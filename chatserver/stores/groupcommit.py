@@ -12,12 +12,12 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from chatserver.core.effects import AuditEntry, StoreOp
 from chatserver.core.events import Person
 from chatserver.core.ids import MessageId, RoomId
-from chatserver.ports import StoreError
+from chatserver.ports import StoreConflict, StoreError
 
 __all__ = ["Append", "GroupCommit"]
 
@@ -73,18 +73,32 @@ class GroupCommit(Generic[Item]):
             while not self._queue.empty() and len(batch) < MAX_BATCH:
                 batch.append(self._queue.get_nowait())
             try:
-                results = await self._commit([item for item, _ in batch])
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # the whole batch rolled back: nothing partial
-                error = e if isinstance(e, StoreError) else StoreError(str(e))
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(error)
-            else:
-                for (_, fut), result in zip(batch, results, strict=True):
-                    if not fut.done():
-                        fut.set_result(result)
+                await self._run(batch)
             finally:
                 for _ in batch:
                     self._queue.task_done()
+
+    async def _run(self, batch: list[tuple[Item, asyncio.Future[object]]]) -> None:
+        try:
+            results = await self._commit([item for item, _ in batch])
+        except asyncio.CancelledError:
+            raise
+        except StoreConflict as e:
+            if len(batch) == 1:
+                raise_into(batch, e)
+                return
+            # One write lost a race: the others in its batch must not fail with it.
+            for one in batch:
+                await self._run([one])
+        except Exception as e:  # the whole batch rolled back: nothing partial
+            raise_into(batch, e if isinstance(e, StoreError) else StoreError(str(e)))
+        else:
+            for (_, fut), result in zip(batch, results, strict=True):
+                if not fut.done():
+                    fut.set_result(result)
+
+
+def raise_into(batch: list[tuple[Any, asyncio.Future[object]]], error: Exception) -> None:
+    for _, fut in batch:
+        if not fut.done():
+            fut.set_exception(error)

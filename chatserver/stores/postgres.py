@@ -27,7 +27,7 @@ from chatserver.core.effects import (
 )
 from chatserver.core.events import Message, Person
 from chatserver.core.ids import MessageId, ParticipantId, RoomId
-from chatserver.ports import AuditRow, Cutoffs, StoreError, UserRow
+from chatserver.ports import AuditRow, Cutoffs, StoreConflict, StoreError, UserRow
 from chatserver.stores.groupcommit import Append, GroupCommit
 from chatserver.stores.records import case_from, dumps, held_from, room_from
 
@@ -211,6 +211,13 @@ class PostgresStore:
                 op.id, op.room, dumps(op), op.ts)
         elif isinstance(op, HeldDecided):
             await conn.execute("UPDATE held SET decided=TRUE WHERE id=$1", op.id)
+        elif isinstance(op, CaseRecord) and op.status == "claimed":
+            # A case is claimed once, on whichever node: the claim holds only if the case
+            # is still open (two counsellors claiming at once on two nodes).
+            done = await conn.execute("UPDATE cases SET record=$2, status=$3 WHERE id=$1 "
+                                      "AND status='open'", op.id, dumps(op), op.status)
+            if done != "UPDATE 1":
+                raise StoreConflict(f"case {op.id} is no longer open")
         elif isinstance(op, CaseRecord):
             await conn.execute(
                 "INSERT INTO cases (id, record, ts, status) VALUES ($1,$2,$3,$4) "

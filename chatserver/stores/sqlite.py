@@ -31,7 +31,7 @@ from chatserver.core.effects import (
 )
 from chatserver.core.events import Message, Person
 from chatserver.core.ids import MessageId, ParticipantId, RoomId
-from chatserver.ports import AuditRow, Cutoffs, StoreError, UserRow
+from chatserver.ports import AuditRow, Cutoffs, StoreConflict, StoreError, UserRow
 from chatserver.stores.groupcommit import Append, GroupCommit
 from chatserver.stores.records import case_from, dumps, held_from, room_from
 
@@ -250,6 +250,12 @@ class SqliteStore:
                              "VALUES (?,?,?,?)", (op.id, op.room, dumps(op), op.ts))
         elif isinstance(op, HeldDecided):
             await db.execute("UPDATE held SET decided=1 WHERE id=?", (op.id,))
+        elif isinstance(op, CaseRecord) and op.status == "claimed":
+            # A case is claimed once: the claim holds only if the case is still open.
+            async with db.execute("UPDATE cases SET record=?, status=? WHERE id=? AND "
+                                  "status='open'", (dumps(op), op.status, op.id)) as cur:
+                if cur.rowcount != 1:
+                    raise StoreConflict(f"case {op.id} is no longer open")
         elif isinstance(op, CaseRecord):
             await db.execute("INSERT OR REPLACE INTO cases (id, record, ts, status) "
                              "VALUES (?,?,?,?)", (op.id, dumps(op), op.ts, op.status))

@@ -52,7 +52,7 @@ from chatserver.core.wire import encode
 from chatserver.moderation.engine import RuleSet, load_rules
 from chatserver.moderation.rules import RuleLoadError
 from chatserver.observability import Metrics, log
-from chatserver.ports import Broker, BrokerError, Envelope, Store, StoreError
+from chatserver.ports import Broker, BrokerError, Envelope, Store, StoreConflict, StoreError
 from chatserver.transport.auth import Tokens
 
 __all__ = ["APP_KEY", "Server", "Socket", "now_ms"]
@@ -312,6 +312,8 @@ class Server:
                         with contextlib.suppress(BrokerError):
                             await self.broker.redact(op.room, op.seq)
                 await self._sync(effect.ops)
+                if effect.then is not None:
+                    await self.run(self.core.complete(effect.then, self.now()))
             elif isinstance(effect, Deliver):
                 if not await self._deliver(effect):
                     return
@@ -335,6 +337,12 @@ class Server:
 
     def _store_failed(self, error: Exception, conn: ConnId | None, ref: str | None) -> None:
         """A durable step failed (store) or could not be shared (broker): `internal`."""
+        if isinstance(error, StoreConflict):
+            # Not a fault: someone else was first (a case claimed on another node).
+            if conn is not None:
+                self.emit(conn, ErrorEvent(ErrorCode.CONFLICT.value,
+                                           "Someone else has just taken that case.", ref))
+            return
         if isinstance(error, BrokerError):
             pass  # _publish (or the readiness check) has already alerted
         else:

@@ -53,6 +53,7 @@ class RoomHarness:
         self.ops_alerts: list[str] = []
         self.seq: dict[RoomId, int] = defaultdict(int)
         self._next = 0
+        self.now = 0
 
     def connect(self, name: str, role: Role = Role.PARTICIPANT, now: int = 0) -> ConnId:
         self._next += 1
@@ -66,6 +67,7 @@ class RoomHarness:
         return conn
 
     def send(self, conn: ConnId, command: c.Command, now: int = 0) -> None:
+        self.now = now
         self.run(self.core.handle(conn, command, now))
 
     def say(self, conn: ConnId, text: str, msg_id: str, now: int = 0) -> Frame:
@@ -86,6 +88,8 @@ class RoomHarness:
                     self.got[cid].append(e.event.to_wire())
             elif isinstance(e, Persist):
                 self.audit += [op for op in e.ops if isinstance(op, AuditEntry)]
+                if e.then is not None:
+                    self.run(self.core.complete(e.then, self.now))
             elif isinstance(e, Deliver):
                 self.seq[e.room] += 1
                 msg = Message(e.room, self.seq[e.room], e.msg_id, e.sender, e.text, e.ts)

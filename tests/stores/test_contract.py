@@ -7,6 +7,7 @@ and drops it. Without PostgreSQL the postgres cases skip with a reason, or fail 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import secrets
 from collections.abc import AsyncIterator
@@ -173,6 +174,24 @@ async def test_records_round_trip(store: Store) -> None:
     assert rooms[RoomId("a")] == muted
     await store.apply([HeldDecided(HeldId("h1"))])
     assert await store.held() == []
+
+
+async def test_a_case_is_claimed_once(store: Store) -> None:
+    """Two counsellors on two nodes claim at once: the second claim is refused, and
+    nothing of its transaction is written."""
+    from chatserver.ports import StoreConflict
+    case = CaseRecord(CaseId("c1"), RoomId("a"), ALEX.id, "Alex", "urgent", "open", "", 6,
+                      "u_fac")
+    await store.apply([case])
+    first = dataclasses.replace(case, status="claimed", counsellor=ParticipantId("u_one"),
+                                private_room=RoomId("c1-room"))
+    await store.apply([first, audit("claim")])
+    second = dataclasses.replace(first, counsellor=ParticipantId("u_two"))
+    with pytest.raises(StoreConflict):
+        await store.apply([room("c1-room"), second, audit("claim")])
+    assert await store.cases() == [first]
+    assert [e.action for e in await store.audit(None, 0, 10)] == ["claim"]
+    assert RoomId("c1-room") not in {r.id for r in await store.rooms()}
 
 
 async def test_redacted_messages_leave_history(store: Store) -> None:

@@ -222,3 +222,47 @@ async def test_a_node_that_had_nobody_in_a_room_starts_hearing_it_when_someone_j
         assert "w0" in [m["id"] for m in back.welcome["history"][ROOM]]
         assert (await first.say("welcome back", "w1", room=ROOM))["status"] == "sent"
         assert (await back.expect("message"))["id"] == "w1"
+
+
+async def _claim_outcome(client: Client) -> dict[str, Any]:
+    """The private room's state (this counsellor got the case) or an error (did not)."""
+    def decided(e: dict[str, Any]) -> bool:
+        return bool(e["type"] == "error" or
+                    (e["type"] == "room" and e["room"].endswith("-room")))
+    async with asyncio.timeout(10):
+        while True:
+            event = await client.next(10)
+            if decided(event):
+                return event
+
+
+async def test_two_counsellors_on_two_nodes_claim_one_case_and_one_gets_it(
+        tmp_path: Path) -> None:
+    async with cluster_of(tmp_path, "a", "b") as cluster:
+        a, b = cluster.nodes["a"], cluster.nodes["b"]
+        fac = await a.client(await a.login("fac"))
+        await fac.send(type="join", room=ROOM)
+        await fac.expect("room")
+        kid = await b.client(await b.join("Kid", room=ROOM))
+        pid = kid.welcome["you"]["id"]
+        await fac.expect("room", lambda e: "Kid" in names(e), timeout=10)
+        one, two = await a.client(await a.login("couns")), await b.client(await b.login("couns2"))
+        await fac.send(type="escalate", room=ROOM, participant=pid, urgency="emergency",
+                       note="needs someone now")
+        case = (await one.expect("case", lambda e: e["case"]["participant"] == pid))["case"]
+        await two.expect("case", lambda e: e["case"]["id"] == case["id"])
+        await asyncio.gather(one.send(type="claim", case=case["id"]),
+                             two.send(type="claim", case=case["id"]))
+        outcomes = await asyncio.gather(_claim_outcome(one), _claim_outcome(two))
+        assert sorted(o["type"] for o in outcomes) == ["error", "room"], outcomes
+        loser_error = next(o for o in outcomes if o["type"] == "error")
+        assert loser_error["code"] in ("conflict", "not_found")
+        winner, loser = (one, two) if outcomes[0]["type"] == "room" else (two, one)
+        private = next(o for o in outcomes if o["type"] == "room")["room"]
+        # The young person is with the winner alone; the loser cannot speak in that room.
+        await kid.expect("room", lambda e: e["room"] == private and
+                         len(e["members"]) == 2, timeout=10)
+        assert (await winner.say("i'm here for you", "w1", room=private))["status"] == "sent"
+        await kid.expect("message", lambda e: e["id"] == "w1")
+        assert (await loser.say("hello?", "l1", room=private))["code"] == "forbidden"
+        assert not [e for e in kid.seen if e.get("id") == "l1"]
