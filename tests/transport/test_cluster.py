@@ -73,13 +73,18 @@ async def test_members_on_two_nodes_see_one_seq_order_and_one_member_list(
         assert [s for s, _ in expected] == list(range(expected[0][0], expected[0][0] + total))
 
 
+async def _facilitator_on(node: Node) -> Client:
+    fac = await node.client(await node.login("fac"))
+    await fac.send(type="join", room=ROOM)
+    await fac.expect("room")
+    return fac
+
+
 async def test_a_facilitator_on_node_a_acts_on_a_young_person_on_node_b(
         tmp_path: Path) -> None:
     async with cluster_of(tmp_path, "a", "b") as cluster:
         a, b = cluster.nodes["a"], cluster.nodes["b"]
-        fac = await a.client(await a.login("fac"))
-        await fac.send(type="join", room=ROOM)
-        await fac.expect("room")
+        fac = await _facilitator_on(a)
         kid = await b.client(await b.join("Kid", room=ROOM))
         ben = await b.client(await b.join("Ben", room=ROOM))
         pid = kid.welcome["you"]["id"]
@@ -240,9 +245,7 @@ async def test_two_counsellors_on_two_nodes_claim_one_case_and_one_gets_it(
         tmp_path: Path) -> None:
     async with cluster_of(tmp_path, "a", "b") as cluster:
         a, b = cluster.nodes["a"], cluster.nodes["b"]
-        fac = await a.client(await a.login("fac"))
-        await fac.send(type="join", room=ROOM)
-        await fac.expect("room")
+        fac = await _facilitator_on(a)
         kid = await b.client(await b.join("Kid", room=ROOM))
         pid = kid.welcome["you"]["id"]
         await fac.expect("room", lambda e: "Kid" in names(e), timeout=10)
