@@ -134,8 +134,15 @@ class PostgresStore:
     # One transaction per message held the cluster-wide audit lock across five round
     # trips and a commit each, which capped a cluster near 600 sends/s.
     async def _commit(self, items: list[Append]) -> list[object]:
-        result: list[object] = await self._tx(
-            lambda conn: self._append_batch(conn, items))
+        try:
+            result: list[object] = await self._tx(
+                lambda conn: self._append_batch(conn, items))
+        except StoreError as e:
+            if isinstance(e.__cause__, asyncpg.UniqueViolationError):
+                # The same sender's same id, stored by another node a moment ago: only
+                # that send lost a race. Alone, it finds the stored one (seq, False).
+                raise StoreConflict(str(e)) from e
+            raise
         return result
 
     async def _append_batch(self, conn: asyncpg.Connection, items: list[Append]

@@ -337,7 +337,7 @@ class Server:
 
     def _store_failed(self, error: Exception, conn: ConnId | None, ref: str | None) -> None:
         """A durable step failed (store) or could not be shared (broker): `internal`."""
-        if isinstance(error, StoreConflict):
+        if isinstance(error, StoreConflict) and ref is None:
             # Not a fault: someone else was first (a case claimed on another node).
             if conn is not None:
                 self.emit(conn, ErrorEvent(ErrorCode.CONFLICT.value,

@@ -144,6 +144,38 @@ async def test_two_nodes_on_one_postgresql_share_seq_and_one_audit_chain() -> No
         await conn.close()
 
 
+async def test_the_same_send_reaching_two_nodes_at_once_fails_nobody_else() -> None:
+    """One participant's resend lands on two nodes at the same instant, each in a batch
+    with other people's messages: every send is stored once, none is refused."""
+    require(await _pg_available(), f"PostgreSQL is not reachable at {PG_DSN}")
+    schema = f"t_{secrets.token_hex(6)}"
+    a, b = PostgresStore(PG_DSN, schema), PostgresStore(PG_DSN, schema)
+    await a.open()
+    await b.open()
+    try:
+        await a.apply([room("a")])
+        others = [Person(ParticipantId(f"p{i}"), f"P{i}", "participant") for i in range(8)]
+        for round_ in range(5):
+            mid = MessageId(f"dup{round_}")
+            results = await asyncio.gather(
+                a.append_message(RoomId("a"), ALEX, mid, "hi", 1, audit()),
+                b.append_message(RoomId("a"), ALEX, mid, "hi", 1, audit()),
+                *((a if i % 2 else b).append_message(RoomId("a"), p, mid, "x", 1, audit())
+                  for i, p in enumerate(others)))
+            first, again = results[0], results[1]
+            assert first[0] == again[0] and {first[1], again[1]} == {True, False}
+            assert all(new for _, new in results[2:])
+        seqs = [m.seq for m in await a.recent_messages(RoomId("a"), 1000)]
+        assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) == 5 * 9
+    finally:
+        await a.close()
+        await b.close()
+        import asyncpg
+        conn = await asyncpg.connect(PG_DSN)
+        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        await conn.close()
+
+
 async def test_seq_is_never_reused_after_reopening(kind: str, tmp_path: Path) -> None:
     schema = f"t_{secrets.token_hex(6)}"
     first = await _open(kind, tmp_path, schema)
