@@ -7,6 +7,7 @@ and drops it. Without PostgreSQL the postgres cases skip with a reason, or fail 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import secrets
@@ -114,9 +115,9 @@ async def test_a_resend_racing_its_original_gets_the_same_seq(store: Store) -> N
     assert len(await store.recent_messages(RoomId("a"), 10)) == 1
 
 
-async def test_two_nodes_on_one_postgresql_share_seq_and_one_audit_chain() -> None:
-    """The cluster: two stores (two nodes) append to the same rooms at once."""
-    from chatserver.auditchain import verify
+@contextlib.asynccontextmanager
+async def _two_nodes() -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
+    """Two stores on one schema, as two nodes of a cluster see PostgreSQL."""
     require(await _pg_available(), f"PostgreSQL is not reachable at {PG_DSN}")
     schema = f"t_{secrets.token_hex(6)}"
     a, b = PostgresStore(PG_DSN, schema), PostgresStore(PG_DSN, schema)
@@ -124,6 +125,20 @@ async def test_two_nodes_on_one_postgresql_share_seq_and_one_audit_chain() -> No
     await b.open()
     try:
         await a.apply([room("a"), room("b")])
+        yield a, b
+    finally:
+        await a.close()
+        await b.close()
+        import asyncpg
+        conn = await asyncpg.connect(PG_DSN)
+        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        await conn.close()
+
+
+async def test_two_nodes_on_one_postgresql_share_seq_and_one_audit_chain() -> None:
+    """The cluster: two stores (two nodes) append to the same rooms at once."""
+    from chatserver.auditchain import verify
+    async with _two_nodes() as (a, b):
         people = [Person(ParticipantId(f"p{i}"), f"P{i}", "participant") for i in range(40)]
         results = await asyncio.gather(*(
             (a if i % 2 else b).append_message(RoomId("ab"[i % 4 // 2]), p, MessageId("x"),
@@ -135,25 +150,12 @@ async def test_two_nodes_on_one_postgresql_share_seq_and_one_audit_chain() -> No
             assert seqs == list(range(1, 21))
         chain = await b.audit_chain()
         assert len(chain) == 40 and verify(chain) == (40, None)
-    finally:
-        await a.close()
-        await b.close()
-        import asyncpg
-        conn = await asyncpg.connect(PG_DSN)
-        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
-        await conn.close()
 
 
 async def test_the_same_send_reaching_two_nodes_at_once_fails_nobody_else() -> None:
     """One participant's resend lands on two nodes at the same instant, each in a batch
     with other people's messages: every send is stored once, none is refused."""
-    require(await _pg_available(), f"PostgreSQL is not reachable at {PG_DSN}")
-    schema = f"t_{secrets.token_hex(6)}"
-    a, b = PostgresStore(PG_DSN, schema), PostgresStore(PG_DSN, schema)
-    await a.open()
-    await b.open()
-    try:
-        await a.apply([room("a")])
+    async with _two_nodes() as (a, b):
         others = [Person(ParticipantId(f"p{i}"), f"P{i}", "participant") for i in range(8)]
         for round_ in range(5):
             mid = MessageId(f"dup{round_}")
@@ -167,13 +169,6 @@ async def test_the_same_send_reaching_two_nodes_at_once_fails_nobody_else() -> N
             assert all(new for _, new in results[2:])
         seqs = [m.seq for m in await a.recent_messages(RoomId("a"), 1000)]
         assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) == 5 * 9
-    finally:
-        await a.close()
-        await b.close()
-        import asyncpg
-        conn = await asyncpg.connect(PG_DSN)
-        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
-        await conn.close()
 
 
 async def test_seq_is_never_reused_after_reopening(kind: str, tmp_path: Path) -> None:
