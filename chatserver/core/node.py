@@ -673,11 +673,9 @@ class ChatCore:
             self._staff_action(room, ident, "remove", now_ms, cmd.participant,
                                reason=cmd.reason)]
         effects += self._evict(room, cmd.participant)
-        for group in room.remote.values():  # gone at once here; their node says so too
-            if any(p.id == cmd.participant for p in group):
-                room.remote = {n: tuple(p for p in g if p.id != cmd.participant)
-                               for n, g in room.remote.items()}
-                break
+        # Gone from the list here at once; the node holding them says so too.
+        room.remote = {n: tuple(p for p in g if p.id != cmd.participant)
+                       for n, g in room.remote.items()}
         effects.append(Publish(room.id, room.state(now_ms)))
         return effects
 

@@ -37,6 +37,8 @@ class _Room:
 class Sequencer:
     def __init__(self) -> None:
         self._rooms: dict[RoomId, _Room] = {}
+        self._waiting = 0
+        """Messages held back in every room: checked per message, so kept, not summed."""
 
     def start_at(self, room: RoomId, last_seq: int) -> None:
         """The last seq this node's members have (from the store at start; 0 for a new
@@ -56,6 +58,7 @@ class Sequencer:
             return []
         if msg.seq > state.next:
             state.waiting[msg.seq] = msg
+            self._waiting += 1
             if state.since is None:
                 state.since = now_ms
             return []
@@ -68,6 +71,7 @@ class Sequencer:
         out = []
         while state.next in state.waiting:
             out.append(state.waiting.pop(state.next))
+            self._waiting -= 1
             state.next += 1
         state.since = now_ms if state.waiting else None
         return out
@@ -86,4 +90,4 @@ class Sequencer:
         return self._drain(state, now_ms)
 
     def pending(self) -> int:
-        return sum(len(s.waiting) for s in self._rooms.values())
+        return self._waiting

@@ -177,9 +177,7 @@ class Server:
             # Changes other nodes made while this one could not hear them.
             records: list[SyncRecord] = [*await self.store.rooms(),
                                          *await self.store.held(), *await self.store.cases()]
-            for rec in records:
-                if isinstance(rec, RoomRecord) and rec.id not in self.core.rooms:
-                    self.order.start_at(rec.id, 0)
+            self._order_new_rooms(records)
             await self.run(self.core.apply_records(records, self.now()))
             await self._reseed()
         except (BrokerError, StoreError) as e:
@@ -188,6 +186,12 @@ class Server:
                                      Audience.MEMBERS, None, self.node_id))
         for cid in list(self.sockets):
             self.close_soon(cid, CloseCode.RESTARTING, "reconnect and resume")
+
+    def _order_new_rooms(self, records: Sequence[SyncRecord]) -> None:
+        """A room made on another node just now has had no messages yet."""
+        for rec in records:
+            if isinstance(rec, RoomRecord) and rec.id not in self.core.rooms:
+                self.order.start_at(rec.id, 0)
 
     async def ensure_room(self, record: RoomRecord) -> None:
         if record.id not in self.core.rooms:
@@ -254,15 +258,15 @@ class Server:
 
     async def handle(self, cid: ConnId, command: c.Command) -> None:
         over = False
-        conn = self.core.conns.get(cid)
-        ident = conn.identity if conn is not None else None
-        if self.broker.shared and isinstance(command, c.Send) and ident is not None and \
-                ident.role == Role.PARTICIPANT:
-            lim = self.config.limits
-            with contextlib.suppress(BrokerError):  # the publish would fail anyway
-                over = not await self.broker.take_budget(
-                    ident.id, command.id, lim.rate_messages, lim.rate_window_s * 1000,
-                    self.now())
+        if self.broker.shared and isinstance(command, c.Send):  # one node: nothing to ask
+            conn = self.core.conns.get(cid)
+            ident = conn.identity if conn is not None else None
+            if ident is not None and ident.role == Role.PARTICIPANT:
+                lim = self.config.limits
+                with contextlib.suppress(BrokerError):  # the publish would fail anyway
+                    over = not await self.broker.take_budget(
+                        ident.id, command.id, lim.rate_messages, lim.rate_window_s * 1000,
+                        self.now())
         await self.run(self.core.handle(cid, command, self.now(), over))
 
     @property
@@ -525,9 +529,7 @@ class Server:
         if node != self.node_id:
             if sync.reload_rules:
                 self._background(self._reload_for_peer())
-            for rec in sync.records:
-                if isinstance(rec, RoomRecord) and rec.id not in self.core.rooms:
-                    self.order.start_at(rec.id, 0)  # a room made on another node just now
+            self._order_new_rooms(sync.records)
             effects, changed = self.core.apply_sync(node, sync, self.now())
             await self.run(effects)
         now = self.now()
