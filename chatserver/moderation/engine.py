@@ -78,6 +78,22 @@ def combine_pattern(slots: tuple[tuple[str, ...], ...]) -> str | None:
     return rf"\b{''.join(pieces)}\b" if pieces else None
 
 
+_APOSTROPHES: Final = re.compile(r"['`´ʼ’‘]")
+_EDGE_PUNCTUATION: Final = re.compile(r"(?:(?<=\s)|^)[^\w\s]+|[^\w\s]+(?=\s|$)")
+_SPLIT_WORD: Final = re.compile(r"\w[^\w\s]+\w|(?:\b\w\b ){2}\b\w\b")
+_WORD_HYPHEN: Final = re.compile(r"(?<=\w\w)-(?=\w\w)")
+
+
+def _ordinary(text: str) -> str:
+    """Text as ordinary spelling writes it: apostrophes gone (``don't`` = ``dont``),
+    punctuation at the edges of words gone (``no, one``), a hyphen between two words a
+    space (``self-harm``). What is left that differs from the pattern is an evasion:
+    ``k.i.l.l``, ``k i l l``, ``k1ll`` (issue 13 § 5: a signal without noise)."""
+    text = _APOSTROPHES.sub("", text)
+    text = _WORD_HYPHEN.sub(" ", _EDGE_PUNCTUATION.sub(" ", text))
+    return " ".join(text.split())
+
+
 @dataclass(frozen=True, slots=True)
 class Hit:
     """One rule that matched, with the first span it matched in the original text."""
@@ -204,11 +220,15 @@ class RuleSet:
                 # hyperscan reports byte offsets; the views are indexed by character.
                 end = len(view_b[:end].decode(errors="ignore"))
             start = self._start(pid, view, end)
-            plain = " ".join(norm.folded[start:end].split())
-            if pat.plain is None:  # combine: symbols or digits standing in for letters
-                evasive = norm.folded[start:end] != norm.words[start:end]
+            plain = _ordinary(norm.folded[start:end])
+            if pat.plain is None:  # combine: symbols or digits standing in for letters,
+                # a symbol inside a word, or letters spaced out one by one
+                evasive = any(f != w != " " for f, w in
+                              zip(norm.folded[start:end], norm.words[start:end], strict=True)) \
+                    or _SPLIT_WORD.search(plain) is not None
             else:
-                evasive = in_words and plain != pat.plain
+                # A regex has no plain form: a hit only the words view sees is evasive.
+                evasive = in_words if not pat.plain else plain != _ordinary(pat.plain)
             hits.setdefault(pat.rule, []).append((start, end, evasive))
         return hits, suppressed
 

@@ -2,10 +2,12 @@
 
 Two views of equal length are built:
 
-* ``folded``: compatibility-decomposed (NFKD, a superset of NFKC's folding),
-  combining marks and format characters (zero-width joiners, bidi overrides)
-  removed, casefolded, homoglyphs (Cyrillic/Greek look-alikes) folded to Latin.
-  Regex rules (phone numbers, emails) read this one.
+* ``folded``: every character reduced to its confusable skeleton with the Unicode
+  confusables data as ``decancer`` carries it (UTS #39, plus small capitals, regional
+  indicators, circled, enclosed and mathematical letters, Cyrillic/Greek look-alikes),
+  digits of every script as ASCII digits, combining marks (strikethrough overlays) and
+  format characters (zero-width joiners, soft hyphens, bidi overrides) removed,
+  casefolded. Regex rules (phone numbers, emails) read this one.
 * ``words``: ``folded`` with leetspeak and symbols mapped to letters (``sn4p`` →
   ``snap``, ``$`` → ``s``) and every other non-letter turned into a space. It has the
   same length as ``folded``, so one index map serves both. Word and phrase rules
@@ -18,27 +20,32 @@ ASCII text, most chat, takes a fast path: lower-casing plus one ``bytes.translat
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Final
 
+import decancer_py
+
 __all__ = ["HOMOGLYPHS", "Normalized", "normalize", "words_view"]
 
 HOMOGLYPHS: Final[dict[str, str]] = {
-    # Cyrillic lower case (upper case is casefolded first)
-    "а": "a", "в": "b", "г": "r", "д": "d", "е": "e", "ё": "e", "з": "3", "и": "u",
-    "й": "u", "к": "k", "м": "m", "н": "h", "о": "o", "п": "n", "р": "p", "с": "c",
-    "т": "t", "у": "y", "х": "x", "ь": "b", "ѕ": "s", "і": "i", "ї": "i", "ј": "j",
-    "һ": "h", "ԁ": "d", "ԛ": "q", "ԝ": "w", "ӏ": "l", "ү": "y",
-    # Greek lower case
-    "α": "a", "β": "b", "γ": "y", "δ": "d", "ε": "e", "η": "n", "ι": "i", "κ": "k",
-    "μ": "u", "ν": "v", "ο": "o", "ρ": "p", "σ": "o", "τ": "t", "υ": "u", "χ": "x",
-    "ω": "w", "ς": "c",
-    # Look-alike symbols seen in evasion
-    "ℓ": "l", "ı": "i", "ø": "o", "ß": "ss", "æ": "ae", "œ": "oe", "đ": "d", "ł": "l",
+    # Where the confusables data reads a letter differently from how it is meant in chat:
+    # "ß" is "ss" to a reader, not the "b" it resembles.
+    "ß": "ss",
 }
-"""Characters that look like Latin letters; NFKD already folds fullwidth and math letters."""
+"""Overrides of the confusables skeleton (``decancer``) for a few characters."""
+_FOREIGN_SCRIPTS: Final = frozenset({
+    "ARABIC", "HEBREW", "CJK", "HIRAGANA", "KATAKANA", "HANGUL", "DEVANAGARI", "BENGALI",
+    "THAI", "TAMIL", "TELUGU", "GUJARATI", "GURMUKHI", "KANNADA", "MALAYALAM", "SINHALA",
+    "ETHIOPIC", "GEORGIAN", "ARMENIAN", "KHMER", "LAO", "MYANMAR", "TIBETAN", "SYRIAC",
+    "THAANA", "YI", "BOPOMOFO", "ORIYA",
+})
+"""Scripts people write in (not look-alikes of Latin): their letters are kept as they are,
+never read as the Latin letters the confusables data says they resemble."""
+_OVERLAYS: Final = frozenset(range(0x0334, 0x0339)) | frozenset(range(0x20D2, 0x20DD))
+"""Combining strikethrough, slash and enclosing overlays drawn over Latin letters."""
 
 _LEET: Final = {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b",
                 "@": "a", "$": "s", "!": "i", "|": "i", "+": "t", "€": "e", "£": "l"}
@@ -95,24 +102,48 @@ def words_view(folded: str) -> str:
     return "".join(_words_char(ch) for ch in folded)
 
 
+@functools.lru_cache(maxsize=8192)
 def _fold_char(ch: str) -> tuple[str, bool]:
-    """Fold one non-ASCII character; the flag says it looked like an evasion."""
+    """Fold one non-ASCII character; the flag says it looked like an evasion.
+
+    Order: digits of any script (Arabic-Indic, Devanagari, mathematical, circled,
+    superscript) become ASCII digits; format characters, combining marks and controls are
+    dropped; letters and letter-like symbols take their confusable skeleton from
+    ``decancer`` (Unicode confusables plus small capitals, regional indicators, enclosed
+    and mathematical letters), except letters of scripts people write in.
+    """
+    cat = unicodedata.category(ch)
+    if cat in ("Mn", "Me", "Cf", "Cc", "Cs", "Co", "Cn"):
+        # Zero-width joiners, bidi overrides, soft hyphens and overlays are dropped; the
+        # emoji variation selector and the keycap mark are ordinary emoji spelling.
+        return "", (cat == "Cf" and ch != "\ufe0f") or ord(ch) in _OVERLAYS
+    digit = unicodedata.digit(ch, None)
+    if digit is not None:
+        return str(digit), True
+    if cat[0] == "Z":
+        return " ", False
+    if ch in HOMOGLYPHS:
+        return HOMOGLYPHS[ch], False
+    name = unicodedata.name(ch, "")
+    letterish = cat[0] in "LN" or "LETTER" in name
+    if letterish and name.split(" ", 1)[0] not in _FOREIGN_SCRIPTS:
+        cured = str(decancer_py.parse(ch))
+        if cured.isascii() and cured.strip():
+            cured = cured.lower()
+            # Accented Latin letters (é → e) are ordinary spelling; look-alikes from
+            # other blocks (small capitals, Cyrillic, math, circled) look deliberate.
+            return cured, cured.isalnum() and ord(ch) > 0x24F
     out: list[str] = []
     for part in unicodedata.normalize("NFKD", ch):
-        cat = unicodedata.category(part)
-        if cat in ("Mn", "Me", "Cf", "Cc"):
+        if unicodedata.category(part) in ("Mn", "Me", "Cf", "Cc"):
             continue
-        for folded in part.casefold():
-            out.append(HOMOGLYPHS.get(folded, folded))
-    result = "".join(out)
-    if not result:
-        # Format characters (zero-width joiners, bidi overrides) are dropped; only
-        # invisible ones count as evasion, not the emoji variation selector.
-        return "", unicodedata.category(ch) == "Cf" and ch != "\ufe0f"
-    # Fullwidth, mathematical and look-alike letters folding to ASCII look deliberate;
-    # accented Latin letters (é → e) are ordinary spelling.
-    evasive = result.isascii() and result.isalnum() and ord(ch) > 0x24F
-    return result, evasive
+        out.append(part.casefold())
+    if cat[0] == "P" and not "".join(out).isascii():
+        # Curly quotes and dashes read as their ASCII forms (’ → ', – → -).
+        cured = str(decancer_py.parse(ch))
+        if cured.isascii() and len(cured) == 1:
+            return cured, False
+    return "".join(out), False
 
 
 def normalize(text: str) -> Normalized:
