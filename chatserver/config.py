@@ -40,6 +40,10 @@ class ServerConfig:
     outbox_frames: int = 256
     """Per-socket queue; a client that falls this far behind is closed 1013 (FL-06)."""
     shutdown_grace_s: float = 5.0
+    close_deadline_s: float = 2.0
+    """A closed socket whose peer still has not taken our bytes after this long is cut
+    (transport aborted): a peer that never reads must not keep kernel buffers and a file
+    descriptor for ever (issue 14)."""
     tick_s: float = 1.0
     """How often timers (mute expiry, unanswered, break reminders) are checked."""
     hsts: bool = False

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import socket
+import struct
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -75,6 +77,9 @@ class Socket:
 
     ws: web.WebSocketResponse
     outbox: asyncio.Queue[bytes]
+    transport: asyncio.BaseTransport | None = None
+    """The TCP transport, kept from the start: aiohttp forgets it once closing, and a
+    peer that reads nothing must still be cut (``abort``)."""
     writer: asyncio.Task[None] | None = None
     closing: bool = False
     close_task: asyncio.Task[None] | None = field(default=None)
@@ -612,15 +617,25 @@ class Server:
         # whatever the kernel already holds.
         try:
             await asyncio.wait_for(sock.ws.close(code=code, message=reason.encode()[:120]),
-                                   self.config.server.shutdown_grace_s)
+                                   self.config.server.close_deadline_s)
         except (TimeoutError, ConnectionError, RuntimeError, asyncio.CancelledError):
             # A peer that reads nothing never takes the close frame: cut it.
-            transport = sock.ws._req.transport if sock.ws._req is not None else None
-            if transport is not None:
-                transport.abort()
+            if sock.transport is not None:
+                reset(sock.transport)
         finally:
             if sock.writer is not None:
                 sock.writer.cancel()
+
+    def cut_if_unread(self, sock: Socket) -> None:
+        """After the handler is done: if the peer still has not taken what we wrote
+        (close frame included), abort the transport once ``close_deadline_s`` passes.
+        ``transport.close()`` alone waits for ever on a peer that never reads."""
+        transport = sock.transport
+        if not isinstance(transport, asyncio.WriteTransport) or \
+                transport.get_write_buffer_size() == 0:
+            return
+        asyncio.get_running_loop().call_later(self.config.server.close_deadline_s,
+                                              reset, transport)
 
     async def write_loop(self, sock: Socket) -> None:
         """The one writer of a socket (STYLE.md example 2)."""
@@ -662,6 +677,18 @@ class Server:
             if user is None or user.disabled:
                 log.info("staff_socket_closed", reason="disabled", user=ident.id)
                 self.close_soon(cid, CloseCode.BAD_TOKEN, "account disabled")
+
+
+def reset(transport: asyncio.BaseTransport) -> None:
+    """Cut a connection now, freeing what the kernel holds for it. ``abort()`` alone
+    closes the descriptor, but the kernel keeps the unsent bytes of an orphaned socket
+    (FIN_WAIT1) for minutes while it probes a peer whose window stays shut; a zero
+    linger makes the close a reset (RST), so nothing is kept."""
+    raw = transport.get_extra_info("socket")
+    if raw is not None:
+        with contextlib.suppress(OSError):
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 APP_KEY: Final = web.AppKey("server", Server)

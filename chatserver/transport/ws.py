@@ -71,7 +71,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         heartbeat=cfg.server.heartbeat_s,  # dead peers (SEC-24)
     )
     await ws.prepare(request)
-    sock = Socket(ws, asyncio.Queue(maxsize=cfg.server.outbox_frames))
+    sock = Socket(ws, asyncio.Queue(maxsize=cfg.server.outbox_frames), request.transport)
     cid = server.new_conn(sock)
     structlog.contextvars.bind_contextvars(conn=cid)
     sock.writer = asyncio.create_task(server.write_loop(sock), name=f"writer-{cid}")
@@ -92,6 +92,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
                 await asyncio.shield(sock.close_task)
         if sock.writer is not None:
             sock.writer.cancel()
+        server.cut_if_unread(sock)
         structlog.contextvars.unbind_contextvars("conn", "user", "role")
     return ws
 

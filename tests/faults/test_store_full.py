@@ -130,6 +130,7 @@ async def test_fl08_reconnect_storm_after_a_restart_is_served(tmp_path: Path,
     await running.runner.cleanup()  # the server restarts: every socket closes 1012
     for c in clients:
         assert await c.closed_with() == 1012
+    await running.close_clients()  # every client closes what it opened
 
     running = roomy(await start_server(tmp_path, rules, port=port))
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import time
 from collections.abc import Callable
@@ -229,6 +230,60 @@ async def test_seq_rooms_staff_and_audit_survive_a_restart(tmp_path: Path,
         await r2.stop()
 
 
+def _with_close_deadline(running: Running, seconds: float) -> None:
+    """The close deadline under test; pings far apart, so that a missed pong (another
+    way to close a peer that reads nothing) cannot decide the test instead."""
+    cfg = running.server.config
+    running.server.config = dataclasses.replace(
+        cfg, server=dataclasses.replace(cfg.server, close_deadline_s=seconds,
+                                        heartbeat_s=600.0))
+
+
+async def _reader_that_stops(running: Running, name: str
+                             ) -> tuple[websockets.ClientConnection, int]:
+    """A member who stops reading after the welcome. Its receive buffer is made small so
+    that what the kernel can absorb is bounded: the server's queue, not the kernel's
+    autotuned megabytes, decides when it is too far behind (the cause of the old flake)."""
+    token = await running.join(name)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", running.port))
+    ws = await websockets.connect(running.ws_url, sock=sock, max_queue=1)
+    await ws.send(f'{{"type":"hello","token":"{token}"}}')
+    ws.transport.pause_reading()
+    return ws, sock.getsockname()[1]
+
+
+async def _flood_until_cut(running: Running, cut: int) -> None:
+    """A facilitator (not rate-limited) talks until ``cut`` slow members were dropped;
+    every message still reaches a member who reads."""
+    talker = await running.client(await running.login("facilitator"))
+    await talker.send(type="join", room="lounge")
+    await talker.expect("room")
+    listener = await running.client(await running.join("Listener"))
+    big = "x" * 1990
+    sent = 0
+    while running.server.metrics.queue_drops._value.get() < cut:
+        ack = await talker.say(big, f"big{sent}")
+        assert ack["status"] == "sent"
+        # The room never waits for its slowest member: every message reaches the others.
+        await listener.expect("message", has_id(f"big{sent}"))
+        sent += 1
+        assert sent < 5000, "the slow client was never cut off"
+
+
+def _server_side_open(server_port: int, client_ports: set[int]) -> set[int]:
+    """Client ports the server still holds a TCP connection for (from /proc/net/tcp)."""
+    held = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, remote = line.split()[1:3]
+        if int(local.split(":")[1], 16) == server_port:
+            port = int(remote.split(":")[1], 16)
+            if port in client_ports:
+                held.add(port)
+    return held
+
+
 # The abused client socket is torn down by the server mid-frame; its transport may be
 # collected before websockets closes it, which is the point of the test, not a leak.
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
@@ -238,40 +293,43 @@ async def test_a_client_that_stops_reading_is_closed_1013_others_unaffected(
         tmp_path: Path, rules: RuleSet) -> None:
     # A frame budget big enough for one talker to outrun a socket that reads nothing.
     running = await start_server(tmp_path, rules, frame_rate=1e6, frame_burst=1e6)
+    _with_close_deadline(running, 60.0)  # it reads again long before: the 1013 arrives
     try:
-        await _slow_consumer(running)
+        slow, _ = await _reader_that_stops(running, "Slow")
+        await _flood_until_cut(running, 1)
+        # Read again: the queued bytes, then the close frame, arrive.
+        slow.transport.resume_reading()
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(slow.recv(), 10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+        await slow.close()
     finally:
         await running.stop()
 
 
-async def _slow_consumer(running: Running) -> None:
-    token = await running.join("Slow")
-    # A client that stops reading after the handshake.
-    sock = socket.create_connection(("127.0.0.1", running.port))
-    slow = await websockets.connect(running.ws_url, sock=sock, max_queue=1)
-    await slow.send(f'{{"type":"hello","token":"{token}"}}')
-    slow.transport.pause_reading()  # stop reading: the server's queue must overflow
-    # Staff are not rate-limited, so a facilitator can fill the slow client's queue.
-    talker = await running.client(await running.login("facilitator"))
-    await talker.send(type="join", room="lounge")
-    await talker.expect("room")
-    listener = await running.client(await running.join("Listener"))
-    big = "x" * 1990
-    sent = 0
-    while not running.server.metrics.queue_drops._value.get():
-        ack = await talker.say(big, f"big{sent}")
-        assert ack["status"] == "sent"
-        # The room never waits for its slowest member: every message reaches the others.
-        await listener.expect("message", has_id(f"big{sent}"))
-        sent += 1
-        assert sent < 5000, "the slow client was never cut off"
-    # Read again: the queued bytes, then the close frame, arrive.
-    slow.transport.resume_reading()
-    with pytest.raises(websockets.ConnectionClosed) as closed:
-        while True:
-            await asyncio.wait_for(slow.recv(), 10)
-    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
-    await slow.close()
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.slow
+async def test_peers_that_never_read_again_are_cut_after_the_close_deadline(
+        tmp_path: Path, rules: RuleSet) -> None:
+    """Issue 14: 96 of 100 never-reading clients stayed connected, holding kernel
+    buffers and descriptors. Now each is aborted once the close deadline passes."""
+    running = await start_server(tmp_path, rules, frame_rate=1e6, frame_burst=1e6)
+    _with_close_deadline(running, 0.2)
+    try:
+        stuck = [await _reader_that_stops(running, f"Stuck{n}") for n in range(10)]
+        ports = {port for _, port in stuck}
+        await _flood_until_cut(running, len(stuck))
+        # Not even the kernel keeps them (no orphaned socket holding unsent bytes). The
+        # kernel's table has no event to wait on, so it is polled, under a ceiling.
+        async with asyncio.timeout(10):  # the deadline itself is 0.2 s
+            while _server_side_open(running.port, ports):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        for ws, _ in stuck:
+            ws.transport.abort()
+    finally:
+        await running.stop()
 
 
 async def test_health_and_metrics(running: Running) -> None:
