@@ -77,7 +77,7 @@ class Socket:
 
     ws: web.WebSocketResponse
     outbox: asyncio.Queue[bytes]
-    transport: asyncio.BaseTransport | None = None
+    transport: asyncio.Transport | None = None
     """The TCP transport, kept from the start: aiohttp forgets it once closing, and a
     peer that reads nothing must still be cut (``abort``)."""
     writer: asyncio.Task[None] | None = None
@@ -631,8 +631,7 @@ class Server:
         (close frame included), abort the transport once ``close_deadline_s`` passes.
         ``transport.close()`` alone waits for ever on a peer that never reads."""
         transport = sock.transport
-        if not isinstance(transport, asyncio.WriteTransport) or \
-                transport.get_write_buffer_size() == 0:
+        if transport is None or transport.get_write_buffer_size() == 0:
             return
         asyncio.get_running_loop().call_later(self.config.server.close_deadline_s,
                                               reset, transport)
@@ -679,7 +678,7 @@ class Server:
                 self.close_soon(cid, CloseCode.BAD_TOKEN, "account disabled")
 
 
-def reset(transport: asyncio.BaseTransport) -> None:
+def reset(transport: asyncio.Transport) -> None:
     """Cut a connection now, freeing what the kernel holds for it. ``abort()`` alone
     closes the descriptor, but the kernel keeps the unsent bytes of an orphaned socket
     (FIN_WAIT1) for minutes while it probes a peer whose window stays shut; a zero
