@@ -11,16 +11,20 @@ import functools
 import hashlib
 import itertools
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 import hyperscan
 
+from chatserver.moderation import contact
+from chatserver.moderation.contact import DETECTORS, HELPLINES, helpline_digits
 from chatserver.moderation.normalize import Normalized, normalize, words_view
 from chatserver.moderation.rules import Action, Rule, RuleLoadError, RuleProblem, parse_rule_files
 
-__all__ = ["Hit", "RuleSet", "Verdict", "compile_rules", "letters_pattern", "load_rules"]
+__all__ = ["Hit", "RuleSet", "Verdict", "compile_rules", "letters_pattern", "load_rules",
+           "resource_numbers", "rules_version"]
 
 # No HS_FLAG_SOM_LEFTMOST: start-of-match tracking made compiling 4x slower (7 s vs 1.7 s
 # for the shipped rules, measured). Hyperscan gives the end of a match; the rare message
@@ -89,6 +93,8 @@ def _ordinary(text: str) -> str:
     punctuation at the edges of words gone (``no, one``), a hyphen between two words a
     space (``self-harm``). What is left that differs from the pattern is an evasion:
     ``k.i.l.l``, ``k i l l``, ``k1ll`` (issue 13 § 5: a signal without noise)."""
+    if text.isalnum():
+        return text
     text = _APOSTROPHES.sub("", text)
     text = _WORD_HYPHEN.sub(" ", _EDGE_PUNCTUATION.sub(" ", text))
     return " ".join(text.split())
@@ -131,7 +137,8 @@ class _Pattern:
     rule: int
     unless: bool
     plain: str | None
-    """The pattern's own text, to tell an evasive spelling; None: compare the views."""
+    """The pattern's own text (``_ordinary``), to tell an evasive spelling; None: compare
+    the views; "": a regex."""
     source: str = ""
     every: bool = True
     """Report every match (a masking rule masks each one); otherwise the first is enough
@@ -155,12 +162,18 @@ class RuleSet:
     """Compiled rules of one version; ``check`` is the hot path."""
 
     def __init__(self, rules: tuple[Rule, ...], version: str,
-                 patterns: list[_Pattern] | None = None) -> None:
+                 patterns: list[_Pattern] | None = None,
+                 allowed: frozenset[str] = HELPLINES) -> None:
         self.rules = rules
         self.version = version
         self._patterns = patterns or []
         self._db: object = None
         self._py: dict[int, re.Pattern[str]] = {}
+        # Detector rules, each with the numbers it never reports (helplines: its own
+        # ``allow``, HELPLINES and the config's [[resources]]).
+        self._detectors = tuple(
+            (idx, rule.detector, allowed | helpline_digits(rule.allow))
+            for idx, rule in enumerate(rules) if rule.detector)
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -197,9 +210,14 @@ class RuleSet:
         def on_match(pid: int, start: int, end: int, _flags: int, _ctx: object) -> None:
             raw.append((pid, start, end))
 
-        self._db.scan(data, match_event_handler=on_match)  # type: ignore[attr-defined]
+        if self._db is not None:
+            self._db.scan(data, match_event_handler=on_match)  # type: ignore[attr-defined]
         hits: dict[int, list[tuple[int, int, bool]]] = {}
         suppressed: set[int] = set()
+        for idx, name, allowed in self._detectors:
+            found = DETECTORS[name](norm, allowed)
+            if found:
+                hits.setdefault(idx, []).extend(found)
         if not raw:
             return hits, suppressed
         ascii_text = boundary == len(norm.folded)
@@ -228,7 +246,7 @@ class RuleSet:
                     or _SPLIT_WORD.search(plain) is not None
             else:
                 # A regex has no plain form: a hit only the words view sees is evasive.
-                evasive = in_words if not pat.plain else plain != _ordinary(pat.plain)
+                evasive = in_words if not pat.plain else plain != pat.plain
             hits.setdefault(pat.rule, []).append((start, end, evasive))
         return hits, suppressed
 
@@ -285,8 +303,16 @@ def _hs_compile(expressions: list[bytes], flags: list[int]) -> object:
     return db
 
 
-def compile_rules(rules: list[Rule], version: str) -> tuple[RuleSet, list[RuleProblem]]:
-    """Compile rules into one database; problems name each pattern hyperscan refuses."""
+def compile_rules(rules: list[Rule], version: str, allowed: frozenset[str] = HELPLINES
+                  ) -> tuple[RuleSet, list[RuleProblem]]:
+    """Compile rules into one database; problems name each pattern hyperscan refuses.
+
+    Args:
+        rules: parsed rules.
+        version: the rule-set version (``rules_version``).
+        allowed: phone numbers (digits) no detector reports: ``HELPLINES`` plus
+            the config's ``[[resources]]`` (``resource_numbers``).
+    """
     patterns: list[_Pattern] = []
     expressions: list[bytes] = []
     problems: list[RuleProblem] = []
@@ -298,8 +324,7 @@ def compile_rules(rules: list[Rule], version: str) -> tuple[RuleSet, list[RulePr
                 problems.append(RuleProblem(rule.file, rule.id, f"{text!r} has no letters"))
                 continue
             expressions.append(pat.encode())
-            patterns.append(_Pattern(idx, False, " ".join(normalize(text).folded.split()), pat,
-                                     every))
+            patterns.append(_Pattern(idx, False, _ordinary(normalize(text).folded), pat, every))
         for regex in rule.regex:
             expressions.append(regex.encode())
             patterns.append(_Pattern(idx, False, "", regex, every))
@@ -313,7 +338,7 @@ def compile_rules(rules: list[Rule], version: str) -> tuple[RuleSet, list[RulePr
             if pat is not None:
                 expressions.append(pat.encode())
                 patterns.append(_Pattern(idx, True, "", pat, False))
-    ruleset = RuleSet(tuple(rules), version, patterns)
+    ruleset = RuleSet(tuple(rules), version, patterns, allowed)
     if problems or not expressions:
         return ruleset, problems
     try:
@@ -347,29 +372,50 @@ def _example_problems(ruleset: RuleSet) -> list[RuleProblem]:
 _CACHE: dict[str, RuleSet] = {}
 
 
-def rules_version(files: Mapping[str, str]) -> str:
-    """A content hash of the rule files: the version written into every audit entry."""
-    h = hashlib.sha256()
+_DETECTORS_HASH: Final = hashlib.sha256(Path(contact.__file__).read_bytes()).digest()
+"""The detectors are part of what decided: a change to them is a new rule-set version."""
+
+
+def rules_version(files: Mapping[str, str], allowed: Iterable[str] = ()) -> str:
+    """A content hash of the rule files (and the detectors, and any extra allowed
+    numbers): the version written into every audit entry."""
+    h = hashlib.sha256(_DETECTORS_HASH)
     for name in sorted(files):
         h.update(name.encode() + b"\0" + files[name].encode() + b"\0")
+    for number in sorted(allowed):
+        h.update(b"allow\0" + number.encode() + b"\0")
     return h.hexdigest()[:12]
 
 
-def load_rules(files: Mapping[str, str]) -> RuleSet:
+def resource_numbers(resources: Iterable[object]) -> frozenset[str]:
+    """Phone and text numbers of the config's ``[[resources]]`` (``phone``/``text``
+    attributes), as digits: pass them to ``load_rules(allowed=...)``."""
+    texts = [str(v) for r in resources for v in (getattr(r, "phone", None),
+                                                 getattr(r, "text", None)) if v]
+    return helpline_digits(texts)
+
+
+def load_rules(files: Mapping[str, str], allowed: Iterable[str] = ()) -> RuleSet:
     """Parse, compile and prove (every example) a set of rule files.
 
     Compiling is the slow part (seconds for thousands of patterns), so a version is
     compiled once per process and shared.
 
+    Args:
+        files: rule file name → TOML text.
+        allowed: extra helpline numbers (digits) that no detector reports, beside
+            ``contact.HELPLINES``: ``resource_numbers(config.resources)``.
+
     Raises:
         RuleLoadError: with every problem found; the caller keeps its running set.
     """
-    version = rules_version(files)
+    extra = frozenset(allowed) - HELPLINES
+    version = rules_version(files, extra)
     cached = _CACHE.get(version)
     if cached is not None:
         return cached
     rules, problems = parse_rule_files(files)
-    ruleset, compile_problems = compile_rules(rules, version)
+    ruleset, compile_problems = compile_rules(rules, version, HELPLINES | extra)
     problems += compile_problems
     if not problems:
         if not rules:

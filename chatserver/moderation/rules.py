@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
+from chatserver.moderation.contact import DETECTOR_NAMES
+
 __all__ = [
     "ALERT_KINDS", "ROLES", "Action", "Rule", "RuleLoadError", "RuleProblem", "parse_rule_files",
 ]
@@ -38,6 +40,7 @@ ROLES: Final = frozenset({"participant", "facilitator", "counsellor", "ops"})
 _KEYS: Final = frozenset({
     "id", "category", "action", "alert", "signpost", "notice", "applies_to", "mode",
     "words", "phrases", "regex", "unless", "examples", "message", "description", "combine",
+    "detector", "allow",
 })
 MAX_COMBINATIONS: Final = 100_000
 """A sanity bound on what one ``combine`` table may mean."""
@@ -64,6 +67,10 @@ class Rule:
     unless: tuple[str, ...] = ()
     examples_match: tuple[str, ...] = ()
     examples_no_match: tuple[str, ...] = ()
+    detector: str | None = None
+    """A library-backed detector the engine runs (``contact.py``: phone, email, ...)."""
+    allow: tuple[str, ...] = ()
+    """Numbers the detector never reports (helplines), beside ``contact.HELPLINES``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,8 +174,15 @@ def _parse_rule(raw: Mapping[str, object], file: str, problems: list[RuleProblem
     combine = _combine(raw, here, problems)
     regex = _strings(raw, "regex", here, problems)
     unless = _strings(raw, "unless", here, problems)
-    if not (words or phrases or regex or combine):
-        bad("a rule needs at least one of 'words', 'phrases', 'combine' or 'regex'")
+    allow = _strings(raw, "allow", here, problems)
+    detector = raw.get("detector")
+    if detector is not None and detector not in DETECTOR_NAMES:
+        bad(f"unknown detector {detector!r} ({', '.join(sorted(DETECTOR_NAMES))})")
+    if allow and detector is None:
+        bad("'allow' needs a 'detector'")
+    if not (words or phrases or regex or combine or detector):
+        bad("a rule needs at least one of 'words', 'phrases', 'combine', 'regex' or "
+            "'detector'")
     for pattern in regex:
         try:
             re.compile(pattern)
@@ -191,6 +205,7 @@ def _parse_rule(raw: Mapping[str, object], file: str, problems: list[RuleProblem
         shadow=mode == "shadow", words=words, phrases=phrases, regex=regex, combine=combine,
         unless=unless,
         examples_match=ex_match, examples_no_match=ex_no,
+        detector=detector if isinstance(detector, str) else None, allow=allow,
     )
 
 
