@@ -9,6 +9,7 @@ a boolean where a number is expected, lone surrogates and NUL characters are all
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Final
 
@@ -19,10 +20,12 @@ from chatserver.core.errors import ChatError, ErrorCode
 from chatserver.core.events import Encoded, Event
 from chatserver.core.ids import CaseId, HeldId, MessageId, ParticipantId, RoomId
 
-__all__ = ["MAX_ID_CHARS", "decode_object", "encode", "parse", "parse_frame"]
+__all__ = ["MAX_ID_CHARS", "SEND_ID", "decode_object", "encode", "parse", "parse_frame"]
 
 MAX_ID_CHARS: Final = 64
 """Ids (rooms, messages, participants, cases) are short opaque strings."""
+SEND_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""A `send` id: an opaque client token (docs/protocol.md), never free text for peers."""
 MAX_NOTE_CHARS: Final = 2000
 """Reasons, notes and outcomes: the same bound as message text (PROTOCOL.md § Limits)."""
 
@@ -132,7 +135,13 @@ def _send(o: Obj) -> c.Send:
     text = o.get("text")
     if not isinstance(text, str):
         raise ChatError(ErrorCode.BAD_REQUEST, "Field 'text' must be a string.")
-    return c.Send(room=_room(o), id=MessageId(_str(o, "id")), text=text)
+    msg_id = _str(o, "id")
+    # The id reaches peers in `message.id`: an opaque token, never a second text field
+    # the filter does not read (issue 13 § 4; docs/protocol.md).
+    if not SEND_ID.fullmatch(msg_id):
+        raise ChatError(ErrorCode.BAD_REQUEST, "Field 'id' must be 1 to 64 letters, digits, "
+                                               "'-' or '_'.")
+    return c.Send(room=_room(o), id=MessageId(msg_id), text=text)
 
 
 def _urgency(o: Obj) -> c.Urgency:

@@ -20,6 +20,7 @@ from chatserver.core.ids import ParticipantId, RoomId
 from chatserver.core.roles import Role
 from chatserver.core.session import Identity
 from chatserver.core.wire import decode_object
+from chatserver.moderation.contact import digits_view
 from chatserver.moderation.normalize import normalize, words_view
 from chatserver.moderation.rules import Action, RuleLoadError
 from chatserver.observability import log
@@ -35,9 +36,13 @@ NAME_CHARS: Final = re.compile(r"^[A-Za-z0-9 _.\-]{1,24}$")
 RESERVED_NAMES: Final = frozenset({
     "admin", "administrator", "facilitator", "counsellor", "counselor", "childline",
     "samaritans", "moderator", "mod", "staff", "shout", "system", "support", "kooth",
-    "nspcc", "police", "helpline", "official",
+    "nspcc", "police", "helpline", "official", "modteam", "mods", "moderation", "moderators",
+    "safeguarding", "papyrus", "hopeline", "youngminds", "facilitators", "counsellors",
 })
 """SG-21: nobody may impersonate staff or a helpline, nor a look-alike spelling."""
+NAME_MAX_DIGITS: Final = 6
+"""A display name with this many digits (also spelt: "oh seven nine ...") could carry a
+phone number in pieces (SG-05)."""
 CSP: Final = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
               "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 
@@ -122,16 +127,23 @@ PLATFORM_WORDS: Final = frozenset({
 """A display name is no place for a social handle (SG-05): "sn4p jsmith07" is refused."""
 
 
+_LOOKALIKE: Final = str.maketrans({"1": "l", "|": "l", "i": "l", "!": "l", "0": "o"})
+"""ASCII look-alikes a name can swap (I/l/1/|, O/0) read as one letter (SG-21)."""
+_RESERVED_SKELETONS: Final = frozenset(w.translate(_LOOKALIKE) for w in RESERVED_NAMES)
+
+
 def _name_views(name: str) -> list[str]:
-    """The words view, and again reading "1" and "|" as "l" (leet is ambiguous)."""
+    """The words view of the confusable skeleton, and the same with look-alike letters
+    read as one ("ChildIine", "Chi1dline", "M0d team"; issue 13 § 4)."""
     folded = normalize(name).folded
-    return [words_view(folded), words_view(folded.replace("1", "l").replace("|", "l"))]
+    return [words_view(folded), words_view(folded.translate(_LOOKALIKE))]
 
 
 def _looks_reserved(name: str) -> bool:
-    for view in _name_views(name):
-        joined = "".join(view.split())
-        if joined in RESERVED_NAMES or any(w in joined for w in RESERVED_NAMES if len(w) > 3):
+    plain, swapped = ("".join(v.split()) for v in _name_views(name))
+    skeleton = swapped.translate(_LOOKALIKE)
+    for joined, reserved in ((plain, RESERVED_NAMES), (skeleton, _RESERVED_SKELETONS)):
+        if joined in reserved or any(w in joined for w in reserved if len(w) > 3):
             return True
     return False
 
@@ -153,9 +165,10 @@ async def join(request: web.Request) -> web.Response:
     if _looks_reserved(name):
         raise ChatError(ErrorCode.BAD_REQUEST, "That name is kept for staff. Please pick "
                                                "another.")
-    if _names_a_platform(name):
-        raise ChatError(ErrorCode.BAD_REQUEST, "Please leave social media names out of your "
-                                               "display name, to keep you safe.")
+    spoken = sum(len(r.digits) for r in digits_view(normalize(name).folded))
+    if _names_a_platform(name) or spoken >= NAME_MAX_DIGITS:
+        raise ChatError(ErrorCode.BAD_REQUEST, "Please leave social media names and numbers "
+                                               "out of your display name, to keep you safe.")
     if server.core.rules.check(name, "participant").action >= Action.MASK:
         raise ChatError(ErrorCode.BAD_REQUEST, "Please pick a different name.")
     room = server.core.rooms.get(RoomId(room_id))
