@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
+import dataclasses
 import secrets
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import orjson
@@ -17,6 +17,8 @@ from chatserver.config import Config, ConfigError, load_config, read_rule_files
 from chatserver.core.effects import RoomRecord
 from chatserver.core.ids import RoomId
 from chatserver.moderation.engine import RuleSet, Verdict, load_rules
+from chatserver.moderation.evaluation import STAGES, Report, evaluate, predicted
+from chatserver.moderation.pipeline import Moderator
 from chatserver.moderation.rules import RuleLoadError
 from chatserver.ports import Broker, Store, UserRow
 from chatserver.stores.sqlite import SqliteStore
@@ -91,6 +93,7 @@ def serve(args: argparse.Namespace, config: Config) -> int:
         raise SystemExit("a cluster needs auth.secret (or CHATSERVER_AUTH_SECRET), the same "
                          "on every node, so a token from one node is valid on the others")
     rules = _rules(config.moderation.rules_dir)
+    moderator = _moderator(config, rules)
     store = _store(config)
     secret = load_secret(config.auth, config.server.data_dir)
     broker: Broker = MemoryBroker(config.limits.history)
@@ -100,7 +103,7 @@ def serve(args: argparse.Namespace, config: Config) -> int:
         broker = redis = RedisBroker(config.broker.url, history=config.limits.history,
                                      prefix=config.broker.prefix,
                                      timeout_s=config.broker.timeout_s)
-    server = Server(config, rules, store, broker, Tokens(secret, config.auth),
+    server = Server(config, moderator, store, broker, Tokens(secret, config.auth),
                     node_id=args.node_id)
     if redis is not None:
         redis.on_reset = server.on_broker_reset  # the node tells its clients to resume
@@ -120,7 +123,8 @@ def serve(args: argparse.Namespace, config: Config) -> int:
             for username, role, password in await _demo_accounts(store):
                 print(f"  {role:<12} username: {username:<12} password: {password}")
         base = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}"
-        print(f"\nChat server ready (rules {rules.version}).\n"
+        print(f"\nChat server ready (rules {rules.version}, model "
+              f"{moderator.model_version or 'off'}).\n"
               f"  Young person's room: {base}/\n"
               f"  Staff sign-in:       {base}/staff\n"
               f"  Health:              {base}/healthz\n", flush=True)
@@ -236,27 +240,53 @@ def purge_cmd(args: argparse.Namespace, config: Config) -> int:
 
 
 # ------------------------------------------------------------------- rules
+def _moderator(config: Config, ruleset: RuleSet, model_path: str | None = None,
+               thresholds: Mapping[str, float] | None = None) -> Moderator:
+    """Rules plus the learned heads; a model that cannot load stops the command (fail
+    closed: the server never runs without the second stage it was configured with)."""
+    from chatserver.moderation.classifier import ModelLoadError, load_classifier
+    model = config.moderation.model
+    if thresholds:
+        model = dataclasses.replace(model, thresholds={**model.thresholds, **thresholds})
+    if not model.enabled and model_path is None:
+        return Moderator(ruleset, None, model)
+    try:
+        return Moderator(ruleset, load_classifier(model_path or model.path or None), model)
+    except ModelLoadError as e:
+        raise SystemExit(f"{e}\n(set moderation.model.enabled = false to run on rules "
+                         "alone)") from None
+
+
 def _explain(text: str, v: Verdict) -> str:
-    lines = [f"verdict:    {v.action.label}", f"normalized: {v.normalized!r}"]
+    lines = [f"verdict:    {v.action.label}   (decided by: {v.stage})",
+             f"normalized: {v.normalized!r}"]
     if v.text_out != text:
         lines.append(f"text out:   {v.text_out!r}")
-    for h in v.hits:
+    lines.append("stage 1, rules:")
+    rule_hits = [h for h in v.hits if not h.rule.id.startswith("model.")]
+    for h in rule_hits + list(v.cleared):
         s, e = h.span
-        lines.append(f"  {h.rule.action.label:<6} {h.rule.id:<28} matched {text[s:e]!r}")
+        lines.append(f"  {h.rule.action.label:<6} {h.rule.id:<28} matched {text[s:e]!r}"
+                     + ("  (cleared by the model)" if h in v.cleared else ""))
+    if not rule_hits and not v.cleared:
+        lines.append("  no rule matched")
     for h in v.shadow:
         lines.append(f"  shadow {h.rule.id}")
+    if v.model_version is None:
+        lines.append("stage 2, model: off")
+    else:
+        lines.append(f"stage 2, model {v.model_version}:")
+        for head, score in v.scores.items():
+            t = v.thresholds.get(head)
+            mark = "  <- fires" if t is not None and score >= t else ""
+            lines.append(f"  {head:<9} {score:.3f}   threshold {'-' if t is None else f'{t:.3f}'}"
+                         f"{mark}")
     if v.alerts:
         lines.append(f"alerts:     {', '.join(v.alerts)}")
     if v.signpost:
         lines.append("signpost:   crisis resources shown to the sender")
     lines.append(f"rules:      version {v.version}")
     return "\n".join(lines)
-
-
-def predicted(v: Verdict) -> str:
-    """The category a verdict puts a line in, for eval: 'allow' when nothing acts."""
-    acting = [h for h in v.hits if h.rule.action > 0]
-    return acting[0].rule.category if acting else "allow"
 
 
 def _read_jsonl(path: str) -> list[dict[str, str]]:
@@ -270,40 +300,33 @@ def _read_jsonl(path: str) -> list[dict[str, str]]:
     return rows
 
 
-def evaluate(ruleset: RuleSet, rows: Sequence[dict[str, str]]) -> dict[str, object]:
-    """Precision and recall per category, and the false-positive rate on 'allow' lines."""
-    confusion: collections.Counter[tuple[str, str]] = collections.Counter()
-    caught: collections.Counter[str] = collections.Counter()
-    flagged: collections.Counter[str] = collections.Counter()
-    flagged_right: collections.Counter[str] = collections.Counter()
-    totals: collections.Counter[str] = collections.Counter()
-    misses: list[tuple[str, str, str]] = []
-    for row in rows:
-        label = row["label"]
-        v = ruleset.check(row["text"], "participant")
-        cats = {h.rule.category for h in v.hits if h.rule.action > 0}
-        pred = predicted(v)
-        confusion[(label, pred)] += 1
-        totals[label] += 1
-        for cat in cats:
-            flagged[cat] += 1
-            flagged_right[cat] += cat == label
-        if label == "allow":
-            if cats:
-                misses.append((label, pred, row["text"]))
-        elif label in cats:
-            caught[label] += 1
-        else:
-            misses.append((label, pred, row["text"]))
-    cats_all = sorted(set(totals) - {"allow"})
-    per = {c: {"n": totals[c], "recall": caught[c] / totals[c] if totals[c] else 0.0,
-               "precision": flagged_right[c] / flagged[c] if flagged[c] else 1.0}
-           for c in cats_all}
-    fp = sum(n for (lab, pred), n in confusion.items() if lab == "allow" and pred != "allow")
-    return {"categories": per, "allow_n": totals["allow"],
-            "false_positive_rate": fp / totals["allow"] if totals["allow"] else 0.0,
-            "confusion": {f"{a}->{b}": n for (a, b), n in sorted(confusion.items())},
-            "misses": misses}
+def _print_report(report: Report, show_misses: bool) -> None:
+    cats = report.categories()
+    print(f"{'caught (held or blocked)':<26}" + "".join(f"{s:>9}" for s in STAGES))
+    for cat in cats:
+        print(f"  {cat:<12} n={report.totals[cat]:<9}"
+              + "".join(f"{report.recall(s, cat):>9.3f}" for s in STAGES))
+    print(f"  {'must-allow':<12} n={report.allow_n:<9}"
+          + "".join(f"{report.false_positive_rate(s):>9.3f}" for s in STAGES)
+          + "   <- share held or blocked (false positives)")
+    for stage in STAGES:
+        print(f"\nconfusion, {stage} (label -> predicted):")
+        for (a, b), n in sorted(report.stages[stage].confusion.items()):
+            print(f"  {a + ' -> ' + b:<24} {n}")
+    if show_misses:
+        for label, pred, text in report.stages["whole"].misses:
+            print(f"  MISS {label} -> {pred}: {text}")
+
+
+def _thresholds_arg(values: Sequence[str]) -> dict[str, float]:
+    out = {}
+    for v in values:
+        head, _, num = v.partition("=")
+        try:
+            out[head] = float(num)
+        except ValueError:
+            raise SystemExit(f"--threshold {v!r}: use HEAD=NUMBER, e.g. risk=0.8") from None
+    return out
 
 
 def rules_cmd(args: argparse.Namespace, config: Config) -> int:
@@ -319,39 +342,32 @@ def rules_cmd(args: argparse.Namespace, config: Config) -> int:
         examples = sum(len(r.examples_match) + len(r.examples_no_match) for r in ruleset.rules)
         print(f"ok: {len(ruleset)} rules, {examples} examples pass, version {ruleset.version}")
         return 0
-    ruleset = _rules(directory)
+    moderator = _moderator(config, _rules(directory), args.model)
     if args.rules_cmd == "try":
-        print(_explain(args.text, ruleset.check(args.text, args.role)))
+        print(_explain(args.text, moderator.check(args.text, args.role, profile=args.profile)))
         return 0
     rows = _read_jsonl(args.file)
     if args.rules_cmd == "eval":
-        report = evaluate(ruleset, rows)
+        report = evaluate(moderator, rows, args.profile)
         if args.json:
-            print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
-            return 0
-        print(f"{'category':<12} {'n':>5} {'recall':>8} {'precision':>10}")
-        for cat, m in report["categories"].items():  # type: ignore[attr-defined]
-            print(f"{cat:<12} {m['n']:>5} {m['recall']:>8.3f} {m['precision']:>10.3f}")
-        print(f"{'allow':<12} {report['allow_n']:>5}   false-positive rate "
-              f"{report['false_positive_rate']:.3f}")
-        print("\nconfusion (label -> predicted):")
-        for k, n in report["confusion"].items():  # type: ignore[attr-defined]
-            print(f"  {k:<24} {n}")
-        if args.show_misses:
-            for label, pred, text in report["misses"]:  # type: ignore[attr-defined]
-                print(f"  MISS {label} -> {pred}: {text}")
+            print(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode())
+        else:
+            _print_report(report, args.show_misses)
         return 0
-    candidate = _rules(args.against)
+    candidate = _moderator(config, _rules(args.against or directory),
+                           args.candidate_model or args.model,
+                           _thresholds_arg(args.threshold))
     changed = 0
     for row in rows:
-        old = ruleset.check(row["text"])
-        new = candidate.check(row["text"])
+        old = moderator.check(row["text"], profile=args.profile)
+        new = candidate.check(row["text"], profile=args.profile)
         if old.action != new.action or predicted(old) != predicted(new):
             changed += 1
             print(f"{old.action.label:>5} -> {new.action.label:<5} "
-                  f"[{predicted(old)} -> {predicted(new)}] {row['text']}")
-    print(f"{changed} of {len(rows)} messages change verdict "
-          f"({ruleset.version} -> {candidate.version})")
+                  f"[{predicted(old)} -> {predicted(new)}] ({old.stage} -> {new.stage}) "
+                  f"{row['text']}")
+    print(f"{changed} of {len(rows)} messages change verdict (rules {moderator.version} -> "
+          f"{candidate.version}, model {moderator.model_version} -> {candidate.model_version})")
     return 0
 
 
@@ -376,6 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_dis.add_argument("name")
     p_rules = sub.add_parser("rules", help="check, try, evaluate and backtest rules")
     p_rules.add_argument("--dir", help="rules directory (default: config)")
+    p_rules.add_argument("--model", help="the heads to use (default: config, or packaged)")
+    p_rules.add_argument("--profile", default="default", help="room profile (thresholds)")
     rs = p_rules.add_subparsers(dest="rules_cmd", required=True)
     rs.add_parser("check")
     p_try = rs.add_parser("try")
@@ -387,7 +405,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_eval.add_argument("--show-misses", action="store_true")
     p_bt = rs.add_parser("backtest")
     p_bt.add_argument("file")
-    p_bt.add_argument("--against", required=True, help="candidate rules directory")
+    p_bt.add_argument("--against", help="candidate rules directory (default: the same)")
+    p_bt.add_argument("--candidate-model", help="candidate heads (.npz from make model)")
+    p_bt.add_argument("--threshold", action="append", default=[], metavar="HEAD=VALUE",
+                      help="candidate threshold for one head (repeatable)")
     p_audit = sub.add_parser("audit", help="audit log tools")
     aus = p_audit.add_subparsers(dest="audit_cmd", required=True)
     aus.add_parser("verify", help="check the audit log's hash chain")

@@ -114,11 +114,31 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """The learned second stage (``moderation/pipeline.py``)."""
+
+    enabled: bool = True
+    path: str = ""
+    """The heads to load; empty: the ones packaged with the server."""
+    mode: str = "live"
+    """``live``, or ``shadow``: every head scored and audited, none acted on."""
+    shadow_heads: tuple[str, ...] = ()
+    """Heads in shadow while the others act (trying out a retrained head)."""
+    clear: bool = True
+    """May clear a supportive line that a ``model_may_clear`` rule would hold."""
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+    """Per head, over training's choice."""
+    profile_thresholds: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    """Room profile → head → threshold, over both."""
+
+
+@dataclass(frozen=True, slots=True)
 class ModerationConfig:
     rules_dir: str = "moderation_rules"
     profiles: Mapping[str, frozenset[str]] = field(
         default_factory=lambda: {"default": frozenset(), "adult": frozenset({"profanity"})})
     """Profile → categories switched off."""
+    model: ModelConfig = ModelConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,12 +275,37 @@ def _section(cls: type[T], raw: Mapping[str, Any], name: str, env: Mapping[str, 
             raise ConfigError(f"unknown key [{name}] {key}")
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         like = getattr(default, f.name)
-        env_key = f"CHATSERVER_{name}_{f.name}".upper()
+        env_key = f"CHATSERVER_{name}_{f.name}".upper().replace(".", "_")
         if env_key in env:
             values[f.name] = _coerce(env[env_key], like, f"{name}.{f.name}")
         elif f.name in raw:
             values[f.name] = _coerce(raw[f.name], like, f"{name}.{f.name}")
     return dataclasses.replace(default, **values)  # type: ignore[type-var]
+
+
+def _thresholds(raw: Any, where: str) -> dict[str, float]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: a table of head = threshold")
+    out = {}
+    for head, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{where}.{head}: a threshold between 0 and 1, not {value!r}")
+        out[str(head)] = float(value)
+    return out
+
+
+def _model_config(raw: dict[str, Any], env: Mapping[str, str]) -> ModelConfig:
+    thresholds = _thresholds(raw.pop("thresholds", {}), "moderation.model.thresholds")
+    profiles_raw = raw.pop("profiles", {})
+    if not isinstance(profiles_raw, dict):
+        raise ConfigError("moderation.model.profiles: a table per room profile")
+    profiles = {name: _thresholds(t, f"moderation.model.profiles.{name}")
+                for name, t in profiles_raw.items()}
+    model = _section(ModelConfig, raw, "moderation.model", env)
+    if model.mode not in ("live", "shadow"):
+        raise ConfigError(f"moderation.model.mode: 'live' or 'shadow', not {model.mode!r}")
+    return dataclasses.replace(model, thresholds=thresholds, profile_thresholds=profiles)
 
 
 def load_config(path: str | Path | None = None,
@@ -277,7 +322,9 @@ def load_config(path: str | Path | None = None,
             raw = tomllib.load(f)
     mod_raw = dict(raw.get("moderation", {}))
     profiles_raw = mod_raw.pop("profiles", None)
+    model = _model_config(dict(mod_raw.pop("model", {})), env)
     moderation = _section(ModerationConfig, mod_raw, "moderation", env)
+    moderation = dataclasses.replace(moderation, model=model)
     if profiles_raw is not None:
         profiles = {name: frozenset(p.get("disable", [])) for name, p in profiles_raw.items()}
         moderation = dataclasses.replace(moderation, profiles=profiles)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -25,7 +26,9 @@ from chatserver.config import (
 )
 from chatserver.core.effects import RoomRecord
 from chatserver.core.ids import RoomId
+from chatserver.moderation.classifier import Classifier, load_classifier
 from chatserver.moderation.engine import RuleSet, load_rules
+from chatserver.moderation.pipeline import Moderator
 from chatserver.stores.sqlite import SqliteStore
 from chatserver.transport.app import APP_KEY, Server, now_ms
 from chatserver.transport.auth import Passwords, Tokens
@@ -55,6 +58,12 @@ def require(condition: bool, reason: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"required in CI: {reason}")
     pytest.skip(reason)
+
+
+@functools.cache
+def classifier() -> Classifier:
+    """The committed heads, loaded once for the run (servers share them, read-only)."""
+    return load_classifier()
 
 
 @pytest.fixture(scope="session")
@@ -220,7 +229,8 @@ async def start_server(tmp: Path, rules: RuleSet, rules_dir: Path = RULES_DIR,
                        **limits: Any) -> Running:
     config = make_config(tmp, rules_dir, **limits)
     store = SqliteStore(tmp / "chat.db")
-    server = Server(config, rules, store, MemoryBroker(config.limits.history),
+    server = Server(config, Moderator(rules, classifier(), config.moderation.model), store,
+                    MemoryBroker(config.limits.history),
                     Tokens(SECRET, config.auth), clock=clock or now_ms)
     app = build_app(server)
     runner = web.AppRunner(app)

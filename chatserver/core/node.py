@@ -56,6 +56,7 @@ from chatserver.core.room import Member, Room
 from chatserver.core.session import Conn, Identity, State
 from chatserver.core.sync import Sync, SyncRecord
 from chatserver.moderation.engine import RuleSet, Verdict
+from chatserver.moderation.pipeline import Moderator, describe
 from chatserver.moderation.rules import Action
 
 __all__ = ["ChatCore", "CoreStats"]
@@ -119,9 +120,11 @@ class CoreStats:
 class ChatCore:
     """All chat state of one node, driven by commands and explicit time."""
 
-    def __init__(self, config: Config, rules: RuleSet, ids: IdFactory | None = None) -> None:
+    def __init__(self, config: Config, moderator: Moderator,
+                 ids: IdFactory | None = None) -> None:
         self.config = config
-        self.rules = rules
+        self.moderator = moderator
+        """Both moderation stages (rules, then the learned heads): swapped whole."""
         self.ids = ids or IdFactory()
         self.conns: dict[ConnId, Conn] = {}
         self.rooms: dict[RoomId, Room] = {}
@@ -162,9 +165,14 @@ class ChatCore:
                     room.case = case.id
                     room.allowed = {case.participant, case.counsellor}
 
+    @property
+    def rules(self) -> RuleSet:
+        """The running rule set (its version goes into every audit entry)."""
+        return self.moderator.ruleset
+
     def set_rules(self, rules: RuleSet) -> None:
-        """Swap the rule set atomically (hot reload)."""
-        self.rules = rules
+        """Swap the rule set atomically (hot reload); the learned heads stay."""
+        self.moderator = self.moderator.with_rules(rules)
 
     def statistics(self) -> CoreStats:
         return CoreStats(
@@ -474,7 +482,7 @@ class ChatCore:
     def _moderate(self, text: str, role: Role, room: Room) -> tuple[Verdict, bool]:
         disabled = self.config.moderation.profiles.get(room.profile, frozenset())
         try:
-            return self.rules.check(text, role.value, disabled), False
+            return self.moderator.check(text, role.value, disabled, room.profile), False
         except Exception:
             return Verdict(Action.HOLD, text, (), (), (), False, None, "", "", "error"), True
 
@@ -482,6 +490,7 @@ class ChatCore:
         detail: dict[str, object] = {
             "rules": [h.rule.id for h in v.hits],
             "shadow": [h.rule.id for h in v.shadow],
+            **describe(v),
         }
         if failed:
             detail["error"] = "moderation failed: held (fail closed)"

@@ -12,7 +12,7 @@ import hashlib
 import itertools
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -126,6 +126,14 @@ class Verdict:
     words: str
     """The words view: leetspeak and symbols mapped, punctuation as spaces."""
     version: str
+    stage: str = "none"
+    """Which stage decided: ``rules``, ``model`` (caught or cleared), or ``none``."""
+    scores: Mapping[str, float] = field(default_factory=dict)
+    """Each learned head's score (empty when the second stage did not run)."""
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+    model_version: str | None = None
+    cleared: tuple[Hit, ...] = ()
+    """Rule hits the model cleared (a supportive line a rule would have held)."""
 
     @property
     def categories(self) -> tuple[str, ...]:

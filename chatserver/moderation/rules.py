@@ -40,7 +40,7 @@ ROLES: Final = frozenset({"participant", "facilitator", "counsellor", "ops"})
 _KEYS: Final = frozenset({
     "id", "category", "action", "alert", "signpost", "notice", "applies_to", "mode",
     "words", "phrases", "regex", "unless", "examples", "message", "description", "combine",
-    "detector", "allow",
+    "detector", "allow", "model_may_clear",
 })
 MAX_COMBINATIONS: Final = 100_000
 """A sanity bound on what one ``combine`` table may mean."""
@@ -71,6 +71,10 @@ class Rule:
     """A library-backed detector the engine runs (``contact.py``: phone, email, ...)."""
     allow: tuple[str, ...] = ()
     """Numbers the detector never reports (helplines), beside ``contact.HELPLINES``."""
+    model_may_clear: bool = False
+    """The learned stage may let a line this rule would hold through, when it scores the
+    line as supportive (a helper's reply that says "suicide"). Only for ``hold`` rules:
+    what a rule blocks (contact details, method) stays blocked whatever a model says."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +184,11 @@ def _parse_rule(raw: Mapping[str, object], file: str, problems: list[RuleProblem
         bad(f"unknown detector {detector!r} ({', '.join(sorted(DETECTOR_NAMES))})")
     if allow and detector is None:
         bad("'allow' needs a 'detector'")
+    may_clear = raw.get("model_may_clear", False)
+    if not isinstance(may_clear, bool):
+        bad("'model_may_clear' must be true or false")
+    elif may_clear and action != Action.HOLD:
+        bad("'model_may_clear' is only for hold rules (a block is never cleared)")
     if not (words or phrases or regex or combine or detector):
         bad("a rule needs at least one of 'words', 'phrases', 'combine', 'regex' or "
             "'detector'")
@@ -206,6 +215,7 @@ def _parse_rule(raw: Mapping[str, object], file: str, problems: list[RuleProblem
         unless=unless,
         examples_match=ex_match, examples_no_match=ex_no,
         detector=detector if isinstance(detector, str) else None, allow=allow,
+        model_may_clear=may_clear is True,
     )
 
 

@@ -51,7 +51,8 @@ from chatserver.core.sequencer import Sequencer
 from chatserver.core.session import Identity
 from chatserver.core.sync import SYNC_RECORDS, Sync, SyncRecord
 from chatserver.core.wire import encode
-from chatserver.moderation.engine import RuleSet, load_rules
+from chatserver.moderation.engine import load_rules
+from chatserver.moderation.pipeline import Moderator
 from chatserver.moderation.rules import RuleLoadError
 from chatserver.observability import Metrics, log
 from chatserver.ports import Broker, BrokerError, Envelope, Store, StoreConflict, StoreError
@@ -103,7 +104,7 @@ class Socket:
 
 
 class Server:
-    def __init__(self, config: Config, rules: RuleSet, store: Store, broker: Broker,
+    def __init__(self, config: Config, rules: Moderator, store: Store, broker: Broker,
                  tokens: Tokens, node_id: str | None = None,
                  clock: Callable[[], int] = now_ms) -> None:
         self.config = config

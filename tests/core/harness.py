@@ -33,6 +33,7 @@ from chatserver.core.node import ChatCore
 from chatserver.core.roles import Role
 from chatserver.core.session import Identity
 from chatserver.moderation.engine import RuleSet
+from chatserver.moderation.pipeline import Moderator
 
 Frame = dict[str, Any]
 
@@ -43,7 +44,7 @@ class RoomHarness:
         self.core = ChatCore(
             Config(rooms=dataclasses.replace(RoomsConfig(require_facilitator=False),
                                              **rooms_config)),
-            rules, IdFactory(lambda n: f"{next(counter):0{n}d}"))
+            Moderator(rules), IdFactory(lambda n: f"{next(counter):0{n}d}"))
         self.core.add_room(RoomRecord(RoomId("r"), "Room", ("16-17",), "default", "group",
                                       False, 0, {}, (), bool(rooms_config.get(
                                           "require_facilitator", False))))

@@ -7,7 +7,8 @@ import pytest
 from chatserver.core import commands as c
 from chatserver.core.ids import CaseId, HeldId, MessageId, ParticipantId, RoomId
 from chatserver.core.roles import Role
-from chatserver.moderation.engine import RuleSet
+from chatserver.moderation.engine import RuleSet, Verdict
+from chatserver.moderation.pipeline import Moderator
 from tests.core.harness import RoomHarness
 
 R = RoomId("r")
@@ -292,13 +293,11 @@ def test_moderation_failure_holds_and_alerts_ops(h: RoomHarness) -> None:
     ana = h.connect("Ana")
     ben = h.connect("Ben")
 
-    class Broken:
-        version = "broken"
-
-        def check(self, *args: object) -> None:
+    class Broken(Moderator):
+        def check(self, *args: object, **kwargs: object) -> Verdict:
             raise RuntimeError("boom")
 
-    h.core.rules = Broken()  # type: ignore[assignment]
+    h.core.moderator = Broken(h.core.rules)
     assert h.say(ana, "hello there", "a1")["status"] == "held"
     assert "moderation_failed" in h.ops_alerts
     assert h.texts(ben) == []

@@ -1,0 +1,123 @@
+"""Both stages, one verdict: rules first, then the learned heads.
+
+How they combine, in the order a reader of an audit entry needs:
+
+1. **Rules decide first** (instant, editable by ops). What a rule blocks stays blocked.
+2. **The model may clear a hold** that every acting rule allows it to clear
+   (``model_may_clear = true``): when the ``support`` head scores at or over its
+   threshold and no risk head does, the line is let through. This is how a helper's
+   "please ring Samaritans if you feel suicidal" reaches the person who asked.
+3. **The model catches what rules missed**: when rules would allow (or only mask) a
+   line, each acting head at or over its threshold adds a hit ``model.<head>``. A
+   model never blocks: it *holds* for a facilitator, so a false positive costs a
+   moment's review, not a lost message; risk and method also signpost the sender.
+4. Heads in shadow (``moderation.model.mode = "shadow"`` or ``shadow_heads``) are
+   scored and audited, never acted on.
+
+Every verdict says which stage decided (``stage``), each head's score and threshold,
+and the model's version beside the rules'.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Final
+
+from chatserver.config import ModelConfig
+from chatserver.moderation.classifier import Classifier
+from chatserver.moderation.engine import Hit, RuleSet, Verdict
+from chatserver.moderation.rules import Action, Rule
+
+__all__ = ["ACTING_HEADS", "Moderator"]
+
+ACTING_HEADS: Final = ("method", "risk", "grooming", "contact", "abuse")
+"""Heads that can hold a line, most severe first (the first notice wins)."""
+_ALERT: Final = {"risk": "risk", "method": "risk", "grooming": "grooming",
+                 "contact": "contact", "abuse": "abuse"}
+
+
+def _model_rule(head: str, notice: str | None) -> Rule:
+    return Rule(id=f"model.{head}", category=head, action=Action.HOLD, file="model",
+                alert=_ALERT[head], signpost=head in ("risk", "method"), notice=notice)
+
+
+class Moderator:
+    """A rule set and (optionally) the learned heads, with the config that joins them."""
+
+    def __init__(self, ruleset: RuleSet, classifier: Classifier | None = None,
+                 config: ModelConfig | None = None) -> None:
+        self.ruleset = ruleset
+        self.classifier = classifier
+        self.config = config or ModelConfig()
+        notices = {}
+        for rule in ruleset.rules:
+            if rule.notice and rule.category not in notices:
+                notices[rule.category] = rule.notice
+        self._rules = {h: _model_rule(h, notices.get(h) or notices.get(_ALERT[h]))
+                       for h in ACTING_HEADS}
+
+    @property
+    def version(self) -> str:
+        return self.ruleset.version
+
+    @property
+    def model_version(self) -> str | None:
+        return self.classifier.version if self.classifier else None
+
+    def with_rules(self, ruleset: RuleSet) -> Moderator:
+        """The same heads with a reloaded rule set (hot reload swaps the whole object)."""
+        return Moderator(ruleset, self.classifier, self.config)
+
+    def thresholds(self, profile: str = "default") -> dict[str, float]:
+        """Training's thresholds, then config's, then the room profile's."""
+        out = dict(self.classifier.info.thresholds) if self.classifier else {}
+        out.update(self.config.thresholds)
+        out.update(self.config.profile_thresholds.get(profile, {}))
+        return out
+
+    def _live(self, head: str) -> bool:
+        return self.config.mode == "live" and head not in self.config.shadow_heads
+
+    def check(self, text: str, role: str = "participant",
+              disabled: frozenset[str] = frozenset(), profile: str = "default") -> Verdict:
+        v = self.ruleset.check(text, role, disabled)
+        stage = "rules" if v.action > Action.ALLOW else "none"
+        if self.classifier is None or not self.config.enabled or role != "participant":
+            return dataclasses.replace(v, stage=stage)
+        scores = self.classifier.score(text)
+        th = self.thresholds(profile)
+        firing = [h for h in ACTING_HEADS if h not in disabled and scores[h] >= th.get(h, 1.1)]
+        live = [h for h in firing if self._live(h)]
+        shadow = tuple(Hit(self._rules[h], (0, len(text)), ((0, len(text)),), False)
+                       for h in firing if not self._live(h))
+        v = dataclasses.replace(v, scores=scores, thresholds=th, shadow=v.shadow + shadow,
+                                model_version=self.classifier.version)
+        supportive = scores["support"] >= th.get("support", 1.1)
+        if v.action == Action.HOLD and supportive and not live and self.config.clear \
+                and self._live("support") and all(h.rule.model_may_clear for h in v.hits
+                                                  if h.rule.action == Action.HOLD):
+            return dataclasses.replace(
+                v, action=Action.ALLOW, text_out=text, hits=(), alerts=(), signpost=False,
+                notice=None, stage="model", cleared=v.hits)
+        if v.action >= Action.HOLD or not live:
+            return dataclasses.replace(v, stage=stage)
+        hits = tuple(Hit(self._rules[h], (0, len(text)), ((0, len(text)),), False)
+                     for h in live)
+        return dataclasses.replace(
+            v, action=Action.HOLD, text_out=text, hits=v.hits + hits,
+            alerts=tuple(sorted(set(v.alerts) | {_ALERT[h] for h in live})),
+            signpost=v.signpost or any(h.rule.signpost for h in hits),
+            notice=v.notice or next((h.rule.notice for h in hits if h.rule.notice), None),
+            stage="model")
+
+
+def describe(v: Verdict) -> Mapping[str, object]:
+    """What an audit entry and ``rules try`` record of the second stage."""
+    out: dict[str, object] = {"stage": v.stage}
+    if v.model_version is not None:
+        out["model"] = v.model_version
+        out["scores"] = dict(v.scores)
+        if v.cleared:
+            out["cleared"] = [h.rule.id for h in v.cleared]
+    return out
