@@ -139,6 +139,20 @@ class ModerationConfig:
         default_factory=lambda: {"default": frozenset(), "adult": frozenset({"profanity"})})
     """Profile → categories switched off."""
     model: ModelConfig = ModelConfig()
+    window_messages: int = 4
+    """Issue 13: a participant's last messages in a room (this one included) are also
+    checked as one text, so a detail split over several short messages is caught."""
+    window_s: int = 60
+    """... and only those sent within this many seconds of each other."""
+    grooming_window_s: int = 1800
+    """Grooming signals (age, location, alone, secrecy, ...) accumulate per sender this
+    long (30 minutes)."""
+    grooming_signals: int = 3
+    """Distinct signals within the window that raise a `grooming` alert and hold."""
+    grooming_score: float = 0.5
+    """A grooming head score at or over this counts as one signal (``model``)."""
+    context_senders: int = 10_000
+    """At most this many senders' windows are kept (least recently active dropped)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,9 +55,10 @@ from chatserver.core.roles import STAFF, Role, may
 from chatserver.core.room import Member, Room
 from chatserver.core.session import Conn, Identity, State
 from chatserver.core.sync import Sync, SyncRecord
-from chatserver.moderation.engine import RuleSet, Verdict
+from chatserver.moderation.context import MODEL_SIGNAL, Conversation, Fragment, Grooming
+from chatserver.moderation.engine import Hit, RuleSet, Verdict
 from chatserver.moderation.pipeline import Moderator, describe
-from chatserver.moderation.rules import Action
+from chatserver.moderation.rules import Action, Rule
 
 __all__ = ["ChatCore", "CoreStats"]
 
@@ -76,6 +77,41 @@ _STATE_CHANGING: Final[frozenset[type[c.Command]]] = frozenset({
     c.Mute, c.Unmute, c.Pause, c.Resume, c.SlowMode, c.Remove, c.Redact, c.Approve, c.Reject,
 })
 """Staff commands that change a room: undone if their audit write fails."""
+_GROOMING_RULE: Final = Rule(
+    id="context.grooming", category="grooming", action=Action.HOLD, file="context",
+    alert="grooming")
+"""Issue 13 § 2: grooming signals that add up over a conversation hold the line."""
+
+
+@dataclass(frozen=True, slots=True)
+class _InContext:
+    """What a message's conversation adds to its own verdict (``ChatCore._in_context``)."""
+
+    split: tuple[Hit, ...] = ()
+    """Rule hits of the joined window that reach into this message (held or blocked)."""
+    fragments: tuple[Fragment, ...] = ()
+    """Earlier fragments those hits cover: redacted for everyone."""
+    joined: str = ""
+    grooming: Grooming | None = None
+
+    def detail(self) -> dict[str, object]:
+        out: dict[str, object] = {}
+        if self.split:
+            out["split"] = {"rules": [h.rule.id for h in self.split],
+                            "fragments": [f.msg_id for f in self.fragments]}
+        g = self.grooming
+        if g is not None and (g.reached or g.after):
+            out["grooming"] = {"signals": list(g.signals), "after_alert": g.after}
+        return {"context": out} if out else {}
+
+
+@dataclass(frozen=True, slots=True)
+class _SplitRedacted:
+    """Redactions of a split detail's fragments are written."""
+
+    room: RoomId
+    sender: ParticipantId
+    seqs: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +162,12 @@ class ChatCore:
         self.moderator = moderator
         """Both moderation stages (rules, then the learned heads): swapped whole."""
         self.ids = ids or IdFactory()
+        mod = config.moderation
+        self.context = Conversation(mod.window_messages, mod.window_s * 1000,
+                                    mod.grooming_window_s * 1000, mod.grooming_signals,
+                                    mod.context_senders)
+        """Issue 13 § 2: each sender's recent messages and grooming signals (the only
+        owner of this state)."""
         self.conns: dict[ConnId, Conn] = {}
         self.rooms: dict[RoomId, Room] = {}
         self.cases: dict[CaseId, CaseRecord] = {}
@@ -401,6 +443,8 @@ class ChatCore:
         member = room.members.get(ident.id)
         if member is not None:
             member.conns.discard(conn.id)
+            if not member.conns:
+                self.context.forget(ident.id)  # nothing of a sender who left is kept
         return [Publish(room.id, room.state(now_ms))]
 
     # -------------------------------------------------------------------- send
@@ -433,6 +477,9 @@ class ChatCore:
                     0 <= now_ms - last < room.slow_mode_s * 1000:
                 raise ChatError(ErrorCode.SLOW_MODE, "The room is in slow mode.")
         verdict, failed = self._moderate(text, ident.role, room)
+        context = _InContext()
+        if not staff and not failed:
+            verdict, context = self._in_context(room, ident.id, text, verdict, now_ms)
         if failed:
             effects.append(OpsAlert("moderation_failed", f"rules {self.rules.version}"))
         # A paused room still lets a young person at risk reach staff: risk is held and
@@ -447,13 +494,16 @@ class ChatCore:
             # DESIGN.md invariant 2: crisis support at once, before anything durable.
             effects.append(Emit(conn.id, self._notice("signpost", room.id, resources=True)))
         audit = AuditEntry(now_ms, room.id, ident.id, f"message.{verdict.action.label}",
-                           cmd.id, self._verdict_detail(verdict, failed), verdict.version,
+                           cmd.id, {**self._verdict_detail(verdict, failed),
+                                    **context.detail()}, verdict.version,
                            # Delivered text lives in the message record; what peers never
                            # saw is kept here, for the retention period only.
                            text if verdict.action >= Action.HOLD else None)
         sender = self._person_view(ident)
         if verdict.action <= Action.MASK:
             self._idem_put(key, [conn.id])
+            if not staff:
+                self.context.add(room.id, ident.id, cmd.id, text, now_ms)
             effects.append(Deliver(room.id, sender, cmd.id, verdict.text_out, now_ms, audit,
                                    conn=conn.id, ref=cmd.id,
                                    masked=verdict.action == Action.MASK))
@@ -471,12 +521,14 @@ class ChatCore:
                         Publish(room.id, HeldEvent(room.id, self._held_view(held)),
                                 Audience.STAFF)]
             effects += self._alerts(room, ident.id, verdict, text, None, held.id)
+            effects += self._context_effects(room, ident.id, context, now_ms, held.id)
             return effects
         ack = Ack(cmd.id, "blocked", room=room.id,
                   notice=f"{verdict.notice or self._text('blocked')} {self._text('complaints')}")
         self._idem_put(key, ack)
         effects += [Persist((audit,), ref=cmd.id, conn=conn.id), Emit(conn.id, ack)]
         effects += self._alerts(room, ident.id, verdict, text, None, None)
+        effects += self._context_effects(room, ident.id, context, now_ms, None)
         return effects
 
     def _moderate(self, text: str, role: Role, room: Room) -> tuple[Verdict, bool]:
@@ -485,6 +537,99 @@ class ChatCore:
             return self.moderator.check(text, role.value, disabled, room.profile), False
         except Exception:
             return Verdict(Action.HOLD, text, (), (), (), False, None, "", "", "error"), True
+
+    def _in_context(self, room: Room, pid: ParticipantId, text: str, verdict: Verdict,
+                    now_ms: int) -> tuple[Verdict, _InContext]:
+        """Issue 13 § 2, a participant's message in its conversation: the sender's
+        recent messages and this one checked as one text by the rules (a detail split
+        over several messages is held or blocked as its rule says, and the fragments it
+        covers are redacted), and their grooming signals added up."""
+        joined = self.context.joined(room.id, pid, text, now_ms)
+        split: list[Hit] = []
+        fragments: list[Fragment] = []
+        carried = {h.rule.signal for h in (*verdict.hits, *verdict.cleared) if h.rule.signal}
+        if joined is not None:
+            disabled = self.config.moderation.profiles.get(room.profile, frozenset())
+            try:
+                whole = self.rules.check(joined.text, Role.PARTICIPANT.value, disabled)
+            except Exception:  # the message's own verdict (same rules) already stands
+                whole = None
+            supportive = bool(verdict.cleared)  # the model read this line as support
+            for hit in whole.hits if whole is not None else ():
+                covered = joined.crossing(hit.spans)
+                if not covered:
+                    continue
+                if hit.rule.signal:
+                    carried.add(hit.rule.signal)
+                if hit.rule.action >= Action.HOLD and \
+                        not (supportive and hit.rule.model_may_clear):
+                    split.append(Hit(hit.rule, (0, len(text)), ((0, len(text)),),
+                                     hit.evasive))
+                    fragments += [f for f in covered if f not in fragments]
+        if verdict.scores.get("grooming", 0.0) >= self.config.moderation.grooming_score:
+            carried.add(MODEL_SIGNAL)
+        grooming = self.context.grooming(pid, carried, now_ms)
+        extra = list(split)
+        if grooming.reached or grooming.after:
+            extra.append(Hit(_GROOMING_RULE, (0, len(text)), ((0, len(text)),), False))
+        if not extra:
+            return verdict, _InContext(grooming=grooming)
+        acting = max(h.rule.action for h in extra)
+        if acting > verdict.action:
+            notice = next((h.rule.notice for h in extra if h.rule.notice), None) \
+                or (self._text("held") if acting == Action.HOLD else None)
+            verdict = dataclasses.replace(verdict, action=acting, text_out=text,
+                                          notice=notice, stage="context")
+        verdict = dataclasses.replace(
+            verdict, hits=verdict.hits + tuple(extra),
+            signpost=verdict.signpost or any(h.rule.signpost for h in split))
+        return verdict, _InContext(tuple(split), tuple(fragments),
+                                   joined.text if joined is not None else "", grooming)
+
+    def _context_effects(self, room: Room, pid: ParticipantId, ctx: _InContext,
+                         now_ms: int, held: HeldId | None) -> list[Effect]:
+        """Alerts for what the conversation showed, and redaction of a split detail's
+        fragments for everyone (as the staff ``redact`` command does, audited
+        ``message.redacted_split``)."""
+        effects: list[Effect] = []
+        if ctx.split:
+            hidden = {h.rule.category for h in ctx.split} & HIDDEN_CATEGORIES
+            n = len(ctx.fragments) + 1
+            excerpt = f"(split over {n} messages; not shown: {', '.join(sorted(hidden))} " \
+                "detail)" if hidden else f"(split over {n} messages) " + \
+                ctx.joined[:EXCERPT_CHARS] + ("…" if len(ctx.joined) > EXCERPT_CHARS else "")
+            rules = tuple(RuleRef(h.rule.id, h.rule.category) for h in ctx.split)
+            kinds = sorted({h.rule.alert or h.rule.category for h in ctx.split})
+            effects += [Publish(room.id, Alert(room.id, kind, pid, excerpt, rules, None, held),
+                                Audience.STAFF) for kind in kinds]
+            because = [h.rule.id for h in ctx.split]
+            effects += self._redact_split(
+                room, pid, self.context.to_redact(ctx.fragments, now_ms, because), because,
+                now_ms)
+        g = ctx.grooming
+        if g is not None and (g.reached or g.after):
+            window = self.config.moderation.grooming_window_s // 60
+            excerpt = (f"Grooming signals together within {window} min: "
+                       f"{', '.join(g.signals)}." if g.reached else
+                       "Held: the line after a grooming alert.")
+            effects.append(Publish(room.id, Alert(
+                room.id, "grooming", pid, excerpt,
+                (RuleRef(_GROOMING_RULE.id, _GROOMING_RULE.category),), None, held),
+                Audience.STAFF))
+        return effects
+
+    def _redact_split(self, room: Room, pid: ParticipantId, seqs: tuple[int, ...],
+                      rules: list[str], now_ms: int) -> list[Effect]:
+        if not seqs:
+            return []
+        gone = set(seqs)
+        for msg in [m for m in room.recent if m.seq in gone]:
+            room.recent.remove(msg)
+        ops: list[Any] = [RedactRecord(room.id, seq) for seq in seqs]
+        ops.append(AuditEntry(now_ms, room.id, "system", "message.redacted_split", pid,
+                              {"seqs": list(seqs), "rules": rules}, self.rules.version))
+        return [Persist(tuple(ops), then=_SplitRedacted(room.id, pid, seqs)),
+                *(Publish(room.id, Redacted(room.id, seq)) for seq in seqs)]
 
     def _verdict_detail(self, v: Verdict, failed: bool) -> dict[str, object]:
         detail: dict[str, object] = {
@@ -533,10 +678,18 @@ class ChatCore:
         waiters = self._idem.pop((pid, msg_id), None)
         if ack is not None:
             self._idem_put((pid, msg_id), ack)
+        effects: list[Effect] = []
+        # A fragment of a split detail caught before its seq was known: redact it now.
+        late = self.context.delivered(pid, msg_id, ack.seq if ack is not None else None)
+        room = self.rooms.get(ack.room) if ack is not None and ack.room else None
+        if late is not None and late.seq is not None and late.redact is not None and \
+                room is not None:
+            effects += self._redact_split(room, pid, (late.seq,), list(late.because),
+                                          late.redact)
         if not isinstance(waiters, list):
-            return []
+            return effects
         out = ack or Ack(msg_id, "rejected", code=ErrorCode.INTERNAL.value)
-        return [Emit(w, out) for w in waiters[1:] if w in self.conns]
+        return effects + [Emit(w, out) for w in waiters[1:] if w in self.conns]
 
     def abort_send(self, conn_id: ConnId, msg_id: MessageId) -> None:
         """The durable write behind a held or blocked send failed: forget its outcome and
@@ -677,7 +830,7 @@ class ChatCore:
     def _remove(self, conn: Conn, ident: Identity, cmd: c.Remove, now_ms: int) -> list[Effect]:
         room = self._room_of(conn, cmd.room)
         self._participant(room, cmd.participant)
-        room.removed.add(cmd.participant)
+        room.remove(cmd.participant)  # the identity and its name, for the room's life
         effects: list[Effect] = [
             self._staff_action(room, ident, "remove", now_ms, cmd.participant,
                                reason=cmd.reason)]
@@ -693,6 +846,7 @@ class ChatCore:
         on those connections: by the time a published event is fanned out, they are no
         longer members."""
         member = room.members.pop(pid, None)
+        self.context.forget(pid)
         if member is None:
             return []
         notice = self._notice("removed", room.id)
@@ -800,6 +954,8 @@ class ChatCore:
         """A ``Persist`` with ``then`` was written: carry out what it recorded."""
         if isinstance(token, _ClaimWritten):
             return self._claimed(token, now_ms)
+        if isinstance(token, _SplitRedacted):
+            self.context.redacted(token.sender, token.seqs)
         return []
 
     def _claimed(self, token: _ClaimWritten, now_ms: int) -> list[Effect]:
@@ -985,6 +1141,7 @@ class ChatCore:
         ``leader`` only; unanswered alerts and break reminders go to this node's own
         connections."""
         effects: list[Effect] = []
+        self.context.prune(now_ms)
         wb = self.config.rooms
         for room in self.rooms.values():
             msg = room.unanswered

@@ -17,7 +17,8 @@ from typing import Final
 from chatserver.moderation.contact import DETECTOR_NAMES
 
 __all__ = [
-    "ALERT_KINDS", "ROLES", "Action", "Rule", "RuleLoadError", "RuleProblem", "parse_rule_files",
+    "ALERT_KINDS", "ROLES", "SIGNALS", "Action", "Rule", "RuleLoadError", "RuleProblem",
+    "parse_rule_files",
 ]
 
 
@@ -37,10 +38,16 @@ class Action(IntEnum):
 ALERT_KINDS: Final = frozenset({"risk", "grooming", "contact", "abuse", "evasion"})
 """Alert kinds a rule may raise (PROTOCOL.md `alert` kinds the filter produces)."""
 ROLES: Final = frozenset({"participant", "facilitator", "counsellor", "ops"})
+SIGNALS: Final = frozenset({
+    "age", "location", "alone", "secrecy", "platform", "gifts", "photos", "video", "meeting",
+    "flattery",
+})
+"""Grooming signals a rule may name (``signal = "secrecy"``): distinct ones a sender
+gives within ``moderation.grooming_window_s`` add up (``moderation/context.py``)."""
 _KEYS: Final = frozenset({
     "id", "category", "action", "alert", "signpost", "notice", "applies_to", "mode",
     "words", "phrases", "regex", "unless", "examples", "message", "description", "combine",
-    "detector", "allow", "model_may_clear",
+    "detector", "allow", "model_may_clear", "signal",
 })
 MAX_COMBINATIONS: Final = 100_000
 """A sanity bound on what one ``combine`` table may mean."""
@@ -75,6 +82,9 @@ class Rule:
     """The learned stage may let a line this rule would hold through, when it scores the
     line as supportive (a helper's reply that says "suicide"). Only for ``hold`` rules:
     what a rule blocks (contact details, method) stays blocked whatever a model says."""
+    signal: str | None = None
+    """The grooming signal a match counts as (``SIGNALS``), whatever the rule's action:
+    an ``allow`` rule may be a signal alone (issue 13: lines that pass one by one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +199,9 @@ def _parse_rule(raw: Mapping[str, object], file: str, problems: list[RuleProblem
         bad("'model_may_clear' must be true or false")
     elif may_clear and action != Action.HOLD:
         bad("'model_may_clear' is only for hold rules (a block is never cleared)")
+    signal = raw.get("signal")
+    if signal is not None and signal not in SIGNALS:
+        bad(f"unknown signal {signal!r} ({', '.join(sorted(SIGNALS))})")
     if not (words or phrases or regex or combine or detector):
         bad("a rule needs at least one of 'words', 'phrases', 'combine', 'regex' or "
             "'detector'")
@@ -216,6 +229,7 @@ def _parse_rule(raw: Mapping[str, object], file: str, problems: list[RuleProblem
         examples_match=ex_match, examples_no_match=ex_no,
         detector=detector if isinstance(detector, str) else None, allow=allow,
         model_may_clear=may_clear is True,
+        signal=signal if isinstance(signal, str) else None,
     )
 
 
