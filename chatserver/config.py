@@ -101,6 +101,9 @@ class LimitsConfig:
     """Rate-limited sends in a row before the socket is closed 1008."""
     frame_rate: float = 20.0
     frame_burst: float = 40.0
+    max_json_depth: int = 32
+    """Nesting bound of a frame or HTTP body (the deepest frame of PROTOCOL.md is 3):
+    deeper is ``bad_request`` (a ``hello``: close 4001), never a recursion failure."""
     """Per-connection frame budget for every frame type (SEC-20)."""
     frame_close_after: int = 50
     history: int = 200

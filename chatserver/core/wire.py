@@ -20,7 +20,8 @@ from chatserver.core.errors import ChatError, ErrorCode
 from chatserver.core.events import Encoded, Event
 from chatserver.core.ids import CaseId, HeldId, MessageId, ParticipantId, RoomId
 
-__all__ = ["MAX_ID_CHARS", "SEND_ID", "decode_object", "encode", "parse", "parse_frame"]
+__all__ = ["MAX_ID_CHARS", "MAX_JSON_DEPTH", "SEND_ID", "decode_object", "encode", "parse",
+           "parse_decimal", "parse_frame"]
 
 MAX_ID_CHARS: Final = 64
 """Ids (rooms, messages, participants, cases) are short opaque strings."""
@@ -28,6 +29,12 @@ SEND_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 """A `send` id: an opaque client token (docs/protocol.md), never free text for peers."""
 MAX_NOTE_CHARS: Final = 2000
 """Reasons, notes and outcomes: the same bound as message text (PROTOCOL.md § Limits)."""
+
+MAX_JSON_DEPTH: Final = 32
+"""Default nesting bound of a frame or body (``limits.max_json_depth``): the deepest
+frame of PROTOCOL.md is 3 levels; Python's recursive decoders fail near 1,000."""
+DECIMAL: Final = re.compile(r"[0-9]{1,16}")
+"""A query or body integer: ASCII digits only (no sign, space, ``²`` or ``①``)."""
 
 Obj = dict[str, object]
 
@@ -46,12 +53,31 @@ def _reject_duplicates(pairs: list[tuple[str, object]]) -> Obj:
 _STRICT_DECODER: Final = json.JSONDecoder(object_pairs_hook=_reject_duplicates)
 
 
-def decode_object(data: str | bytes) -> Obj:
+def _too_deep(value: object, limit: int) -> bool:
+    """Whether a decoded value nests more than ``limit`` arrays/objects (iteratively: no
+    recursion to exhaust)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else \
+            item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children
+                     if isinstance(child, dict | list))
+    return False
+
+
+def decode_object(data: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> Obj:
     """Decode one JSON object strictly.
 
-    orjson rejects NaN/Infinity, invalid UTF-8 and lone surrogates; it keeps the last
-    of duplicate keys, so a second pass with the stdlib decoder's pair hook finds
-    those (and NUL characters) without any hand-written parsing.
+    orjson rejects NaN/Infinity, invalid UTF-8, lone surrogates and nesting past its own
+    1,024; it keeps the last of duplicate keys, so a second pass with the stdlib
+    decoder's pair hook finds those (and NUL characters) without any hand-written
+    parsing. That pass recurses, so nesting is bounded first (``max_depth``; the
+    object itself is depth 1).
 
     Raises:
         ChatError: ``bad_request`` for anything that is not one strict JSON object.
@@ -62,10 +88,27 @@ def decode_object(data: str | bytes) -> Obj:
         raise ChatError(ErrorCode.BAD_REQUEST, "The frame is not valid JSON.") from None
     if not isinstance(value, dict):
         raise ChatError(ErrorCode.BAD_REQUEST, "A frame must be a JSON object.")
+    if _too_deep(value, max_depth):
+        raise ChatError(ErrorCode.BAD_REQUEST,
+                        f"JSON may nest at most {max_depth} levels deep.")
     text = data if isinstance(data, str) else data.decode()
     checked = _STRICT_DECODER.decode(text)
     assert isinstance(checked, dict)
     return checked
+
+
+def parse_decimal(raw: str, key: str, *, low: int = 0, high: int = 2**53) -> int:
+    """A non-negative integer from text (a query parameter, a form field): ASCII digits
+    only, within ``[low, high]``. ``str.isdigit`` and ``int`` accept other scripts'
+    digits, superscripts, signs, spaces and underscores; this accepts none of them.
+
+    Raises:
+        ChatError: ``bad_request`` naming ``key`` and the range.
+    """
+    if not DECIMAL.fullmatch(raw) or not low <= int(raw) <= high:
+        raise ChatError(ErrorCode.BAD_REQUEST,
+                        f"{key!r} must be a whole number from {low} to {high}, in digits 0-9.")
+    return int(raw)
 
 
 def _str(obj: Mapping[str, object], key: str, *, limit: int = MAX_ID_CHARS,

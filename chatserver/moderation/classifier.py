@@ -1,17 +1,24 @@
 """The learned second stage: features (``features.py``) → one score per head.
 
-The heads are one-vs-rest logistic regressions trained by ``training.py`` from the
-project's corpus and committed as one small ``.npz`` (``model/heads.npz``), with the
-corpus hash, the encoder's version, the seed and the thresholds chosen in training.
-Loading checks the encoder installed is the one the heads were trained with, so a
-different package version stops the server instead of scoring with the wrong inputs.
+Two sets of one-vs-rest logistic heads, trained together by ``training.py``:
+
+* **fast** heads read the n-grams alone (~0.2 ms). Each acting head has a *gate*: a
+  line under every gate is one no full head would flag (chosen in training so that at
+  most ``training.GATE_LOSS`` of harmful training lines fall under it, out of fold).
+* **full** heads read the n-grams and the USE sentence vector (~3.5 ms). Their
+  thresholds are the ones that act.
+
+Committed as one small ``.npz`` (``model/heads.npz``) with the corpus hash, the
+encoder's version, the seed, the gates and the thresholds. Loading checks the encoder
+installed is the one the heads were trained with, so a different package version stops
+the server instead of scoring with the wrong inputs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -21,14 +28,17 @@ import numpy as np
 import numpy.typing as npt
 
 from chatserver.moderation.features import (
+    EMBED_DIM,
     HASH_SIZE,
     EncoderError,
     Featurizer,
+    SentenceEncoder,
     Vocabulary,
     encoder_version,
+    prepare,
 )
 
-__all__ = ["DEFAULT_MODEL", "HEADS", "Classifier", "ModelInfo", "ModelLoadError",
+__all__ = ["DEFAULT_MODEL", "HEADS", "Classifier", "Heads", "ModelInfo", "ModelLoadError",
            "load_classifier"]
 
 HEADS: Final = ("risk", "method", "support", "abuse", "contact", "grooming", "everyday")
@@ -36,6 +46,8 @@ HEADS: Final = ("risk", "method", "support", "abuse", "contact", "grooming", "ev
 and supportive talk, its own class so that it is recognised, not merely "not risk"."""
 DEFAULT_MODEL: Final = "model/heads.npz"
 """Inside the ``chatserver.moderation`` package (so a wheel carries it)."""
+
+FloatArray = npt.NDArray[np.float32]
 
 
 class ModelLoadError(RuntimeError):
@@ -45,23 +57,41 @@ class ModelLoadError(RuntimeError):
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
     version: str
-    """Content hash of the artifact: written into every audit entry beside the rules'."""
+    """Hash of the arrays: written into every audit entry beside the rules' version."""
     encoder: str
     corpus_hash: str
     seed: int
     thresholds: Mapping[str, float]
-    """Per head, chosen in training on the training authors only (cross-validated)."""
+    """Full heads, per head: chosen in training on the training authors, out of fold."""
+    gates: Mapping[str, float]
+    """Fast heads, per acting head: under every gate, the full heads are not consulted."""
     trained: Mapping[str, object]
 
 
+@dataclass(frozen=True, slots=True)
+class Heads:
+    """One set of linear heads: n-gram weights, optional sentence weights, bias."""
+
+    w_hash: FloatArray
+    bias: FloatArray
+    w_embed: FloatArray | None = None
+
+    def __call__(self, idx: npt.NDArray[np.int64], val: FloatArray,
+                 embedding: FloatArray | None = None) -> FloatArray:
+        z: FloatArray = val @ self.w_hash[idx] + self.bias
+        if self.w_embed is not None and embedding is not None:
+            z = z + embedding @ self.w_embed
+        out: FloatArray = (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+        return out
+
+
 class Classifier:
-    def __init__(self, featurizer: Featurizer, w_embed: npt.NDArray[np.float32],
-                 w_hash: npt.NDArray[np.float32], bias: npt.NDArray[np.float32],
-                 heads: tuple[str, ...], info: ModelInfo) -> None:
+    def __init__(self, featurizer: Featurizer, encoder: SentenceEncoder, fast: Heads,
+                 full: Heads, heads: tuple[str, ...], info: ModelInfo) -> None:
         self.featurizer = featurizer
-        self.w_embed = w_embed
-        self.w_hash = w_hash
-        self.bias = bias
+        self.encoder = encoder
+        self.fast = fast
+        self.full = full
         self.heads = heads
         self.info = info
 
@@ -69,12 +99,28 @@ class Classifier:
     def version(self) -> str:
         return self.info.version
 
-    def score(self, text: str) -> dict[str, float]:
-        """Each head's probability for one message."""
-        sent, idx, val = self.featurizer.features(text)
-        z = sent @ self.w_embed + val @ self.w_hash[idx] + self.bias
-        p = 1.0 / (1.0 + np.exp(-z))
+    def _named(self, p: FloatArray) -> dict[str, float]:
         return {h: round(float(s), 4) for h, s in zip(self.heads, p, strict=True)}
+
+    def fast_scores(self, folded: str) -> dict[str, float]:
+        return self._named(self.fast(*self.featurizer.ngrams(folded)))
+
+    def past_gate(self, fast: Mapping[str, float]) -> bool:
+        """Would any full head need a look? (Otherwise the line is everyday.)"""
+        return any(fast[h] >= g for h, g in self.info.gates.items())
+
+    def embed(self, folded: Sequence[str]) -> FloatArray:
+        """Sentence vectors for prepared texts (batched: the slow part)."""
+        return self.encoder.encode(folded)
+
+    def full_scores(self, folded: str, embedding: FloatArray) -> dict[str, float]:
+        idx, val = self.featurizer.ngrams(folded)
+        return self._named(self.full(idx, val, embedding))
+
+    def score(self, text: str) -> dict[str, float]:
+        """The full heads' scores for one message (``rules eval``, tests)."""
+        folded = prepare(text)
+        return self.full_scores(folded, self.embed([folded])[0])
 
 
 def _path(where: str | None) -> Path:
@@ -84,7 +130,7 @@ def _path(where: str | None) -> Path:
 
 
 def load_classifier(where: str | None = None) -> Classifier:
-    """Load the committed heads (or ``where``).
+    """Load the committed heads (or ``where``) and the encoder they were trained with.
 
     Raises:
         ModelLoadError: with one line that says what is wrong; the server refuses to
@@ -99,32 +145,28 @@ def load_classifier(where: str | None = None) -> Classifier:
                 digest.update(key.encode() + z[key].tobytes())
             meta = json.loads(str(z["meta"]))
             heads = tuple(meta["heads"])
-            vocab = Vocabulary(
-                token_idf=dict(zip(z["token_ids"].tolist(), z["token_idf"].tolist(),
-                                   strict=True)),
-                default_idf=float(meta["default_idf"]),
-                bucket_idf=z["bucket_idf"].astype(np.float32),
-                embed_weight=float(meta["embed_weight"]))
-            w_embed = z["w_embed"].astype(np.float32)
-            w_hash = z["w_hash"].astype(np.float32)
-            bias = z["bias"].astype(np.float32)
+            vocab = Vocabulary(z["bucket_idf"].astype(np.float32))
+            fast = Heads(z["fast_w"].astype(np.float32), z["fast_b"].astype(np.float32))
+            full = Heads(z["full_w"].astype(np.float32), z["full_b"].astype(np.float32),
+                         z["full_e"].astype(np.float32))
     except (OSError, KeyError, ValueError, TypeError) as e:
         raise ModelLoadError(f"moderation model {path}: cannot be read ({e}); "
                              "run `make model`") from e
-    if w_hash.shape != (HASH_SIZE, len(heads)) or w_embed.shape[1] != len(heads):
-        raise ModelLoadError(f"moderation model {path}: shapes do not match the features")
+    for h in (fast, full):
+        if h.w_hash.shape != (HASH_SIZE, len(heads)) or h.bias.shape != (len(heads),):
+            raise ModelLoadError(f"moderation model {path}: shapes do not match the features")
+    if full.w_embed is None or full.w_embed.shape != (EMBED_DIM, len(heads)):
+        raise ModelLoadError(f"moderation model {path}: shapes do not match the encoder")
     try:
         installed = encoder_version()
-    except EncoderError as e:
-        raise ModelLoadError(str(e)) from e
-    if installed != meta["encoder"]:
-        raise ModelLoadError(f"moderation model {path} was trained with {meta['encoder']}, "
-                             f"but {installed} is installed")
-    try:
-        featurizer = Featurizer(vocab)
+        if installed != meta["encoder"]:
+            raise ModelLoadError(f"moderation model {path} was trained with "
+                                 f"{meta['encoder']}, but {installed} is installed")
+        encoder = SentenceEncoder()
     except EncoderError as e:
         raise ModelLoadError(str(e)) from e
     info = ModelInfo(version=digest.hexdigest()[:12], encoder=meta["encoder"],
                      corpus_hash=meta["corpus_hash"], seed=int(meta["seed"]),
-                     thresholds=dict(meta["thresholds"]), trained=dict(meta["trained"]))
-    return Classifier(featurizer, w_embed, w_hash, bias, heads, info)
+                     thresholds=dict(meta["thresholds"]), gates=dict(meta["gates"]),
+                     trained=dict(meta["trained"]))
+    return Classifier(Featurizer(vocab), encoder, fast, full, heads, info)

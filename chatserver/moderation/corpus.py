@@ -11,6 +11,7 @@ Jaccard ≥ ``NEAR_DUPLICATE``) is dropped from the test split, and counted.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import tomllib
 from collections.abc import Iterable, Sequence
@@ -99,12 +100,16 @@ def _drop_near_duplicates(test: Sequence[Row], train: Sequence[Row]) -> list[Row
         if _key(row.text) in keys:
             continue
         grams = _grams(row.text)
-        shared: dict[int, int] = {}
-        for g in grams:
-            for i in index.get(g, ()):
-                shared[i] = shared.get(i, 0) + 1
-        if any(n / len(grams | train_grams[i]) >= NEAR_DUPLICATE for i, n in shared.items()
-               if n >= NEAR_DUPLICATE * len(grams)):
+        # Prefix filter: a line sharing ≥ NEAR_DUPLICATE of these grams shares at least
+        # one of the rarest len - ceil(NEAR_DUPLICATE * len) + 1 of them.
+        rare = sorted(grams, key=lambda g: len(index.get(g, ())))
+        probe = rare[:len(rare) - math.ceil(NEAR_DUPLICATE * len(rare)) + 1]
+        # ... and its size is within NEAR_DUPLICATE of this one's.
+        lo, hi = NEAR_DUPLICATE * len(grams), len(grams) / NEAR_DUPLICATE
+        candidates = {i for g in probe for i in index.get(g, ())
+                      if lo <= len(train_grams[i]) <= hi}
+        if any(len(grams & train_grams[i]) / len(grams | train_grams[i]) >= NEAR_DUPLICATE
+               for i in candidates):
             continue
         kept.append(row)
     return kept
@@ -127,3 +132,24 @@ def load_corpus(root: Path, rule_corpus: Path | None = None) -> Corpus:
             raise ValueError(f"{path.name}: author in neither split (corpus/splits.toml)")
     kept = _drop_near_duplicates(test, train)
     return Corpus(tuple(train), tuple(kept), len(test) - len(kept))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m chatserver.moderation.corpus --split test``: a split as JSONL (for
+    ``rules eval``), after near-duplicate removal."""
+    import argparse
+    import sys
+    parser = argparse.ArgumentParser(prog="python -m chatserver.moderation.corpus")
+    parser.add_argument("--split", choices=("train", "test"), default="test")
+    parser.add_argument("--corpus", default="corpus")
+    parser.add_argument("--rule-corpus", default="tests/moderation/corpus")
+    args = parser.parse_args(argv)
+    corpus = load_corpus(Path(args.corpus), Path(args.rule_corpus))
+    for row in corpus.train if args.split == "train" else corpus.test:
+        sys.stdout.write(orjson.dumps({"text": row.text, "label": row.label,
+                                       "author": row.author}).decode() + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -11,7 +11,10 @@ How they combine, in the order a reader of an audit entry needs:
    line, each acting head at or over its threshold adds a hit ``model.<head>``. A
    model never blocks: it *holds* for a facilitator, so a false positive costs a
    moment's review, not a lost message; risk and method also signpost the sender.
-4. Heads in shadow (``moderation.model.mode = "shadow"`` or ``shadow_heads``) are
+4. The heads come in two tiers (``classifier.py``): fast n-gram heads score every
+   line; the USE heads (the slow part) only lines past a fast gate or that a rule acts
+   on. Below every gate the line is everyday and the scores say so (no thresholds).
+5. Heads in shadow (``moderation.model.mode = "shadow"`` or ``shadow_heads``) are
    scored and audited, never acted on.
 
 Every verdict says which stage decided (``stage``), each head's score and threshold,
@@ -21,18 +24,22 @@ and the model's version beside the rules'.
 from __future__ import annotations
 
 import dataclasses
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Final
 
 from chatserver.config import ModelConfig
-from chatserver.moderation.classifier import Classifier
+from chatserver.moderation.classifier import Classifier, FloatArray
 from chatserver.moderation.engine import Hit, RuleSet, Verdict
+from chatserver.moderation.features import prepare
 from chatserver.moderation.rules import Action, Rule
 
 __all__ = ["ACTING_HEADS", "Moderator"]
 
 ACTING_HEADS: Final = ("method", "risk", "grooming", "contact", "abuse")
 """Heads that can hold a line, most severe first (the first notice wins)."""
+PREPARED: Final = 256
+"""Sentence vectors kept for lines on their way to the core (each is used once)."""
 _ALERT: Final = {"risk": "risk", "method": "risk", "grooming": "grooming",
                  "contact": "contact", "abuse": "abuse"}
 
@@ -56,6 +63,8 @@ class Moderator:
                 notices[rule.category] = rule.notice
         self._rules = {h: _model_rule(h, notices.get(h) or notices.get(_ALERT[h]))
                        for h in ACTING_HEADS}
+        self._vectors: OrderedDict[str, FloatArray] = OrderedDict()
+        """Sentence vectors computed ahead (off the event loop) by ``prepare``."""
 
     @property
     def version(self) -> str:
@@ -79,24 +88,63 @@ class Moderator:
     def _live(self, head: str) -> bool:
         return self.config.mode == "live" and head not in self.config.shadow_heads
 
+    def _active(self, role: str) -> Classifier | None:
+        if self.classifier is None or not self.config.enabled or role != "participant":
+            return None
+        return self.classifier
+
+    def needs_vector(self, text: str, role: str = "participant") -> str | None:
+        """The prepared text if this line needs the slow tier (its fast scores pass a
+        gate, or a rule acts on it), else None. Cheap: the shell asks it before handing
+        the line to the core, computes the vector off the loop, and ``remember``s it."""
+        clf = self._active(role)
+        if clf is None:
+            return None
+        folded = prepare(text)
+        if clf.past_gate(clf.fast_scores(folded)) or \
+                self._clearable(self.ruleset.check(text, role)):
+            return folded
+        return None
+
+    def _clearable(self, v: Verdict) -> bool:
+        """A hold the model may clear: only then do the full heads matter to a line
+        every fast gate let go."""
+        return v.action == Action.HOLD and self.config.clear and all(
+            h.rule.model_may_clear for h in v.hits if h.rule.action == Action.HOLD)
+
+    def remember(self, folded: str, vector: FloatArray) -> None:
+        self._vectors[folded] = vector
+        while len(self._vectors) > PREPARED:
+            self._vectors.popitem(last=False)
+
+    def _scores(self, clf: Classifier, text: str, clearable: bool) -> tuple[dict[str, float],
+                                                                           bool]:
+        folded = prepare(text)
+        fast = clf.fast_scores(folded)
+        if not clearable and not clf.past_gate(fast):
+            return fast, False
+        vector = self._vectors.pop(folded, None)
+        if vector is None:  # not prepared ahead (rules try, tests): computed here
+            vector = clf.embed([folded])[0]
+        return clf.full_scores(folded, vector), True
+
     def check(self, text: str, role: str = "participant",
               disabled: frozenset[str] = frozenset(), profile: str = "default") -> Verdict:
         v = self.ruleset.check(text, role, disabled)
         stage = "rules" if v.action > Action.ALLOW else "none"
-        if self.classifier is None or not self.config.enabled or role != "participant":
+        clf = self._active(role)
+        if clf is None:
             return dataclasses.replace(v, stage=stage)
-        scores = self.classifier.score(text)
-        th = self.thresholds(profile)
+        scores, full = self._scores(clf, text, self._clearable(v))
+        th = self.thresholds(profile) if full else {}
         firing = [h for h in ACTING_HEADS if h not in disabled and scores[h] >= th.get(h, 1.1)]
         live = [h for h in firing if self._live(h)]
         shadow = tuple(Hit(self._rules[h], (0, len(text)), ((0, len(text)),), False)
                        for h in firing if not self._live(h))
         v = dataclasses.replace(v, scores=scores, thresholds=th, shadow=v.shadow + shadow,
-                                model_version=self.classifier.version)
+                                model_version=clf.version)
         supportive = scores["support"] >= th.get("support", 1.1)
-        if v.action == Action.HOLD and supportive and not live and self.config.clear \
-                and self._live("support") and all(h.rule.model_may_clear for h in v.hits
-                                                  if h.rule.action == Action.HOLD):
+        if self._clearable(v) and supportive and not live and self._live("support"):
             return dataclasses.replace(
                 v, action=Action.ALLOW, text_out=text, hits=(), alerts=(), signpost=False,
                 notice=None, stage="model", cleared=v.hits)

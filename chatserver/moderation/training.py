@@ -1,9 +1,9 @@
 """``make model``: train the heads from the corpus into ``model/heads.npz``.
 
 Reproducible: a fixed seed, a deterministic solver (lbfgs), and the features the server
-computes (``features.py``), so training and serving cannot drift. Thresholds are
-chosen on out-of-fold scores over the *training* authors (one fold per author), never
-on the test split, which stays a measurement.
+computes (``features.py``), so training and serving cannot drift. Gates and thresholds
+are chosen on out-of-fold scores over the *training* authors (one fold per author),
+never on the test split, which stays a measurement.
 
 Needs scikit-learn (``pip install -e '.[model]'``); the server does not.
 """
@@ -26,99 +26,136 @@ from chatserver.moderation.features import (
     EMBED_DIM,
     HASH_SIZE,
     Featurizer,
+    SentenceEncoder,
     Vocabulary,
     encoder_version,
+    prepare,
 )
 
-__all__ = ["main", "train"]
+__all__ = ["fit_heads", "main", "train"]
 
 SEED: Final = 20261201
 C: Final = 8.0
-"""Inverse regularisation, the same for every head (chosen by author-fold validation)."""
-EMBED_WEIGHT: Final = 1.0
+"""Inverse regularisation, the same for every head (chosen by author-fold validation:
+2 under-fits, 32 gains little and costs precision)."""
 POSITIVES: Final = {"risk": {"risk", "method"}, "method": {"method"}, "support": {"support"},
                     "abuse": {"abuse"}, "contact": {"contact"}, "grooming": {"grooming"},
                     "everyday": {"everyday"}}
-FALSE_POSITIVE_BUDGET: Final = {"risk": 0.012, "method": 0.004, "abuse": 0.006,
-                                "contact": 0.006, "grooming": 0.006}
+ACTING: Final = ("risk", "method", "abuse", "contact", "grooming")
+FALSE_POSITIVE_BUDGET: Final = {"risk": 0.02, "method": 0.005, "abuse": 0.008,
+                                "contact": 0.008, "grooming": 0.008}
 """Per acting head, the share of must-allow training lines (out of fold) it may flag:
-together at most ~3.5 %, under the 5 % the issue allows."""
-CLEAR_LEAK: Final = 0.02
+together at most ~5 %, what the issue allows."""
+CLEAR_LEAK: Final = 0.03
 """``support``: the share of risk lines (out of fold) it may score as supportive enough
 to clear a rule's hold."""
+GATE_LOSS: Final = 0.05
+"""Per acting head, the share of its harmful lines the fast gate may let pass unseen.
+Out of fold, 5 % costs 0.6 points of recall over all harmful lines (0.800 → 0.794) and
+sends 40 % of must-allow lines to the slow tier instead of 86 % at 1 %."""
 
 
-def _matrix(feat: Featurizer, texts: Sequence[str]) -> Any:
+def _ngram_matrix(feat: Featurizer, texts: Sequence[str]) -> Any:
     from scipy import sparse
-    dense = np.zeros((len(texts), EMBED_DIM), dtype=np.float32)
     rows, cols, vals = [], [], []
     for i, text in enumerate(texts):
-        sent, idx, val = feat.features(text)
-        dense[i] = sent
+        idx, val = feat.ngrams(prepare(text))
         rows.append(np.full(len(idx), i))
         cols.append(idx)
         vals.append(val)
-    hashed = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows),
-                                                       np.concatenate(cols))),
-                               shape=(len(texts), HASH_SIZE))
-    return sparse.hstack([sparse.csr_matrix(dense), hashed]).tocsr()
+    return sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows),
+                                                     np.concatenate(cols))),
+                             shape=(len(texts), HASH_SIZE))
 
 
-def _fit(x: Any, y: npt.NDArray[np.bool_], c: float = C) -> Any:
+def _fit(x: Any, y: npt.NDArray[np.bool_]) -> Any:
     from sklearn.linear_model import LogisticRegression
-    return LogisticRegression(C=c, max_iter=3000, class_weight="balanced",
+    return LogisticRegression(C=C, max_iter=3000, class_weight="balanced",
                               random_state=SEED).fit(x, y)
 
 
-def _threshold(scores: npt.NDArray[np.float64], budget: float) -> float:
-    """The lowest threshold at which at most ``budget`` of ``scores`` reach it."""
+def _top(scores: npt.NDArray[np.float64], share: float) -> float:
+    """The lowest threshold at which at most ``share`` of ``scores`` reach it."""
     ordered = np.sort(scores)[::-1]
-    allowed = int(budget * len(ordered))
+    allowed = int(share * len(ordered))
     t = float(ordered[allowed]) + 1e-4 if allowed < len(ordered) else 0.5
     return round(min(max(t, 0.05), 0.99), 4)
 
 
+def _gate(scores: npt.NDArray[np.float64], loss: float) -> float:
+    """The highest gate under which at most ``loss`` of ``scores`` (harmful) fall."""
+    return round(float(np.quantile(scores, loss)), 4)
+
+
+class _Data:
+    def __init__(self, rows: Sequence[Row]) -> None:
+        from scipy import sparse
+        texts = [r.text for r in rows]
+        self.labels = np.array([r.label for r in rows])
+        self.authors = np.array([r.author for r in rows])
+        self.vocab = Vocabulary.fit(texts)
+        self.x_fast = _ngram_matrix(Featurizer(self.vocab), texts)
+        embed = SentenceEncoder().encode([prepare(t) for t in texts])
+        self.x_full = sparse.hstack([self.x_fast, sparse.csr_matrix(embed)]).tocsr()
+        self.ys = {h: np.isin(self.labels, list(POSITIVES[h])) for h in HEADS}
+
+
+def _arrays(data: _Data) -> dict[str, Any]:
+    fast = [_fit(data.x_fast, data.ys[h]) for h in HEADS]
+    full = [_fit(data.x_full, data.ys[h]) for h in HEADS]
+    full_coef = np.stack([m.coef_[0] for m in full], axis=1)
+    return {"fast_w": np.stack([m.coef_[0] for m in fast], axis=1).astype(np.float16),
+            "fast_b": np.array([m.intercept_[0] for m in fast], dtype=np.float32),
+            "full_w": full_coef[:HASH_SIZE].astype(np.float16),
+            "full_e": full_coef[HASH_SIZE:HASH_SIZE + EMBED_DIM].astype(np.float32),
+            "full_b": np.array([m.intercept_[0] for m in full], dtype=np.float32),
+            "bucket_idf": data.vocab.bucket_idf.astype(np.float16)}
+
+
+def fit_heads(rows: Sequence[Row]) -> dict[str, Any]:
+    """The heads' arrays alone (no folds): what the reproducibility test compares."""
+    return _arrays(_Data(rows))
+
+
 def train(rows: Sequence[Row], corpus_hash: str,
           oof_out: Path | None = None) -> dict[str, Any]:
-    """Fit every head on ``rows``; thresholds from author-held-out folds."""
-    texts = [r.text for r in rows]
-    labels = np.array([r.label for r in rows])
-    authors = np.array([r.author for r in rows])
-    vocab = Vocabulary.fit(texts, EMBED_WEIGHT)
-    feat = Featurizer(vocab)
-    x = _matrix(feat, texts)
-    ys = {h: np.isin(labels, list(POSITIVES[h])) for h in HEADS}
+    """Fit every head on ``rows``; gates and thresholds from author-held-out folds."""
+    data = _Data(rows)
+    labels, authors = data.labels, data.authors
     # Out-of-fold scores: each author's lines scored by heads that never saw them.
-    oof = {h: np.zeros(len(rows)) for h in HEADS}
+    oof_fast = {h: np.zeros(len(rows)) for h in HEADS}
+    oof_full = {h: np.zeros(len(rows)) for h in HEADS}
     for author in sorted(set(authors)):
         held = authors == author
         for h in HEADS:
-            oof[h][held] = _fit(x[~held], ys[h][~held]).predict_proba(x[held])[:, 1]
+            y = data.ys[h][~held]
+            if h in ACTING:
+                oof_fast[h][held] = _fit(data.x_fast[~held], y).predict_proba(
+                    data.x_fast[held])[:, 1]
+            oof_full[h][held] = _fit(data.x_full[~held], y).predict_proba(
+                data.x_full[held])[:, 1]
     if oof_out is not None:  # for choosing budgets: scores no head saw in training
-        arrays: dict[str, Any] = {"labels": labels, "texts": np.array(texts), **oof}
+        arrays: dict[str, Any] = {"labels": labels, "authors": authors,
+                                  **{f"fast_{h}": v for h, v in oof_fast.items()},
+                                  **{f"full_{h}": v for h, v in oof_full.items()}}
         np.savez(oof_out, **arrays)
     allow = np.isin(labels, list(ALLOW_LABELS))
-    thresholds = {h: _threshold(oof[h][allow], b) for h, b in FALSE_POSITIVE_BUDGET.items()}
+    thresholds = {h: _top(oof_full[h][allow], b) for h, b in FALSE_POSITIVE_BUDGET.items()}
     risky = np.isin(labels, ["risk", "method"])
-    thresholds["support"] = _threshold(oof["support"][risky], CLEAR_LEAK)
-    oof_recall = {h: round(float(np.mean(oof[h][ys[h]] >= thresholds[h])), 3)
-                  for h in FALSE_POSITIVE_BUDGET}
-    heads = [_fit(x, ys[h]) for h in HEADS]
-    coef = np.stack([m.coef_[0] for m in heads], axis=1)
-    ids = np.array(sorted(vocab.token_idf), dtype=np.int32)
+    thresholds["support"] = _top(oof_full["support"][risky], CLEAR_LEAK)
+    gates = {h: _gate(oof_fast[h][data.ys[h]], GATE_LOSS) for h in ACTING}
+    past = np.zeros(len(rows), dtype=bool)
+    for h, g in gates.items():
+        past |= oof_fast[h] >= g
+    stats = {
+        "lines": len(rows), "authors": sorted(set(authors.tolist())), "C": C,
+        "out_of_fold_recall": {h: round(float(np.mean(oof_full[h][data.ys[h]] >=
+                                                      thresholds[h])), 3) for h in ACTING},
+        "must_allow_past_gate": round(float(np.mean(past[allow])), 3),
+    }
     meta = {"heads": list(HEADS), "encoder": encoder_version(), "corpus_hash": corpus_hash,
-            "seed": SEED, "thresholds": thresholds, "default_idf": vocab.default_idf,
-            "embed_weight": EMBED_WEIGHT,
-            "trained": {"lines": len(rows), "authors": sorted(set(authors.tolist())),
-                        "C": C, "out_of_fold_recall": oof_recall}}
-    return {"meta": np.array(json.dumps(meta, sort_keys=True)),
-            "w_embed": coef[:EMBED_DIM].astype(np.float32),
-            "w_hash": coef[EMBED_DIM:].astype(np.float16),
-            "bias": np.array([m.intercept_[0] for m in heads], dtype=np.float32),
-            "token_ids": ids,
-            "token_idf": np.array([vocab.token_idf[i] for i in ids.tolist()],
-                                  dtype=np.float32),
-            "bucket_idf": vocab.bucket_idf.astype(np.float16)}
+            "seed": SEED, "thresholds": thresholds, "gates": gates, "trained": stats}
+    return {"meta": np.array(json.dumps(meta, sort_keys=True)), **_arrays(data)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -134,10 +171,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out, **arrays)
     meta = json.loads(str(arrays["meta"]))
-    print(f"trained {len(HEADS)} heads on {len(corpus.train)} lines "
-          f"(corpus {corpus.hash}) -> {out} ({out.stat().st_size // 1024} KiB)")
+    print(f"trained {len(HEADS)} fast and {len(HEADS)} full heads on {len(corpus.train)} "
+          f"lines (corpus {corpus.hash}) -> {out} ({out.stat().st_size // 1024} KiB)")
     print(f"thresholds: {meta['thresholds']}")
-    print(f"out-of-fold recall (training authors): {meta['trained']['out_of_fold_recall']}")
+    print(f"gates: {meta['gates']}")
+    print(f"out of fold (training authors): {meta['trained']}")
     return 0
 
 

@@ -19,7 +19,7 @@ from chatserver.core.errors import ChatError, ErrorCode
 from chatserver.core.ids import ParticipantId, RoomId
 from chatserver.core.roles import Role
 from chatserver.core.session import Identity
-from chatserver.core.wire import decode_object
+from chatserver.core.wire import decode_object, parse_decimal
 from chatserver.moderation.contact import digits_view
 from chatserver.moderation.normalize import normalize, words_view
 from chatserver.moderation.rules import Action, RuleLoadError
@@ -47,48 +47,64 @@ CSP: Final = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 
               "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ROOM_ID: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,47}")
+"""docs/protocol.md: a room id is lower-case letters, digits, ``-`` and ``_``."""
 
 
-def _error(code: ErrorCode, message: str) -> web.Response:
+SERVER_HEADER: Final = "chatserver"
+"""The ``Server`` header: no product versions for an attacker to match (ASVS 13.4.6)."""
+
+
+def _error(code: ErrorCode, message: str, status: int | None = None) -> web.Response:
     return web.json_response({"error": {"code": code.value, "message": message}},
-                             status=code.http_status)
+                             status=status or code.http_status)
 
 
 @web.middleware
-async def errors_and_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Errors under ``/api/`` answer PROTOCOL.md's JSON shape; other paths keep aiohttp's
+    plain pages (headers come from ``security_headers`` either way)."""
     try:
-        response = await handler(request)
+        return await handler(request)
     except ChatError as e:
-        response = _error(e.code, e.message)
+        return _error(e.code, e.message)
     except web.HTTPException as e:
         if e.status >= 400 and request.path.startswith("/api/"):
-            code = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.BAD_REQUEST,
+            code = {404: ErrorCode.NOT_FOUND,
                     413: ErrorCode.TOO_LARGE}.get(e.status, ErrorCode.BAD_REQUEST)
-            response = _error(code, e.reason)
-        else:
-            raise
+            # 405 keeps its status and its Allow header (RFC 9110 § 15.5.6).
+            response = _error(code, e.reason, e.status if e.status == 405 else None)
+            if "Allow" in e.headers:
+                response.headers["Allow"] = e.headers["Allow"]
+            return response
+        raise
     except asyncio.CancelledError:
         raise
     except Exception:
         log.exception("http_failed", path=request.path)
-        response = _error(ErrorCode.INTERNAL, "Something went wrong on our side.")
-    if not response.prepared:
-        h = response.headers
-        h.setdefault("Content-Security-Policy", CSP)
-        h.setdefault("X-Content-Type-Options", "nosniff")
-        h.setdefault("Referrer-Policy", "no-referrer")
-        h.setdefault("X-Frame-Options", "DENY")
-        h.setdefault("Cache-Control", "no-store")
-        if request.app[APP_KEY].config.server.hsts:
-            h.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
-    return response
+        return _error(ErrorCode.INTERNAL, "Something went wrong on our side.")
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: every response this app sends (routes, static files, the
+    WebSocket handshake, and the 404/405 pages aiohttp makes itself) gets the same
+    headers."""
+    h = response.headers
+    h["Server"] = SERVER_HEADER
+    h.setdefault("Content-Security-Policy", CSP)
+    h.setdefault("X-Content-Type-Options", "nosniff")
+    h.setdefault("Referrer-Policy", "no-referrer")
+    h.setdefault("X-Frame-Options", "DENY")
+    h.setdefault("Cache-Control", "no-store")
+    if request.app[APP_KEY].config.server.hsts:
+        h.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
 
 
 async def _body(request: web.Request) -> dict[str, object]:
     raw = await request.read()
     if len(raw) > 64 * 1024:
         raise ChatError(ErrorCode.TOO_LARGE, "Request body is too large.")
-    return decode_object(raw or b"{}")
+    return decode_object(raw or b"{}", request.app[APP_KEY].config.limits.max_json_depth)
 
 
 def _str_field(body: dict[str, object], key: str, required: bool = True) -> str:
@@ -271,8 +287,10 @@ async def create_room(request: web.Request) -> web.Response:
     if not isinstance(bands, list) or not bands or \
             any(b not in server.config.rooms.age_bands for b in bands):
         raise ChatError(ErrorCode.BAD_REQUEST, "age_bands must be a list of configured bands.")
-    rid = _str_field(body, "id", required=False) or server.core.ids.new("room")
-    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,47}", rid):
+    # A generated id is made to pass the same check as a chosen one (issue 14).
+    rid = _str_field(body, "id", required=False) or \
+        server.core.ids.new("room").lower().replace("_", "-")
+    if not ROOM_ID.fullmatch(rid):
         raise ChatError(ErrorCode.BAD_REQUEST, "Room ids are lower-case letters, digits, - "
                                                "and _.")
     if rid in server.core.rooms:
@@ -291,9 +309,7 @@ def _int_query(request: web.Request, key: str, default: int, high: int) -> int:
     raw = request.query.get(key)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or int(raw) > high:
-        raise ChatError(ErrorCode.BAD_REQUEST, f"Query {key!r} must be a number.")
-    return int(raw)
+    return parse_decimal(raw, key, high=high)
 
 
 async def audit(request: web.Request) -> web.Response:
@@ -409,7 +425,8 @@ async def index(request: web.Request) -> web.FileResponse:
 
 
 def build_app(server: Server) -> web.Application:
-    app = web.Application(middlewares=[errors_and_headers], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[errors], client_max_size=64 * 1024)
+    app.on_response_prepare.append(security_headers)
     app[APP_KEY] = server
     app[THROTTLE_KEY] = LoginThrottle(server.config.auth.login_max_failures,
                                       server.config.auth.login_lockout_s)

@@ -108,7 +108,7 @@ async def _hello(server: Server, sock: Socket, cid: int) -> bool:
         _close_for(server, conn, msg.type)
         return False
     try:
-        command = parse(decode_object(msg.data))
+        command = parse(decode_object(msg.data, server.config.limits.max_json_depth))
     except ChatError:
         command = None
     if not isinstance(command, c.Hello):
@@ -150,7 +150,7 @@ async def _read_loop(server: Server, sock: Socket, cid: int) -> None:
             return  # closed, closing or a frame-layer error aiohttp already answered
         started = time.perf_counter()
         try:
-            obj = decode_object(msg.data)
+            obj = decode_object(msg.data, server.config.limits.max_json_depth)
         except ChatError as e:
             await _reject(server, sock, conn, e, None)
             continue

@@ -1,0 +1,86 @@
+"""How the two stages combine (moderation/pipeline.py), with the committed heads."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from chatserver.config import ModelConfig
+from chatserver.moderation.engine import RuleSet
+from chatserver.moderation.pipeline import Moderator
+from chatserver.moderation.rules import Action
+from tests.conftest import classifier
+
+# Lines written for these tests (not in the corpus): a helper's reply that names suicide,
+# an indirect disclosure no rule lists, and a line only a rule catches.
+HELPER_REPLY = "if ur feeling suicidal tonight pls ring samaritans 116 123, we want u here x"
+INDIRECT = "gave my console to my little brother today. wont be needing it after friday"
+PHONE = "text me on 07700 900 417 later"
+
+
+@pytest.fixture(scope="module")
+def moderator(rules: RuleSet) -> Moderator:
+    return Moderator(rules, classifier(), ModelConfig())
+
+
+def test_a_supportive_reply_a_rule_would_hold_is_cleared(moderator: Moderator) -> None:
+    assert moderator.ruleset.check(HELPER_REPLY).action == Action.HOLD
+    v = moderator.check(HELPER_REPLY)
+    assert (v.action, v.stage) == (Action.ALLOW, "model")
+    assert [h.rule.id for h in v.cleared] == ["risk.suicidal-intent"]
+    assert v.alerts == () and not v.signpost
+
+
+def test_an_indirect_disclosure_the_rules_miss_is_held_with_signpost(
+        moderator: Moderator) -> None:
+    assert moderator.ruleset.check(INDIRECT).action == Action.ALLOW
+    v = moderator.check(INDIRECT)
+    assert (v.action, v.stage) == (Action.HOLD, "model")
+    assert "risk" in v.alerts and v.signpost and v.notice
+    assert v.scores["risk"] >= v.thresholds["risk"]
+
+
+def test_what_a_rule_blocks_stays_blocked_whatever_the_model_says(rules: RuleSet) -> None:
+    eager = Moderator(rules, classifier(), ModelConfig(thresholds={"support": 0.0}))
+    v = eager.check(PHONE)
+    assert (v.action, v.stage) == (Action.BLOCK, "rules")
+
+
+def test_clearing_needs_the_rule_to_allow_it(rules: RuleSet) -> None:
+    strict = Moderator(rules, classifier(), ModelConfig(clear=False))
+    assert strict.check(HELPER_REPLY).action == Action.HOLD
+
+
+def test_shadow_mode_scores_and_records_but_never_acts(rules: RuleSet) -> None:
+    shadow = Moderator(rules, classifier(), ModelConfig(mode="shadow"))
+    v = shadow.check(INDIRECT)
+    assert v.action == Action.ALLOW
+    assert "model.risk" in [h.rule.id for h in v.shadow]
+    assert v.scores and v.model_version == classifier().version
+    one = Moderator(rules, classifier(), ModelConfig(shadow_heads=("risk",)))
+    assert one.check(INDIRECT).action == Action.ALLOW
+
+
+def test_room_profile_thresholds_win(rules: RuleSet) -> None:
+    cfg = ModelConfig(profile_thresholds={"adult": {"risk": 1.0, "method": 1.0}})
+    m = Moderator(rules, classifier(), cfg)
+    assert m.check(INDIRECT, profile="default").action == Action.HOLD
+    assert m.check(INDIRECT, profile="adult").action == Action.ALLOW
+
+
+def test_staff_lines_are_not_second_guessed(moderator: Moderator) -> None:
+    v = moderator.check(INDIRECT, role="facilitator")
+    assert v.action == Action.ALLOW and v.scores == {}
+
+
+def test_rules_alone_when_the_model_is_switched_off(rules: RuleSet) -> None:
+    off = Moderator(rules, classifier(), ModelConfig(enabled=False))
+    assert off.check(INDIRECT).action == Action.ALLOW
+    assert off.check(HELPER_REPLY).action == Action.HOLD
+
+
+def test_a_reload_keeps_the_heads(moderator: Moderator) -> None:
+    again = moderator.with_rules(moderator.ruleset)
+    assert again.classifier is moderator.classifier
+    assert dataclasses.asdict(again.config) == dataclasses.asdict(moderator.config)
