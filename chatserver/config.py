@@ -61,8 +61,19 @@ class AuthConfig:
     leeway_s: int = 5
     """Small clock-skew allowance on exp/nbf (F-14)."""
     login_max_failures: int = 5
-    """PROTOCOL.md: 429 after repeated failures (SEC-27)."""
+    """PROTOCOL.md: 429 after repeated failures (SEC-27), counted per account *and*
+    client address, so a stranger cannot lock a facilitator out (issue 14)."""
+    login_address_failures: int = 10
+    """Failures from one address over every account (password spraying: ten usernames
+    tried once each are throttled together)."""
     login_lockout_s: int = 300
+    """The failure window: counted from the first failure, 429 until it ends."""
+    verify_concurrency: int = 2
+    """argon2 verifications at once (each takes a core for ~50 ms and 64 MiB)."""
+    verify_queue: int = 8
+    """Logins waiting for a verification; past it, 429 at once (issue 14)."""
+    login_audit_window_s: int = 60
+    """Failed logins are audited as one summary entry per window, not a row each."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +124,17 @@ class LimitsConfig:
     resume_window_s: int = 600
     max_sockets_per_token: int = 3
     """SEC-19: a cap on concurrent sockets per participant."""
+    address_window_s: int = 60
+    """The window of the per-client-address budgets below (issue 14)."""
+    joins_per_address: int = 20
+    """``POST /api/join`` per address per window: identities are not free to mint."""
+    logins_per_address: int = 30
+    """``POST /api/login`` attempts (right or wrong) per address per window."""
+    hellos_per_address: int = 120
+    """WebSocket ``hello``s per address per window (reconnects included)."""
+    welcome_bytes: int = 131072
+    """A welcome's history holds at most this many bytes of messages (newest kept;
+    a resume cut short is marked ``gap``): a small hello cannot fetch megabytes."""
     idempotency_keys: int = 100_000
 
 

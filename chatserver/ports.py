@@ -20,8 +20,8 @@ from chatserver.core.ids import MessageId, ParticipantId, RoomId
 from chatserver.core.sync import Sync
 
 __all__ = [
-    "AuditRow", "Broker", "BrokerError", "Cutoffs", "Envelope", "Store", "StoreConflict",
-    "StoreError", "UserRow",
+    "Allowance", "AuditRow", "Broker", "BrokerError", "Cutoffs", "Envelope", "Store",
+    "StoreConflict", "StoreError", "UserRow",
 ]
 
 
@@ -49,6 +49,16 @@ class Envelope:
     audience: Audience
     target: ParticipantId | None = None
     node: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Allowance:
+    """One attempt budget: at most ``limit`` counted attempts per ``window_ms`` (a fixed
+    window that starts with the first attempt) under ``key``."""
+
+    key: str
+    limit: int
+    window_ms: int
 
 
 class Broker(Protocol):
@@ -83,6 +93,13 @@ class Broker(Protocol):
                           now_ms: int) -> bool:
         """A send from a participant's budget shared by every node; True if within it.
         (One node: always True, the core's own window is the whole budget.)"""
+    async def take_attempts(self, allowances: Sequence[Allowance], now_ms: int) -> bool:
+        """Atomically, on every node: if each allowance is under its limit, count one
+        attempt on each and return True; otherwise count nothing and return False.
+        (Checked and counted in one step, so parallel requests cannot all pass.)"""
+    async def settle_attempts(self, clear: Sequence[str], refund: Sequence[str]) -> None:
+        """Forget the attempts counted under ``clear``; give one back under ``refund``
+        (never below zero, never reviving an expired window)."""
     async def sockets_elsewhere(self, participant: str, nodes: Sequence[str]) -> int:
         """How many sockets the participant has open on these other nodes."""
     async def count_socket(self, node: str, participant: str, delta: int,
@@ -119,6 +136,9 @@ class UserRow:
     role: str
     password_hash: str
     disabled: bool
+    version: int = 0
+    """Bumped by logout, password reset and disable: a token carries the version it
+    was issued under and is refused once it moves (issue 14)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,8 +186,13 @@ class Store(Protocol):
         cases. Returns counts per class."""
     async def audit_chain(self) -> list[ChainRow]:
         """Every audit row with its hash, oldest first (``chatserver audit verify``)."""
-    async def add_user(self, user: UserRow) -> None: ...
+    async def add_user(self, user: UserRow) -> None:
+        """Create, or reset an existing name (its version moves: sessions end)."""
     async def user(self, username: str) -> UserRow | None: ...
     async def user_by_id(self, user_id: str) -> UserRow | None: ...
     async def users(self) -> list[UserRow]: ...
-    async def set_disabled(self, username: str, disabled: bool) -> bool: ...
+    async def set_disabled(self, username: str, disabled: bool) -> bool:
+        """Disable or re-enable; either way the account's version moves, so no token
+        issued before survives (not even after a re-enable)."""
+    async def bump_version(self, user_id: str) -> bool:
+        """End every session of the account (logout); False for an unknown id."""

@@ -49,6 +49,10 @@ class Cluster:
             "CHATSERVER_BROKER_NODE_EXPIRY_S": "2",
             "CHATSERVER_STORE_URL": f"{pg_dsn}?schema={self.schema}",
             "CHATSERVER_AUTH_SECRET": "cluster-test-secret-" + "c" * 40,
+            # Every test client is 127.0.0.1: per-address budgets (issue 14) stay open.
+            "CHATSERVER_LIMITS_JOINS_PER_ADDRESS": "100000",
+            "CHATSERVER_LIMITS_LOGINS_PER_ADDRESS": "100000",
+            "CHATSERVER_LIMITS_HELLOS_PER_ADDRESS": "100000",
         }
         self.nodes: dict[str, Node] = {}
 

@@ -17,6 +17,7 @@ from aiohttp import ClientSession, web
 
 from chatserver.brokers.memory import MemoryBroker
 from chatserver.config import (
+    AuthConfig,
     Config,
     LimitsConfig,
     ModerationConfig,
@@ -29,6 +30,7 @@ from chatserver.core.ids import RoomId
 from chatserver.moderation.classifier import Classifier, load_classifier
 from chatserver.moderation.engine import RuleSet, load_rules
 from chatserver.moderation.pipeline import Moderator
+from chatserver.ports import Broker
 from chatserver.stores.sqlite import SqliteStore
 from chatserver.transport.app import APP_KEY, Server, now_ms
 from chatserver.transport.auth import Passwords, Tokens
@@ -71,11 +73,19 @@ def rules() -> RuleSet:
     return load_rules(read_rule_files(RULES_DIR))
 
 
-def make_config(tmp: Path, rules_dir: Path = RULES_DIR, **limits: Any) -> Config:
+OPEN_BUDGETS: dict[str, Any] = {"joins_per_address": 100_000, "logins_per_address": 100_000,
+                                "hellos_per_address": 100_000}
+"""Every test client comes from 127.0.0.1: the per-address budgets (issue 14) are wide
+open unless a test sets them."""
+
+
+def make_config(tmp: Path, rules_dir: Path = RULES_DIR, auth: AuthConfig | None = None,
+                **limits: Any) -> Config:
     return Config(
         server=ServerConfig(port=0, data_dir=str(tmp), hello_timeout_s=0.5, heartbeat_s=5.0,
                             outbox_frames=16, tick_s=0.05),
-        limits=dataclasses.replace(LimitsConfig(), **limits),
+        auth=auth or AuthConfig(),
+        limits=dataclasses.replace(LimitsConfig(), **{**OPEN_BUDGETS, **limits}),
         moderation=ModerationConfig(rules_dir=str(rules_dir)),
         rooms=RoomsConfig(require_facilitator=False),
     )
@@ -226,11 +236,12 @@ class FakeClock:
 
 async def start_server(tmp: Path, rules: RuleSet, rules_dir: Path = RULES_DIR,
                        clock: Callable[[], int] | None = None, port: int = 0,
+                       auth: AuthConfig | None = None, broker: Broker | None = None,
                        **limits: Any) -> Running:
-    config = make_config(tmp, rules_dir, **limits)
+    config = make_config(tmp, rules_dir, auth, **limits)
     store = SqliteStore(tmp / "chat.db")
     server = Server(config, Moderator(rules, classifier(), config.moderation.model), store,
-                    MemoryBroker(config.limits.history),
+                    broker or MemoryBroker(config.limits.history),
                     Tokens(SECRET, config.auth), clock=clock or now_ms)
     app = build_app(server)
     runner = web.AppRunner(app)

@@ -13,9 +13,13 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from chatserver.core.events import Message
 from chatserver.core.ids import RoomId
-from chatserver.ports import Envelope
+from chatserver.ports import Allowance, Envelope
 
-__all__ = ["MemoryBroker"]
+__all__ = ["ATTEMPT_SWEEP", "MemoryBroker"]
+
+ATTEMPT_SWEEP = 4096
+"""Expired attempt counters are swept whenever this many more keys exist than after the
+last sweep, so a flood of random usernames or addresses cannot grow memory for ever."""
 
 
 class MemoryBroker:
@@ -25,6 +29,9 @@ class MemoryBroker:
         self._history: dict[RoomId, deque[Message]] = {}
         self._floor: dict[RoomId, int] = {}
         self._handler: Callable[[Envelope], Awaitable[None] | None] | None = None
+        self._attempts: dict[str, list[int]] = {}
+        """Attempt counters: key → [count, window end ms] (the Redis script's twin)."""
+        self._sweep_at = ATTEMPT_SWEEP
 
     async def start(self, on_envelope: Callable[[Envelope], Awaitable[None] | None]) -> None:
         self._handler = on_envelope
@@ -45,6 +52,35 @@ class MemoryBroker:
     async def take_budget(self, participant: str, msg_id: str, limit: int, window_ms: int,
                           now_ms: int) -> bool:
         return True
+
+    async def take_attempts(self, allowances: Sequence[Allowance], now_ms: int) -> bool:
+        # One event loop, no await inside: the check and the count are one step.
+        counters = [self._attempts.get(a.key) for a in allowances]
+        live = [c is not None and c[1] > now_ms for c in counters]
+        for a, c, alive in zip(allowances, counters, live, strict=True):
+            if (c[0] if c is not None and alive else 0) >= a.limit:
+                return False
+        for a, c, alive in zip(allowances, counters, live, strict=True):
+            if c is not None and alive:
+                c[0] += 1
+            else:
+                self._attempts[a.key] = [1, now_ms + a.window_ms]
+        if len(self._attempts) >= self._sweep_at:
+            self._attempts = {k: c for k, c in self._attempts.items() if c[1] > now_ms}
+            self._sweep_at = len(self._attempts) + ATTEMPT_SWEEP
+        return True
+
+    async def settle_attempts(self, clear: Sequence[str], refund: Sequence[str]) -> None:
+        for key in clear:
+            self._attempts.pop(key, None)
+        for key in refund:
+            counter = self._attempts.get(key)
+            if counter is not None and counter[0] > 0:
+                counter[0] -= 1
+
+    def attempt_keys(self) -> int:
+        """How many attempt counters are held (tests: memory stays bounded)."""
+        return len(self._attempts)
 
     async def sockets_elsewhere(self, participant: str, nodes: Sequence[str]) -> int:
         return 0

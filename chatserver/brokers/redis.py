@@ -33,7 +33,7 @@ from chatserver.core.ids import HeldId, MessageId, ParticipantId, RoomId
 from chatserver.core.sync import Sync, SyncRecord
 from chatserver.core.wire import encode
 from chatserver.observability import log
-from chatserver.ports import BrokerError, Envelope
+from chatserver.ports import Allowance, BrokerError, Envelope
 from chatserver.stores.records import case_from, dumps, held_from, room_from
 
 __all__ = ["RedisBroker", "decode_envelope", "encode_envelope"]
@@ -43,6 +43,8 @@ MAX_ENVELOPE_BYTES: Final = 256 * 1024
 _SCRIPTS: Final = files("chatserver.brokers") / "redis_scripts"
 _PUBLISH_LUA: Final = (_SCRIPTS / "publish.lua").read_text()
 _BUDGET_LUA: Final = (_SCRIPTS / "budget.lua").read_text()
+_ATTEMPTS_LUA: Final = (_SCRIPTS / "attempts.lua").read_text()
+_REFUND_LUA: Final = (_SCRIPTS / "refund.lua").read_text()
 
 
 def _decided_from(raw: str) -> HeldDecided:
@@ -136,6 +138,8 @@ class RedisBroker:
                                              socket_connect_timeout=timeout_s)
         self._script = self.redis.register_script(_PUBLISH_LUA)
         self._budget = self.redis.register_script(_BUDGET_LUA)
+        self._attempts = self.redis.register_script(_ATTEMPTS_LUA)
+        self._refund = self.redis.register_script(_REFUND_LUA)
         self._handler: Callable[[Envelope], Awaitable[None] | None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._pubsub: Any = None
@@ -329,6 +333,32 @@ class RedisBroker:
         except (RedisError, OSError) as e:
             raise BrokerError(str(e)) from e
         return bool(taken)
+
+    def _attempt_key(self, key: str) -> str:
+        return f"{self.prefix}:att:{key}"
+
+    async def take_attempts(self, allowances: Sequence[Allowance], now_ms: int) -> bool:
+        """Check and count every allowance in one script, for every node (issue 14)."""
+        if not allowances:
+            return True
+        args: list[int] = [now_ms]
+        for a in allowances:
+            args += [a.limit, a.window_ms]
+        try:
+            taken = await self._attempts(keys=[self._attempt_key(a.key) for a in allowances],
+                                         args=args)
+        except (RedisError, OSError) as e:
+            raise BrokerError(str(e)) from e
+        return bool(taken)
+
+    async def settle_attempts(self, clear: Sequence[str], refund: Sequence[str]) -> None:
+        keys = [self._attempt_key(k) for k in (*clear, *refund)]
+        if not keys:
+            return
+        try:
+            await self._refund(keys=keys, args=[len(clear)])
+        except (RedisError, OSError) as e:
+            raise BrokerError(str(e)) from e
 
     def _socks(self, node: str) -> str:
         return f"{self.prefix}:socks:{node}"

@@ -15,7 +15,7 @@ from chatserver.core.events import MemberView, Message, Person, RoomState
 from chatserver.core.ids import CaseId, ConnId, HeldId, ParticipantId, RoomId
 from chatserver.core.roles import Role
 
-__all__ = ["Member", "Room"]
+__all__ = ["Member", "Room", "removed_name"]
 
 
 @dataclass(slots=True)
@@ -26,6 +26,12 @@ class Member:
     @property
     def role(self) -> str:
         return self.person.role
+
+
+def removed_name(name: str) -> ParticipantId:
+    """The entry a removed display name leaves in ``Room.removed`` (case and spacing
+    folded; never a real participant id, which all start ``p``)."""
+    return ParticipantId("name:" + "".join(name.casefold().split()))
 
 
 @dataclass(slots=True)
@@ -60,6 +66,18 @@ class Room:
             return member.person
         return next((p for people in self.remote.values() for p in people if p.id == pid),
                     None)
+
+    def remove(self, pid: ParticipantId) -> None:
+        """``remove`` sticks for the room's life (issue 14): the identity, and the
+        display name it used (``removed_name``), so joining again under that name is
+        refused too. Both travel in the room record to every node and the store."""
+        person = self.person(pid)
+        self.removed.add(pid)
+        if person is not None and person.role == Role.PARTICIPANT:
+            self.removed.add(removed_name(person.name))
+
+    def name_removed(self, name: str) -> bool:
+        return removed_name(name) in self.removed
 
     def present(self) -> list[Person]:
         """Everyone connected to the room on any node, once each, in one order that is

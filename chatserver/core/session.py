@@ -28,6 +28,9 @@ class Identity:
     room: RoomId | None = None
     """A participant's token is scoped to the room it joined."""
     age_band: str | None = None
+    version: int = 0
+    """Staff: the account version the token was issued under (``ver``); refused once
+    the account's version moves (logout, password reset, disable)."""
 
 
 @dataclass(slots=True)

@@ -56,9 +56,13 @@ ALTER TABLE cases ADD COLUMN IF NOT EXISTS ts BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE cases ADD COLUMN IF NOT EXISTS status TEXT NOT NULL DEFAULT '';
 CREATE TABLE IF NOT EXISTS users (id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE,
     role TEXT NOT NULL, password_hash TEXT NOT NULL, disabled BOOLEAN NOT NULL DEFAULT FALSE);
+ALTER TABLE users ADD COLUMN IF NOT EXISTS version BIGINT NOT NULL DEFAULT 0;
 """
 _AUDIT_LOCK: Final = 0x43484154  # "CHAT": the advisory lock key of the audit chain
 _SCHEMA_NAME: Final = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+_USER_COLUMNS: Final = "SELECT id, username, role, password_hash, disabled, version"
 
 
 class PostgresStore:
@@ -345,33 +349,43 @@ class PostgresStore:
                 "INSERT INTO users (id, username, role, password_hash, disabled) "
                 "VALUES ($1,$2,$3,$4,$5) ON CONFLICT (username) DO UPDATE SET "
                 "role=excluded.role, password_hash=excluded.password_hash, "
-                "disabled=excluded.disabled",
+                "disabled=excluded.disabled, version=users.version + 1",
                 user.id, user.username, user.role, user.password_hash, user.disabled)
 
         await self._tx(write)
 
     @staticmethod
     def _user(r: asyncpg.Record) -> UserRow:
-        return UserRow(r[0], r[1], r[2], r[3], bool(r[4]))
+        return UserRow(r[0], r[1], r[2], r[3], bool(r[4]), int(r[5]))
 
     async def user(self, username: str) -> UserRow | None:
-        rows = await self._fetch("SELECT id, username, role, password_hash, disabled FROM users"
+        rows = await self._fetch(_USER_COLUMNS + " FROM users"
                                  " WHERE username=$1", username)
         return self._user(rows[0]) if rows else None
 
     async def user_by_id(self, user_id: str) -> UserRow | None:
-        rows = await self._fetch("SELECT id, username, role, password_hash, disabled FROM users"
+        rows = await self._fetch(_USER_COLUMNS + " FROM users"
                                  " WHERE id=$1", user_id)
         return self._user(rows[0]) if rows else None
 
     async def users(self) -> list[UserRow]:
         return [self._user(r) for r in await self._fetch(
-            "SELECT id, username, role, password_hash, disabled FROM users ORDER BY username")]
+            _USER_COLUMNS + " FROM users ORDER BY username")]
 
     async def set_disabled(self, username: str, disabled: bool) -> bool:
         async def write(conn: asyncpg.Connection) -> bool:
-            status: str = await conn.execute("UPDATE users SET disabled=$1 WHERE username=$2",
-                                             disabled, username)
+            status: str = await conn.execute(
+                "UPDATE users SET disabled=$1, version=version + 1 WHERE username=$2",
+                disabled, username)
+            return status.endswith(" 1")
+
+        result: bool = await self._tx(write)
+        return result
+
+    async def bump_version(self, user_id: str) -> bool:
+        async def write(conn: asyncpg.Connection) -> bool:
+            status: str = await conn.execute(
+                "UPDATE users SET version=version + 1 WHERE id=$1", user_id)
             return status.endswith(" 1")
 
         result: bool = await self._tx(write)

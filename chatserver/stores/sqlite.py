@@ -54,13 +54,15 @@ CREATE TABLE IF NOT EXISTS held (id TEXT PRIMARY KEY, room TEXT NOT NULL, record
 CREATE TABLE IF NOT EXISTS cases (id TEXT PRIMARY KEY, record TEXT NOT NULL,
     ts INTEGER NOT NULL DEFAULT 0, status TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS users (id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE,
-    role TEXT NOT NULL, password_hash TEXT NOT NULL, disabled INTEGER NOT NULL DEFAULT 0);
+    role TEXT NOT NULL, password_hash TEXT NOT NULL, disabled INTEGER NOT NULL DEFAULT 0,
+    version INTEGER NOT NULL DEFAULT 0);
 """
 MIGRATIONS: Final = (  # columns added after the first release: (table, column, definition)
     ("audit", "text", "TEXT"),
     ("held", "ts", "INTEGER NOT NULL DEFAULT 0"),
     ("cases", "ts", "INTEGER NOT NULL DEFAULT 0"),
     ("cases", "status", "TEXT NOT NULL DEFAULT ''"),
+    ("users", "version", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 Write = Callable[[aiosqlite.Connection], Awaitable[Any]]
@@ -90,6 +92,9 @@ def _audit_fields(e: AuditEntry, extra: dict[str, object] | None = None
         detail["text_sha256"] = text_digest(e.text)
     return ((e.ts, e.room, e.actor, e.action, e.target, orjson.dumps(detail).decode(),
              e.version), e.text)
+
+
+_USER_COLUMNS: Final = "SELECT id, username, role, password_hash, disabled, version"
 
 
 class SqliteStore:
@@ -347,35 +352,45 @@ class SqliteStore:
             await db.execute(
                 "INSERT INTO users (id, username, role, password_hash, disabled) "
                 "VALUES (?,?,?,?,?) ON CONFLICT (username) DO UPDATE SET role=excluded.role,"
-                " password_hash=excluded.password_hash, disabled=excluded.disabled",
+                " password_hash=excluded.password_hash, disabled=excluded.disabled,"
+                " version=users.version + 1",  # a reset ends every session (issue 14)
                 (user.id, user.username, user.role, user.password_hash, int(user.disabled)))
 
         await self._submit(_Call(write))
 
     def _user(self, r: Any) -> UserRow:
-        return UserRow(r[0], r[1], r[2], r[3], bool(r[4]))
+        return UserRow(r[0], r[1], r[2], r[3], bool(r[4]), int(r[5]))
 
     async def user(self, username: str) -> UserRow | None:
-        async with self.db.execute("SELECT id, username, role, password_hash, disabled FROM "
+        async with self.db.execute(_USER_COLUMNS + " FROM "
                                    "users WHERE username=?", (username,)) as cur:
             row = await cur.fetchone()
         return self._user(row) if row else None
 
     async def user_by_id(self, user_id: str) -> UserRow | None:
-        async with self.db.execute("SELECT id, username, role, password_hash, disabled FROM "
+        async with self.db.execute(_USER_COLUMNS + " FROM "
                                    "users WHERE id=?", (user_id,)) as cur:
             row = await cur.fetchone()
         return self._user(row) if row else None
 
     async def users(self) -> list[UserRow]:
-        async with self.db.execute("SELECT id, username, role, password_hash, disabled FROM "
+        async with self.db.execute(_USER_COLUMNS + " FROM "
                                    "users ORDER BY username") as cur:
             return [self._user(r) async for r in cur]
 
     async def set_disabled(self, username: str, disabled: bool) -> bool:
         async def write(db: aiosqlite.Connection) -> bool:
-            cur = await db.execute("UPDATE users SET disabled=? WHERE username=?",
-                                   (int(disabled), username))
+            cur = await db.execute("UPDATE users SET disabled=?, version=version + 1 "
+                                   "WHERE username=?", (int(disabled), username))
+            return bool(cur.rowcount)
+
+        result: bool = await self._submit(_Call(write))
+        return result
+
+    async def bump_version(self, user_id: str) -> bool:
+        async def write(db: aiosqlite.Connection) -> bool:
+            cur = await db.execute("UPDATE users SET version=version + 1 WHERE id=?",
+                                   (user_id,))
             return bool(cur.rowcount)
 
         result: bool = await self._submit(_Call(write))

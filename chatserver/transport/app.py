@@ -56,7 +56,7 @@ from chatserver.moderation.pipeline import Moderator
 from chatserver.moderation.rules import RuleLoadError
 from chatserver.observability import Metrics, log
 from chatserver.ports import Broker, BrokerError, Envelope, Store, StoreConflict, StoreError
-from chatserver.transport.auth import Tokens
+from chatserver.transport.auth import Tokens, session_current
 
 __all__ = ["APP_KEY", "Server", "Socket", "now_ms"]
 
@@ -430,6 +430,7 @@ class Server:
             sock.held = []
         for state in w.rooms:  # subscribed before reading history: nothing falls between
             await self._track(state.room, True)
+        budget = limit.welcome_bytes  # issue 14: a small hello cannot fetch megabytes
         for state in w.rooms:
             after = w.resume.get(state.room)
             msgs, gap = await self._history(state.room, after, limit.welcome_history
@@ -437,6 +438,11 @@ class Server:
             if after is not None and msgs and msgs[0].ts < now - window_ms:
                 gap = True  # PROTOCOL.md § Limits: resume window 10 minutes
                 msgs = msgs[-limit.welcome_history:]
+            kept = _newest_within(msgs, budget)
+            budget -= sum(size for _, size in kept)
+            if len(kept) < len(msgs) and after is not None:
+                gap = True  # cut short by limits.welcome_bytes: the client reloads
+            msgs = [m for m, _ in kept]
             history[state.room] = tuple(msgs)
             rooms.append(state if not gap else type(state)(
                 state.room, state.title, state.paused, state.slow_mode_s, state.members,
@@ -668,15 +674,29 @@ class Server:
                 log.exception("tick_failed")
 
     async def _close_disabled_staff(self) -> None:
-        """SG-19/SEC-07: staff disabled with ``users disable`` lose open sockets too."""
+        """SG-19/SEC-07: staff disabled with ``users disable``, logged out or whose
+        password was reset (the account version moved) lose open sockets too."""
         for cid, conn in list(self.core.conns.items()):
             ident = conn.identity
             if ident is None or ident.role.value == "participant":
                 continue
             user = await self.store.user_by_id(ident.id)
-            if user is None or user.disabled:
-                log.info("staff_socket_closed", reason="disabled", user=ident.id)
+            if not session_current(ident, user):
+                log.info("staff_socket_closed", reason="account_changed", user=ident.id)
                 self.close_soon(cid, CloseCode.BAD_TOKEN, "account disabled")
+
+
+def _newest_within(msgs: Sequence[Message], budget: int) -> list[tuple[Message, int]]:
+    """The newest messages whose encoded frames fit in ``budget`` bytes, oldest first."""
+    kept: list[tuple[Message, int]] = []
+    for m in reversed(msgs):
+        size = len(encode(m))
+        if size > budget:
+            break
+        budget -= size
+        kept.append((m, size))
+    kept.reverse()
+    return kept
 
 
 def reset(transport: asyncio.Transport) -> None:

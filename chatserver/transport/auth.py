@@ -20,8 +20,9 @@ from chatserver.core.errors import ChatError, CloseCode, ErrorCode
 from chatserver.core.ids import ParticipantId, RoomId
 from chatserver.core.roles import Role
 from chatserver.core.session import Identity
+from chatserver.ports import UserRow
 
-__all__ = ["Passwords", "TokenError", "Tokens", "load_secret"]
+__all__ = ["Passwords", "TokenError", "Tokens", "load_secret", "session_current"]
 
 _REQUIRED: Final = ["exp", "iat", "nbf", "sub", "role", "iss", "aud"]
 _HASHER: Final = PasswordHasher()
@@ -71,6 +72,8 @@ class Tokens:
             claims["room"] = ident.room
         if ident.age_band is not None:
             claims["band"] = ident.age_band
+        if ident.role != Role.PARTICIPANT:
+            claims["ver"] = ident.version  # the account version (issue 14: revocation)
         return jwt.encode(claims, self._secret, algorithm="HS256")
 
     def verify(self, token: str) -> Identity:
@@ -98,9 +101,19 @@ class Tokens:
         if role == Role.PARTICIPANT and not isinstance(room, str):
             raise TokenError("participant_without_room")
         name = claims.get("name")
+        version = claims.get("ver", 0)
+        if role != Role.PARTICIPANT and (type(version) is not int or "ver" not in claims):
+            raise TokenError("missing_ver")  # issued before revocation existed: refused
         return Identity(ParticipantId(str(claims["sub"])), str(name or ""), role,
                         RoomId(room) if isinstance(room, str) else None,
-                        claims.get("band") if isinstance(claims.get("band"), str) else None)
+                        claims.get("band") if isinstance(claims.get("band"), str) else None,
+                        version if type(version) is int else 0)
+
+
+def session_current(ident: Identity, user: UserRow | None) -> bool:
+    """A staff token is good while its account exists, is enabled and has the version
+    the token was issued under (logout, reset and disable move it; issue 14)."""
+    return user is not None and not user.disabled and user.version == ident.version
 
 
 class Passwords:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import re
 import time
 import unicodedata
@@ -24,8 +26,10 @@ from chatserver.moderation.contact import digits_view
 from chatserver.moderation.normalize import normalize, words_view
 from chatserver.moderation.rules import Action, RuleLoadError
 from chatserver.observability import log
+from chatserver.ports import BrokerError
 from chatserver.transport.app import APP_KEY, Server
-from chatserver.transport.auth import Passwords, TokenError
+from chatserver.transport.auth import Passwords, TokenError, session_current
+from chatserver.transport.throttle import THROTTLE_KEY, Throttle, client_address
 from chatserver.transport.ws import ws_handler
 
 __all__ = ["build_app", "reload_rules"]
@@ -131,8 +135,9 @@ async def staff(request: web.Request, *roles: Role) -> Identity:
         log.info("authz_denied", path=request.path, role=ident.role.value)
         raise ChatError(ErrorCode.FORBIDDEN, "Your role can't do that.")
     user = await server.store.user_by_id(ident.id)
-    if user is None or user.disabled:
-        raise ChatError(ErrorCode.UNAUTHORIZED, "Your account is not active.")
+    if not session_current(ident, user):  # disabled, reset or logged out (issue 14)
+        log.info("token_refused", reason="account_changed", path=request.path)
+        raise ChatError(ErrorCode.UNAUTHORIZED, "Your session has ended. Sign in again.")
     return ident
 
 
@@ -168,9 +173,31 @@ def _names_a_platform(name: str) -> bool:
     return any(token in PLATFORM_WORDS for view in _name_views(name) for token in view.split())
 
 
+def _removed_token(request: web.Request, server: Server, room: RoomId) -> bool:
+    """A join that shows a participant token already removed from this room (a client
+    asking for a fresh identity with its old one) is refused too."""
+    auth = request.headers.get("Authorization", "")
+    if not auth.startswith("Bearer "):
+        return False
+    try:
+        ident = server.tokens.verify(auth.removeprefix("Bearer ").strip())
+    except TokenError:
+        return False
+    target = server.core.rooms.get(room)
+    return ident.room == room and target is not None and ident.id in target.removed
+
+
 async def join(request: web.Request) -> web.Response:
     server = request.app[APP_KEY]
     body = await _body(request)
+    try:  # issue 14: identities per client address are not free to mint
+        allowed = await request.app[THROTTLE_KEY].take("join", client_address(request),
+                                                       server.now())
+    except BrokerError:
+        raise ChatError(ErrorCode.INTERNAL, "Joining is unavailable right now.") from None
+    if not allowed:
+        raise ChatError(ErrorCode.RATE_LIMITED, "Too many people have joined from here "
+                                                "just now. Try again in a minute.")
     room_id = _str_field(body, "room")
     name = unicodedata.normalize("NFC", _str_field(body, "name")).strip()
     band = _str_field(body, "age_band")
@@ -194,6 +221,11 @@ async def join(request: web.Request) -> web.Response:
         raise ChatError(ErrorCode.BAD_REQUEST, "Unknown age band.")
     if band not in room.age_bands:
         raise ChatError(ErrorCode.FORBIDDEN, "This room is for a different age group.")
+    if room.name_removed(name) or _removed_token(request, server, room.id):
+        # Issue 14: a removal sticks for the room's life, not only for one token.
+        raise ChatError(ErrorCode.FORBIDDEN, "A facilitator has asked you to leave this "
+                                             "room for now. The 'Get help now' options are "
+                                             "always there for you.")
     if any(p.name.casefold() == name.casefold() for p in room.present()):  # any node
         raise ChatError(ErrorCode.CONFLICT, "Someone is already using that name here.")
     pid = ParticipantId(server.core.ids.new("p"))
@@ -203,51 +235,49 @@ async def join(request: web.Request) -> web.Response:
                               "room": {"id": room.id, "title": room.title}})
 
 
-class LoginThrottle:
-    """SEC-27: after N failures a username is locked for a while (429), audited."""
-
-    def __init__(self, max_failures: int, lockout_s: int) -> None:
-        self.max, self.lockout_ms = max_failures, lockout_s * 1000
-        self.failures: dict[str, list[int]] = {}
-
-    def locked(self, username: str, now: int) -> bool:
-        recent = [t for t in self.failures.get(username, []) if now - t < self.lockout_ms]
-        self.failures[username] = recent
-        return len(recent) >= self.max
-
-    def fail(self, username: str, now: int) -> None:
-        self.failures.setdefault(username, []).append(now)
-
-    def clear(self, username: str) -> None:
-        self.failures.pop(username, None)
-
-
-THROTTLE_KEY: Final = web.AppKey("throttle", LoginThrottle)
-
-
 async def login(request: web.Request) -> web.Response:
+    """SEC-27 and issue 14: the attempt is counted before the password is checked (one
+    atomic step, every node), per account and address and per address; the check runs
+    in the bounded pool; unknown names cost the same dummy-hash verification."""
     server = request.app[APP_KEY]
     throttle = request.app[THROTTLE_KEY]
     body = await _body(request)
     username = _str_field(body, "username")[:64]
     password = _str_field(body, "password")[:1024]
     now = server.now()
-    if throttle.locked(username, now):
-        await server.store.apply([AuditEntry(now, None, username[:64], "login_locked")])
-        raise ChatError(ErrorCode.RATE_LIMITED, "Too many attempts. Try again later.")
-    user = await server.store.user(username)
-    ok = await asyncio.to_thread(Passwords.verify, user.password_hash if user else None,
-                                 password)
+    await throttle.audit.flush(now)
+    with throttle.pool.slot():  # full: 429 at once, nothing counted, nothing hashed
+        try:
+            attempt = await throttle.login_attempt(username, client_address(request), now)
+        except BrokerError:
+            raise ChatError(ErrorCode.INTERNAL, "Sign-in is unavailable right now.") from None
+        if attempt is None:
+            await throttle.audit.locked(username, now)
+            raise ChatError(ErrorCode.RATE_LIMITED, "Too many attempts. Try again later.")
+        user = await server.store.user(username)
+        stored = user.password_hash if user is not None else None
+        ok = await throttle.pool.run(functools.partial(Passwords.verify, stored, password))
     if not ok or user is None or user.disabled:
-        throttle.fail(username, now)
-        await server.store.apply([AuditEntry(now, None, username[:64], "login_failed")])
+        await throttle.audit.failed_login(username, now)
         raise ChatError(ErrorCode.UNAUTHORIZED, "Wrong username or password.")
-    throttle.clear(username)
-    ident = Identity(ParticipantId(user.id), user.username, Role(user.role))
+    with contextlib.suppress(BrokerError):
+        await throttle.login_succeeded(attempt)
+    ident = Identity(ParticipantId(user.id), user.username, Role(user.role),
+                     version=user.version)
     await server.store.apply([AuditEntry(now, None, user.id, "login")])
     return web.json_response({"token": server.tokens.issue(ident, int(time.time())),
                               "user": {"id": user.id, "name": user.username,
                                        "role": user.role}})
+
+
+async def logout(request: web.Request) -> web.Response:
+    """Ends every session of the account (its version moves): this token, others, and
+    open sockets (closed 4401 within a few ticks)."""
+    server = request.app[APP_KEY]
+    ident = await staff(request, Role.FACILITATOR, Role.COUNSELLOR, Role.OPS)
+    await server.store.bump_version(ident.id)
+    await server.store.apply([AuditEntry(server.now(), None, ident.id, "logout")])
+    return web.json_response({"status": "ok"})
 
 
 async def list_rooms(request: web.Request) -> web.Response:
@@ -428,8 +458,8 @@ def build_app(server: Server) -> web.Application:
     app = web.Application(middlewares=[errors], client_max_size=64 * 1024)
     app.on_response_prepare.append(security_headers)
     app[APP_KEY] = server
-    app[THROTTLE_KEY] = LoginThrottle(server.config.auth.login_max_failures,
-                                      server.config.auth.login_lockout_s)
+    throttle = Throttle(server.broker, server.config.auth, server.config.limits, server.store)
+    app[THROTTLE_KEY] = throttle
     app.router.add_get("/ws", ws_handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -437,6 +467,7 @@ def build_app(server: Server) -> web.Application:
     app.router.add_get("/api/resources", resources)
     app.router.add_post("/api/join", join)
     app.router.add_post("/api/login", login)
+    app.router.add_post("/api/logout", logout)
     app.router.add_get("/api/rooms", list_rooms)
     app.router.add_get("/api/rooms/open", open_rooms)
     app.router.add_post("/api/rooms", create_room)
@@ -449,11 +480,30 @@ def build_app(server: Server) -> web.Application:
     if CLIENT_DIR.exists():
         app.router.add_static("/static/", CLIENT_DIR, show_index=False)
 
+    summaries: list[asyncio.Task[None]] = []
+
+    async def summarise_logins() -> None:
+        """A window of failed logins is summarised even if nobody tries again."""
+        while True:
+            await asyncio.sleep(server.config.server.tick_s)
+            try:
+                await throttle.audit.flush(server.now())
+            except Exception:
+                log.exception("login_audit_failed")
+
     async def on_startup(_: web.Application) -> None:
         await server.start()
+        summaries.append(asyncio.create_task(summarise_logins(), name="login-audit"))
 
     async def on_shutdown(_: web.Application) -> None:
+        for task in summaries:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(Exception):
+            await throttle.audit.flush(server.now(), force=True)
         await server.stop()
+        throttle.pool.close()
 
     app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)

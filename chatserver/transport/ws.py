@@ -12,12 +12,15 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from chatserver.core import commands as c
-from chatserver.core.errors import ChatError, CloseCode
+from chatserver.core.errors import ChatError, CloseCode, ErrorCode
+from chatserver.core.events import ErrorEvent
 from chatserver.core.ids import ConnId
 from chatserver.core.wire import decode_object, frame_ref, parse
 from chatserver.observability import log
+from chatserver.ports import BrokerError
 from chatserver.transport.app import APP_KEY, Server, Socket
-from chatserver.transport.auth import TokenError
+from chatserver.transport.auth import TokenError, session_current
+from chatserver.transport.throttle import THROTTLE_KEY, Throttle, client_address
 
 __all__ = ["origin_allowed", "ws_handler"]
 
@@ -76,7 +79,8 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     structlog.contextvars.bind_contextvars(conn=cid)
     sock.writer = asyncio.create_task(server.write_loop(sock), name=f"writer-{cid}")
     try:
-        if await _hello(server, sock, cid):
+        if await _hello(server, sock, cid, client_address(request),
+                        request.app[THROTTLE_KEY]):
             await _read_loop(server, sock, cid)
     except asyncio.CancelledError:
         raise
@@ -97,7 +101,8 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _hello(server: Server, sock: Socket, cid: int) -> bool:
+async def _hello(server: Server, sock: Socket, cid: int, address: str,
+                 throttle: Throttle) -> bool:
     conn = ConnId(cid)
     try:
         msg = await sock.ws.receive(timeout=server.config.server.hello_timeout_s)
@@ -114,6 +119,14 @@ async def _hello(server: Server, sock: Socket, cid: int) -> bool:
     if not isinstance(command, c.Hello):
         server.close_soon(conn, CloseCode.NO_HELLO, "the first frame must be hello")
         return False
+    # Issue 14: hellos (each may fetch a welcome's history) per client address.
+    with contextlib.suppress(BrokerError):  # without Redis nothing is served anyway
+        if not await throttle.take("hello", address, server.now()):
+            log.info("hello_refused", reason="address_budget")
+            server.emit(conn, ErrorEvent(ErrorCode.RATE_LIMITED.value,
+                                         "Too many connections. Try again in a minute."))
+            server.close_soon(conn, CloseCode.POLICY, "too many connections")
+            return False
     try:
         ident = server.tokens.verify(command.token)
     except TokenError as e:
@@ -122,8 +135,8 @@ async def _hello(server: Server, sock: Socket, cid: int) -> bool:
         return False
     if ident.role.value != "participant":
         user = await server.store.user_by_id(ident.id)
-        if user is None or user.disabled:
-            log.info("token_refused", reason="account_disabled")
+        if not session_current(ident, user):
+            log.info("token_refused", reason="account_changed")
             server.close_soon(conn, CloseCode.BAD_TOKEN, "invalid token")
             return False
     structlog.contextvars.bind_contextvars(user=ident.id, role=ident.role.value)

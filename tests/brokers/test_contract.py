@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import msgpack
 import pytest
 
-from chatserver.brokers.memory import MemoryBroker
+from chatserver.brokers.memory import ATTEMPT_SWEEP, MemoryBroker
 from chatserver.brokers.redis import RedisBroker, decode_envelope, encode_envelope
 from chatserver.core.effects import (
     ALL_ROOMS,
@@ -27,7 +27,7 @@ from chatserver.core.effects import (
 from chatserver.core.events import Encoded, Event, Message, Notice, Person
 from chatserver.core.ids import CaseId, HeldId, MessageId, ParticipantId, RoomId
 from chatserver.core.sync import Sync
-from chatserver.ports import Broker, Envelope
+from chatserver.ports import Allowance, Broker, Envelope
 from tests.conftest import redis_up, require
 
 REDIS_URL = os.environ.get("CHATSERVER_TEST_REDIS", "redis://127.0.0.1:6379/9")
@@ -206,3 +206,40 @@ def test_envelopes_decode_strictly() -> None:
                                "target": None, "type": "sync", "frame": b"", "msg": None,
                                "sync": [[], [], False, [], "yes"]})):
         assert decode_envelope(bad) is None
+
+
+# ------------------------------------------------ attempt budgets (issue 14)
+async def test_attempts_are_all_or_nothing_and_end_with_their_window(
+        broker: tuple[Broker, Inbox]) -> None:
+    b, _ = broker
+    tight, wide = Allowance("k:tight", 2, 1000), Allowance("k:wide", 10, 5000)
+    assert await b.take_attempts([tight, wide], 0)
+    assert await b.take_attempts([tight, wide], 10)
+    assert not await b.take_attempts([tight, wide], 20)  # tight is spent...
+    assert await b.take_attempts([Allowance("k:wide", 3, 5000)], 30)  # ...wide counted 2
+    assert not await b.take_attempts([Allowance("k:wide", 3, 5000)], 40)
+    assert await b.take_attempts([tight], 1000)  # a new window, in the caller's clock
+
+
+async def test_settling_clears_one_key_and_refunds_another(
+        broker: tuple[Broker, Inbox]) -> None:
+    b, _ = broker
+    acct, addr = Allowance("s:acct", 1, 60_000), Allowance("s:addr", 1, 60_000)
+    assert await b.take_attempts([acct, addr], 0)
+    assert not await b.take_attempts([acct], 1)
+    await b.settle_attempts(["s:acct"], ["s:addr", "s:never-seen"])
+    assert await b.take_attempts([acct, addr], 2)
+
+
+async def test_parallel_attempts_never_pass_the_limit(broker: tuple[Broker, Inbox]) -> None:
+    b, _ = broker
+    got = await asyncio.gather(*[b.take_attempts([Allowance("p:k", 5, 60_000)], 0)
+                                 for _ in range(40)])
+    assert got.count(True) == 5
+
+
+async def test_memory_attempt_counters_stay_bounded_under_random_keys() -> None:
+    b = MemoryBroker()
+    for i in range(50_000):
+        await b.take_attempts([Allowance(f"flood:{i}", 5, 1000)], i)
+    assert b.attempt_keys() <= 2 * ATTEMPT_SWEEP

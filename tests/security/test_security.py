@@ -96,7 +96,9 @@ async def test_sec27_login_brute_force_is_429_and_audited(running: Running) -> N
     ops = await running.login("ops")
     _, body = await running.get("/api/audit", ops)
     actions = [e["action"] for e in body["entries"]]
-    assert actions.count("login_failed") == 5 and "login_locked" in actions
+    # Issue 14: the window's first failure and first lockout at once (the rest are
+    # summarised when the window ends: tests/security/test_login.py).
+    assert actions.count("login_failed") == 1 and actions.count("login_locked") == 1
 
 
 async def test_sec28_internal_errors_leak_nothing(running: Running,
