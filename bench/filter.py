@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=100_000)
     args = parser.parse_args()
     t0 = time.perf_counter()
-    ruleset = load_rules(read_rule_files(ROOT / "moderation_rules"))
+    ruleset = load_rules(read_rule_files(ROOT / "chatserver" / "moderation_rules"))
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     classifier = load_classifier()

@@ -39,7 +39,7 @@ def _store(config: Config) -> Store:
     raise SystemExit(f"store.url {url!r}: use sqlite:///path or postgresql://…")
 
 
-def _rules(directory: str) -> RuleSet:
+def _rules(directory: str | Path) -> RuleSet:
     try:
         return load_rules(read_rule_files(directory))
     except RuleLoadError as e:
@@ -92,7 +92,7 @@ def serve(args: argparse.Namespace, config: Config) -> int:
     if cluster and not config.auth.secret:
         raise SystemExit("a cluster needs auth.secret (or CHATSERVER_AUTH_SECRET), the same "
                          "on every node, so a token from one node is valid on the others")
-    rules = _rules(config.moderation.rules_dir)
+    rules = _rules(config.moderation.rules_path)
     moderator = _moderator(config, rules)
     store = _store(config)
     secret = load_secret(config.auth, config.server.data_dir)
@@ -330,7 +330,7 @@ def _thresholds_arg(values: Sequence[str]) -> dict[str, float]:
 
 
 def rules_cmd(args: argparse.Namespace, config: Config) -> int:
-    directory = args.dir or config.moderation.rules_dir
+    directory = args.dir or config.moderation.rules_path
     if args.rules_cmd == "check":
         try:
             ruleset = load_rules(read_rule_files(directory))

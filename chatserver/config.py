@@ -10,6 +10,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,8 +19,15 @@ from chatserver.core.events import Resource
 __all__ = [
     "AuthConfig", "BrokerConfig", "Config", "ConfigError", "LimitsConfig", "ModerationConfig",
     "RetentionConfig", "RoomSeed", "RoomsConfig", "ServerConfig", "StoreConfig", "load_config",
-    "read_rule_files",
+    "packaged", "read_rule_files",
 ]
+
+
+def packaged(name: str) -> Path:
+    """A directory shipped inside the package (``importlib.resources``): ``client_web``
+    (the pages) or ``moderation_rules`` (the default rule sets). Found the same from a
+    source tree, an editable install or a wheel."""
+    return Path(str(resources.files("chatserver").joinpath(name)))
 
 
 class ConfigError(Exception):
@@ -159,7 +167,9 @@ class ModelConfig:
 
 @dataclass(frozen=True, slots=True)
 class ModerationConfig:
-    rules_dir: str = "moderation_rules"
+    rules_dir: str = ""
+    """The rule files to load; empty: the ones packaged with the server
+    (``chatserver/moderation_rules``). A relative path is taken from the working directory."""
     profiles: Mapping[str, frozenset[str]] = field(
         default_factory=lambda: {"default": frozenset(), "adult": frozenset({"profanity"})})
     """Profile → categories switched off."""
@@ -178,6 +188,11 @@ class ModerationConfig:
     """A grooming head score at or over this counts as one signal (``model``)."""
     context_senders: int = 10_000
     """At most this many senders' windows are kept (least recently active dropped)."""
+
+    @property
+    def rules_path(self) -> Path:
+        """``rules_dir``, or the packaged rules when it is empty."""
+        return Path(self.rules_dir) if self.rules_dir else packaged("moderation_rules")
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ from chatserver.transport.http import build_app
 from tests import logscan
 
 ROOT = Path(__file__).resolve().parents[1]
-RULES_DIR = ROOT / "moderation_rules"
+RULES_DIR = ROOT / "chatserver" / "moderation_rules"
 SECRET = "test-secret-" + "x" * 40
 
 

@@ -1,8 +1,8 @@
 """Library-backed detectors for contact details, named by rules (``detector = "phone"``).
 
-A rule in ``moderation_rules/contact.toml`` may name a detector instead of (or beside) its
-patterns; ops still own its action, alert and notice, and the engine runs the detector on
-the message's views (``normalize.py``). Each detector returns spans of the ``folded``
+A rule in ``chatserver/moderation_rules/contact.toml`` may name a detector instead of (or
+beside) its patterns; ops still own its action, alert and notice, and the engine runs the
+detector on the message's views (``normalize.py``). Each detector returns spans of the ``folded``
 view, with a flag saying the span was disguised (number words, letters for digits,
 spaced or reversed spelling).
 

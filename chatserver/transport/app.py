@@ -215,7 +215,7 @@ class Server:
         the running set on any problem. Compiling runs in a thread: the loop keeps
         serving."""
         async with self._reload_lock:
-            files = read_rule_files(self.config.moderation.rules_dir)
+            files = read_rule_files(self.config.moderation.rules_path)
             ruleset = await asyncio.to_thread(load_rules, files)
             self.core.set_rules(ruleset)
             log.info("rules_reloaded", version=ruleset.version, rules=len(ruleset))

@@ -9,13 +9,13 @@ import re
 import time
 import unicodedata
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Final
 
 from aiohttp import web
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from chatserver.config import packaged
 from chatserver.core.effects import AuditEntry, RoomRecord
 from chatserver.core.errors import ChatError, ErrorCode
 from chatserver.core.ids import ParticipantId, RoomId
@@ -34,7 +34,8 @@ from chatserver.transport.ws import ws_handler
 
 __all__ = ["build_app", "reload_rules"]
 
-CLIENT_DIR: Final = Path(__file__).resolve().parents[2] / "client_web"
+CLIENT_DIR: Final = packaged("client_web")
+"""The pages, package data (a wheel serves them too)."""
 NAME_CHARS: Final = re.compile(r"^[A-Za-z0-9 _.\-]{1,24}$")
 """PROTOCOL.md: 1–24 characters after trimming, letters, digits, spaces, _ - ."""
 RESERVED_NAMES: Final = frozenset({

@@ -112,7 +112,7 @@ def test_the_server_will_not_start_on_a_broken_model(tmp_path: Path) -> None:
     bad.write_bytes(b"\x00" * 64)
     config = tmp_path / "config.toml"
     config.write_text(f'[server]\nport = 0\ndata_dir = "{tmp_path}"\n'
-                      f'[moderation]\nrules_dir = "{ROOT / "moderation_rules"}"\n'
+                      f'[moderation]\nrules_dir = "{ROOT / "chatserver" / "moderation_rules"}"\n'
                       f'[moderation.model]\npath = "{bad}"\n')
     chatserver = Path(sys.executable).with_name("chatserver")
     done = subprocess.run([str(chatserver), "--config", str(config), "serve"], cwd=tmp_path,
