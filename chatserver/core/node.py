@@ -8,6 +8,7 @@ and never raise out of the core.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -56,7 +57,7 @@ from chatserver.core.room import Member, Room
 from chatserver.core.session import Conn, Identity, State
 from chatserver.core.sync import Sync, SyncRecord
 from chatserver.moderation.context import MODEL_SIGNAL, Conversation, Fragment, Grooming
-from chatserver.moderation.engine import Hit, RuleSet, Verdict
+from chatserver.moderation.engine import MASK_CHAR, Hit, RuleSet, Verdict
 from chatserver.moderation.pipeline import Moderator, describe
 from chatserver.moderation.rules import Action, Rule
 
@@ -77,6 +78,7 @@ _STATE_CHANGING: Final[frozenset[type[c.Command]]] = frozenset({
     c.Mute, c.Unmute, c.Pause, c.Resume, c.SlowMode, c.Remove, c.Redact, c.Approve, c.Reject,
 })
 """Staff commands that change a room: undone if their audit write fails."""
+_NEXT_WORD: Final = re.compile(r"\s*\S+")
 _GROOMING_RULE: Final = Rule(
     id="context.grooming", category="grooming", action=Action.HOLD, file="context",
     alert="grooming")
@@ -753,13 +755,51 @@ class ChatCore:
         msg = next((m for m in room.recent if m.seq == cmd.seq), None)
         if msg is None:
             raise ChatError(ErrorCode.NOT_FOUND, "That message isn't available to report.")
-        return [
-            Persist((AuditEntry(now_ms, room.id, ident.id, "report", msg.sender.id,
-                                {"seq": cmd.seq, "reason": cmd.reason}),)),
+        reason, masked, signpost = self._free_text(cmd.reason)
+        detail: dict[str, object] = {"seq": cmd.seq, "reason": reason}
+        if masked:
+            detail["reason_masked"] = masked
+        effects: list[Effect] = []
+        if signpost and ident.role == Role.PARTICIPANT:
+            # DESIGN.md invariant 2, wherever the young person writes it.
+            effects.append(Emit(conn.id, self._notice("signpost", room.id, resources=True)))
+        effects += [
+            Persist((AuditEntry(now_ms, room.id, ident.id, "report", msg.sender.id, detail,
+                                self.rules.version, cmd.reason if masked else None),)),
             Emit(conn.id, self._notice("report_received", room.id)),
             Publish(room.id, Alert(room.id, "report", msg.sender.id,
                                    msg.text[:EXCERPT_CHARS], (), msg.seq), Audience.STAFF),
         ]
+        return effects
+
+    def _free_text(self, text: str) -> tuple[str, list[str], bool]:
+        """Issue 13 § 4: a reason or note that reaches another person (staff, the audit
+        log, a counsellor's case) is read by the same rules as a participant's message.
+        What a rule masks or blocks (contact details, method detail, abuse) is masked;
+        what it holds (risk, grooming) stays readable, for staff must understand it.
+        Nothing is refused: a report or an escalation always goes through.
+
+        Returns:
+            The text to store and show, the ids of the rules that masked it, and whether
+            it discloses risk (the writer is shown crisis support).
+        """
+        if not text:
+            return text, [], False
+        try:
+            v = self.rules.check(text, Role.PARTICIPANT.value)
+        except Exception:  # fail closed: nothing unread travels
+            return MASK_CHAR * len(text), ["error"], False
+        acting = [h for h in v.hits if h.rule.action in (Action.MASK, Action.BLOCK)]
+        chars = list(text)
+        for h in acting:
+            for start, end in h.spans:
+                if h.rule.action == Action.BLOCK:
+                    # A blocked detail may follow what named it ("add me on snap" +
+                    # the handle): the next word goes too.
+                    m = _NEXT_WORD.match(text, end)
+                    end = m.end() if m else end
+                chars[start:end] = MASK_CHAR * (end - start)
+        return "".join(chars), sorted({h.rule.id for h in acting}), v.signpost
 
     def _ignore(self, conn: Conn, ident: Identity, cmd: c.Ignore, now_ms: int) -> list[Effect]:
         room = self._room_of(conn, cmd.room)
@@ -778,8 +818,14 @@ class ChatCore:
     # ------------------------------------------------------------ facilitation
     def _staff_action(self, room: Room, ident: Identity, action: str, now_ms: int,
                       target: str | None = None, **detail: object) -> Persist:
+        original = None
+        if isinstance(detail.get("reason"), str):
+            reason, masked, _ = self._free_text(str(detail["reason"]))
+            if masked:
+                original = str(detail["reason"])
+                detail = {**detail, "reason": reason, "reason_masked": masked}
         return Persist((room.record(), AuditEntry(now_ms, room.id, ident.id, action, target,
-                                                  detail, self.rules.version)))
+                                                  detail, self.rules.version, original)))
 
     def _participant(self, room: Room, pid: ParticipantId) -> Person:
         person = self._member(room, pid)
@@ -864,11 +910,13 @@ class ChatCore:
         msg = next((m for m in room.recent if m.seq == cmd.seq), None)
         if msg is not None:
             room.recent.remove(msg)
+        reason, masked, _ = self._free_text(cmd.reason)
         return [Persist((RedactRecord(room.id, cmd.seq),
                          AuditEntry(now_ms, room.id, ident.id, "redact",
                                     msg.sender.id if msg else None,
-                                    {"seq": cmd.seq, "reason": cmd.reason},
-                                    self.rules.version))),
+                                    {"seq": cmd.seq, "reason": reason,
+                                     **({"reason_masked": masked} if masked else {})},
+                                    self.rules.version, cmd.reason if masked else None))),
                 Publish(room.id, Redacted(room.id, cmd.seq))]
 
     def _approve(self, conn: Conn, ident: Identity, cmd: c.Approve, now_ms: int
@@ -892,10 +940,12 @@ class ChatCore:
         held = room.held.pop(cmd.held, None)
         if held is None:
             raise ChatError(ErrorCode.NOT_FOUND, "No such held message.")
+        reason, masked, _ = self._free_text(cmd.reason)
         return [Persist((HeldDecided(held.id),
                          AuditEntry(now_ms, room.id, ident.id, "reject", held.sender.id,
-                                    {"held": held.id, "reason": cmd.reason},
-                                    self.rules.version))),
+                                    {"held": held.id, "reason": reason,
+                                     **({"reason_masked": masked} if masked else {})},
+                                    self.rules.version, cmd.reason if masked else None))),
                 Publish(room.id, self._notice("held_rejected", room.id), Audience.PARTICIPANT,
                         held.sender.id)]
 
@@ -914,14 +964,17 @@ class ChatCore:
         room = self._room_of(conn, cmd.room)
         person = self._participant(room, cmd.participant)
         context = tuple(list(room.recent)[-self.config.rooms.case_context:])
+        note, masked, _ = self._free_text(cmd.note)  # the counsellor reads it
         case = CaseRecord(CaseId(self.ids.new("case")), room.id, cmd.participant,
-                          person.name, cmd.urgency.value, "open", cmd.note, now_ms,
+                          person.name, cmd.urgency.value, "open", note, now_ms,
                           ident.id, context=context)
         self.cases[case.id] = case
         effects: list[Effect] = [
             Persist((case, AuditEntry(now_ms, room.id, ident.id, "escalate", cmd.participant,
                                       {"case": case.id, "urgency": case.urgency,
-                                       "note": cmd.note}, self.rules.version))),
+                                       "note": note,
+                                       **({"note_masked": masked} if masked else {})},
+                                      self.rules.version, cmd.note if masked else None))),
             Publish(ALL_ROOMS, self._case_view(case), Audience.COUNSELLORS),
             # PROTOCOL.md: `escalated` carries `room` only once a counsellor claims it.
             Publish(room.id, self._notice("escalated", None, case=case.id),
@@ -992,14 +1045,17 @@ class ChatCore:
         case = self.cases.get(cmd.case)
         if case is None or case.counsellor != ident.id or case.status != "claimed":
             raise ChatError(ErrorCode.NOT_FOUND, "That case isn't yours to close.")
-        case = CaseRecord(**{**_fields(case), "status": "closed", "outcome": cmd.outcome})
+        outcome, masked, _ = self._free_text(cmd.outcome)
+        case = CaseRecord(**{**_fields(case), "status": "closed", "outcome": outcome})
         self.cases[case.id] = case
         effects: list[Effect] = []
         room = self.rooms.get(case.private_room) if case.private_room else None
         ops: list[Any] = [case, AuditEntry(now_ms, case.room, ident.id, "close_case",
                                            case.participant,
-                                           {"case": case.id, "outcome": cmd.outcome},
-                                           self.rules.version)]
+                                           {"case": case.id, "outcome": outcome,
+                                            **({"outcome_masked": masked} if masked else {})},
+                                           self.rules.version,
+                                           cmd.outcome if masked else None)]
         if room is not None:
             room.closed = True
             ops.insert(0, room.record())

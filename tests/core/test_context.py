@@ -212,3 +212,62 @@ def test_facilitators_are_not_counted(h: RoomHarness) -> None:
 
 def pid(name: str) -> ParticipantId:
     return ParticipantId(f"id-{name}")
+
+
+# ------------------------------------------- free text that reaches another person
+def test_a_report_reason_is_masked_where_a_rule_would_block_and_still_reported(
+        h: RoomHarness) -> None:
+    fac = h.connect("Fac", Role.FACILITATOR)
+    ana = h.connect("Ana")
+    ben = h.connect("Ben")
+    h.say(ben, "hi ana", "b1")
+    reason = "he asked for my number, it is 07700 900417"
+    h.send(ana, c.Report(R, seq=1, reason=reason))
+    assert "report_received" in h.notices(ana)
+    assert [a["kind"] for a in h.of(fac, "alert")] == ["report"]
+    entry = next(e for e in h.audit if e.action == "report")
+    assert entry.detail["reason"] == "he asked for my number, it is " + "*" * 12
+    assert entry.detail["reason_masked"] == ["contact.phone"]
+    assert entry.text == reason  # kept for the retention period only, like blocked text
+
+
+def test_a_report_reason_that_discloses_risk_stays_readable_and_supports_the_reporter(
+        h: RoomHarness) -> None:
+    ana = h.connect("Ana")
+    ben = h.connect("Ben")
+    h.say(ben, "hi ana", "b1")
+    h.send(ana, c.Report(R, seq=1, reason="it made me want to kill myself"))
+    assert "signpost" in h.notices(ana)
+    entry = next(e for e in h.audit if e.action == "report")
+    assert entry.detail["reason"] == "it made me want to kill myself"
+    assert "reason_masked" not in entry.detail
+
+
+def test_an_ordinary_report_reason_is_untouched(h: RoomHarness) -> None:
+    ana = h.connect("Ana")
+    ben = h.connect("Ben")
+    h.say(ben, "hi ana", "b1")
+    h.send(ana, c.Report(R, seq=1, reason="he keeps being mean"))
+    entry = next(e for e in h.audit if e.action == "report")
+    assert (entry.detail["reason"], entry.text) == ("he keeps being mean", None)
+
+
+def test_an_escalation_note_reaches_the_counsellor_masked(h: RoomHarness) -> None:
+    fac = h.connect("Fac", Role.FACILITATOR)
+    h.connect("Ana")
+    cou = h.connect("Cou", Role.COUNSELLOR)
+    note = "she says she wants to die; her snap is add me on snap jsmith07"
+    h.send(fac, c.Escalate(R, pid("Ana"), c.Urgency.URGENT, note))
+    case = h.of(cou, "case")[-1]["case"]
+    assert "jsmith07" not in case["note"] and "wants to die" in case["note"]
+    entry = next(e for e in h.audit if e.action == "escalate")
+    assert entry.detail["note_masked"] == ["contact.social"]
+
+
+def test_a_staff_reason_is_masked_in_the_audit_log(h: RoomHarness) -> None:
+    fac = h.connect("Fac", Role.FACILITATOR)
+    h.connect("Ana")
+    h.send(fac, c.Mute(R, pid("Ana"), minutes=5, reason="posted 07700 900417"))
+    entry = next(e for e in h.audit if e.action == "mute")
+    assert entry.detail["reason"] == "posted " + "*" * 12
+    assert entry.detail["reason_masked"] == ["contact.phone"]
