@@ -57,6 +57,7 @@ from chatserver.moderation.rules import RuleLoadError
 from chatserver.observability import Metrics, log
 from chatserver.ports import Broker, BrokerError, Envelope, Store, StoreConflict, StoreError
 from chatserver.transport.auth import Tokens, session_current
+from chatserver.transport.vectors import VectorBatcher
 
 __all__ = ["APP_KEY", "Server", "Socket", "now_ms"]
 
@@ -127,6 +128,7 @@ class Server:
         self._echo_ms = _mono_ms()
         """When this node last heard its own heartbeat come back through the broker."""
         self._reload_lock = asyncio.Lock()
+        self._vectors: VectorBatcher | None = None
         self.stopping = False
 
     # ------------------------------------------------------------- lifecycle
@@ -273,7 +275,27 @@ class Server:
                     over = not await self.broker.take_budget(
                         ident.id, command.id, lim.rate_messages, lim.rate_window_s * 1000,
                         self.now())
+        if isinstance(command, c.Send):
+            await self._prepare_moderation(cid, command.text)
         await self.run(self.core.handle(cid, command, self.now(), over))
+
+    async def _prepare_moderation(self, cid: ConnId, text: str) -> None:
+        """The slow tier of moderation, computed here (off the loop, batched) so that the
+        core's check, which runs inline, finds it ready."""
+        conn = self.core.conns.get(cid)
+        ident = conn.identity if conn is not None else None
+        moderator = self.core.moderator
+        if ident is None or moderator.classifier is None:
+            return
+        try:
+            folded = moderator.needs_vector(text, ident.role.value)
+            if folded is not None:
+                if self._vectors is None:
+                    self._vectors = VectorBatcher(moderator.classifier.embed)
+                moderator.remember(folded, await self._vectors.vector(folded))
+        except Exception:
+            # The core scores the line itself; failing that, it holds it (fail closed).
+            log.exception("moderation_prepare_failed")
 
     @property
     def _expiry_ms(self) -> int:
