@@ -75,7 +75,7 @@ def serve(args: argparse.Namespace, config: Config) -> int:
     from aiohttp import web
 
     from chatserver.brokers.memory import MemoryBroker
-    from chatserver.observability import configure_logging, log
+    from chatserver.observability import announce, configure_logging, log
     from chatserver.transport.app import Server
     from chatserver.transport.auth import Tokens, load_secret
     from chatserver.transport.http import build_app, reload_rules
@@ -119,15 +119,16 @@ def serve(args: argparse.Namespace, config: Config) -> int:
         for rec in rooms:
             await server.ensure_room(rec)
         if args.demo:
-            print("\nDemo staff accounts (passwords are new each time you start --demo):")
+            # announce, never print: stdout may be a full device (issue 14).
+            announce("\nDemo staff accounts (passwords are new each time you start --demo):")
             for username, role, password in await _demo_accounts(store):
-                print(f"  {role:<12} username: {username:<12} password: {password}")
+                announce(f"  {role:<12} username: {username:<12} password: {password}")
         base = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}"
-        print(f"\nChat server ready (rules {rules.version}, model "
-              f"{moderator.model_version or 'off'}).\n"
-              f"  Young person's room: {base}/\n"
-              f"  Staff sign-in:       {base}/staff\n"
-              f"  Health:              {base}/healthz\n", flush=True)
+        announce(f"\nChat server ready (rules {rules.version}, model "
+                 f"{moderator.model_version or 'off'}).\n"
+                 f"  Young person's room: {base}/\n"
+                 f"  Staff sign-in:       {base}/staff\n"
+                 f"  Health:              {base}/healthz\n")
 
         def on_hup() -> None:
             async def go() -> None:

@@ -6,14 +6,16 @@ JSON encoding keeps every event on one line whatever a display name contains.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
 from typing import Any, Final, TextIO
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["Metrics", "configure_logging", "log"]
+__all__ = ["Metrics", "announce", "configure_logging", "log"]
 
 log = structlog.get_logger("chatserver")
 
@@ -54,6 +56,22 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
         logger_factory=lambda *_: _SINK,
         cache_logger_on_first_use=False,
     )
+
+
+def announce(text: str) -> None:
+    """Print for the person who started the server (the ready banner, demo passwords)
+    without ever failing or blocking startup: stdout on a full device (ENOSPC), a closed
+    pipe or a detached terminal is counted as a dropped line, like the logs (F-11).
+    ``print`` would raise out of the startup hook and the server would never listen."""
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        _SINK.dropped += 1
+        # What could not be flushed stays in the buffer and would fail again at every
+        # later flush (and at exit): drop it.
+        with contextlib.suppress(Exception):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - replaces stdout for good
 
 
 def dropped_log_lines() -> int:

@@ -78,7 +78,14 @@ class _Call:
     fn: Write
 
 
-_Item = Append | _Ops | _Call
+@dataclass(frozen=True, slots=True)
+class _Probe:
+    """Readiness: can the store write a page now? Run in its own transaction."""
+
+
+_Item = Append | _Ops | _Call | _Probe
+PROBE_BYTES: Final = 8192
+"""A probe writes (then deletes) this much: more than a page, as a message would need."""
 
 
 Fields = tuple[int, str | None, str, str, str | None, str, str]
@@ -104,6 +111,8 @@ class SqliteStore:
         self._writer: GroupCommit[_Item] = GroupCommit(self._commit, "sqlite-writer")
         self._hwm: dict[str, int] = {}
         self._last_hash = GENESIS
+        self._write_failed = False
+        """The last write failed: readiness probes with a write until one succeeds."""
 
     @classmethod
     def from_url(cls, url: str) -> SqliteStore:
@@ -141,11 +150,32 @@ class SqliteStore:
             self._db = None
 
     async def ping(self) -> bool:
+        """Reachable and able to write (``/readyz``): once a write has failed (disk full,
+        I/O error), every ping is a real write probe until one succeeds."""
         try:
             await self.db.execute("SELECT 1")
+            if self._writer.running and self._write_failed:
+                return bool(await self._submit(_Probe()))
         except (sqlite3.Error, StoreError, ValueError):
             return False
         return self._writer.running
+
+    async def _probe(self) -> bool:
+        db = self.db
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            await db.execute("CREATE TABLE IF NOT EXISTS probe (b BLOB)")
+            await db.execute("INSERT INTO probe VALUES (zeroblob(?))", (PROBE_BYTES,))
+            await db.execute("DELETE FROM probe")
+            await db.execute("COMMIT")
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            with contextlib.suppress(Exception):
+                await db.execute("ROLLBACK")
+            return False
+        self._write_failed = False
+        return True
 
     # ------------------------------------------------------------ group commit
     # A batch costs a fixed handful of round trips to the SQLite thread, whatever its
@@ -156,6 +186,14 @@ class SqliteStore:
         return await self._writer.submit(item)
 
     async def _commit(self, items: list[_Item]) -> list[object]:
+        if any(isinstance(it, _Probe) for it in items):
+            # A probe never shares a transaction: its failure must not fail real writes.
+            probed = await self._probe()
+            rest = iter(await self._commit([it for it in items
+                                            if not isinstance(it, _Probe)]))
+            return [probed if isinstance(it, _Probe) else next(rest) for it in items]
+        if not items:
+            return []
         hwm_before, hash_before = dict(self._hwm), self._last_hash
         try:
             await self.db.execute("BEGIN IMMEDIATE")
@@ -163,12 +201,15 @@ class SqliteStore:
             await self.db.execute("COMMIT")
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as e:
             # SQLITE_FULL and friends roll back the whole transaction: nothing partial.
             self._hwm, self._last_hash = hwm_before, hash_before
+            if not isinstance(e, StoreConflict):  # a lost race is no sign of a full disk
+                self._write_failed = True
             with contextlib.suppress(Exception):
                 await self.db.execute("ROLLBACK")
             raise
+        self._write_failed = False
         return results
 
     async def _write_batch(self, items: list[_Item]) -> list[Any]:
@@ -210,7 +251,7 @@ class SqliteStore:
                 results.append((seq, True))
             elif isinstance(it, _Call):
                 results.append(await it.fn(db))
-            else:
+            elif isinstance(it, _Ops):
                 for op in it.ops:
                     if isinstance(op, AuditEntry):
                         audits.append(self._chained(_audit_fields(op)))

@@ -188,3 +188,79 @@ async def test_a_staff_action_whose_audit_fails_does_not_happen(tmp_path: Path,
         assert audited[-1] == ("pause" if paused else "resume")
     finally:
         await running.stop()
+
+
+@pytest.mark.slow
+def test_f11_a_server_whose_stdout_is_a_full_device_listens_serves_and_stops(
+        tmp_path: Path) -> None:
+    """Issue 14: `chatserver serve` with stdout on /dev/full (every write ENOSPC) still
+    listens, answers /healthz and a join, and exits on SIGTERM within its shutdown grace
+    (the ready banner and the logs go nowhere, counted, instead of failing startup)."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from tests.conftest import ROOT
+    from tests.faults.test_restart import free_port
+
+    port = free_port()
+    env = {**os.environ, "CHATSERVER_SERVER_DATA_DIR": str(tmp_path),
+           "CHATSERVER_SERVER_PORT": str(port), "CHATSERVER_SERVER_SHUTDOWN_GRACE_S": "2",
+           "CHATSERVER_AUTH_SECRET": "stdout-full-secret-" + "s" * 40}
+    with open("/dev/full", "wb") as full, open(tmp_path / "stderr.log", "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "chatserver", "serve", "--demo"],
+                                cwd=ROOT, env=env, stdout=full, stderr=err)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(600):  # readiness: the port answers (bounded retries, no sleeps)
+            assert proc.poll() is None, (tmp_path / "stderr.log").read_text()
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(base + "/healthz", timeout=0.5) as r:
+                    assert json.load(r) == {"status": "ok"}
+                break
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(0.1)
+        else:
+            pytest.fail("the server never listened with stdout on a full device")
+        join = urllib.request.Request(
+            base + "/api/join", method="POST", headers={"Content-Type": "application/json"},
+            data=json.dumps({"room": "demo", "name": "Ana", "age_band": "16-17"}).encode())
+        with urllib.request.urlopen(join, timeout=10) as r:
+            assert r.status == 200
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)  # shutdown grace 2 s; a wedged server raises TimeoutExpired here
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+async def test_readyz_is_503_while_the_disk_is_full_and_200_once_writes_work(
+        tmp_path: Path, rules: RuleSet) -> None:
+    """Issue 14: readiness reflects the store's ability to write, so a load balancer
+    stops routing to a node that refuses every send, and routes to it again after."""
+    running = await start_server(tmp_path, rules, rate_messages=100_000, frame_rate=1e6,
+                                 frame_burst=1e6)
+    try:
+        assert (await running.get("/readyz"))[0] == 200
+        ana = await running.client(await running.join("Ana"))
+        await _fill(running)
+        n = 0
+        for size in (1900, 200, 20, 1):  # fill every last byte
+            while (await ana.say("x" * size, f"fill{n}"))["status"] == "sent":
+                n += 1
+                assert n < 2000
+            n += 1
+        status, body = await running.get("/readyz")
+        assert (status, body["store"]) == (503, False), body
+        assert (await running.get("/healthz"))[0] == 200  # alive, only not ready
+        db = running.server.store.db  # type: ignore[attr-defined]
+        await db.execute("PRAGMA max_page_count=1073741823")
+        status, body = await running.get("/readyz")
+        assert (status, body["store"]) == (200, True), body
+        assert (await ana.say("after", "a1"))["status"] == "sent"
+    finally:
+        await running.stop()
