@@ -12,6 +12,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,10 @@ class ServerProcess:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "chatserver", "serve", "--demo", *self.args],
                 cwd=ROOT, env=env, stdout=log, stderr=log)
-        for _ in range(300):  # readiness: the port answers /healthz (bounded retries)
+        # Readiness: the port answers /healthz. A generous ceiling, not a wait: start-up
+        # compiles the rules and loads the encoder (seconds on a busy 2-core machine).
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
             with contextlib.suppress(OSError):
                 urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=0.2)
                 return
