@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint typecheck unit rules-check eval bench-filter bench clean corpus model
+.PHONY: run test lint typecheck unit rules-check eval bench-filter bench clean corpus model screenshots
 
 $(STAMP): pyproject.toml requirements/encoder.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -49,6 +49,10 @@ unit: $(TEST_STAMP) $(if $(NPM),node_modules/.installed)
 	PYTHONASYNCIODEBUG=1 $(BIN)/pytest -q
 
 test: lint typecheck rules-check unit
+
+# The README's screenshots, from the browser tests (an ordinary test run never writes them).
+screenshots: $(TEST_STAMP) $(if $(NPM),node_modules/.installed)
+	SCREENSHOTS=1 $(BIN)/pytest -q tests/e2e
 
 bench-filter: $(STAMP)
 	$(BIN)/python bench/filter.py

@@ -10,7 +10,7 @@ from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from chatserver.moderation.engine import RuleSet
 from tests.conftest import Running, require, start_server
-from tests.e2e.conftest import AXE, HAVE_AXE, SHOTS
+from tests.e2e.conftest import AXE, HAVE_AXE, shot
 
 pytestmark = pytest.mark.e2e
 
@@ -93,8 +93,8 @@ async def test_two_young_people_chat_and_a_facilitator_mutes_and_approves(
     await held.get_by_role("button", name="Approve").click()
     await expect(ben.locator(".msg .text", has_text="how old are you?")).to_be_visible()
     await expect(ana.locator(".msg:not(.held) .text", has_text="how old are you?")).to_be_visible()
-    await ana.screenshot(path=str(SHOTS / "room.png"), full_page=True)
-    await fac.screenshot(path=str(SHOTS / "facilitator.png"), full_page=True)
+    await shot(ana, "room")
+    await shot(fac, "facilitator")
     assert ana_watch.foreign == [] and ben_watch.foreign == []
 
 
@@ -110,7 +110,7 @@ async def test_risk_message_shows_help_and_alerts_the_facilitator(
     await expect(ana.locator(".msg.held")).to_contain_text("Waiting for a facilitator")
     await expect(fac.locator("#alerts .alert-risk")).to_be_visible()
     await expect(fac.locator("#held li", has_text="Ana")).to_be_visible()
-    await ana.screenshot(path=str(SHOTS / "help.png"), full_page=True)
+    await shot(ana, "help")
 
 
 async def test_page_reconnects_after_a_restart_and_shows_missed_messages_once(
@@ -152,7 +152,7 @@ async def test_counsellor_claims_a_case_and_chats_one_to_one(
     await cou.locator("#private-compose").get_by_role("button", name="Send").click()
     await expect(ana.locator(".msg .text", has_text="take your time")).to_be_visible()
     await expect(fac.locator("#transcript .text", has_text="take your time")).to_have_count(0)
-    await cou.screenshot(path=str(SHOTS / "counsellor.png"), full_page=True)
+    await shot(cou, "counsellor")
 
 
 async def test_xss_is_literal_text_and_no_script_runs(browser: Browser, site: Running) -> None:
@@ -180,7 +180,7 @@ async def test_pages_have_no_serious_accessibility_violations(
     await page.wait_for_load_state("networkidle")
     assert await axe(page) == []
     if path == "/":
-        await page.screenshot(path=str(SHOTS / "join.png"), full_page=True)
+        await shot(page, "join")
 
 
 async def test_logged_in_pages_pass_axe(browser: Browser, site: Running) -> None:
@@ -195,4 +195,4 @@ async def test_logged_in_pages_pass_axe(browser: Browser, site: Running) -> None
             await open_room(page)
         assert await axe(page) == [], who
         if who == "ops":
-            await page.screenshot(path=str(SHOTS / "ops.png"), full_page=True)
+            await shot(page, "ops")
