@@ -1,25 +1,86 @@
-// The young person's room: join, chat, help, report, reconnect with resume.
-import { api, el, timeOf, newId, Connection, loadResources } from "/static/common.js";
+// The young person's room: join, chat, help, report, ignore, quick exit, and a
+// conversation that survives a reload (kept in sessionStorage: this tab only) and
+// reconnects with `resume` by seq.
+import { api, el, timeOf, newId, Connection } from "/static/common.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { me: null, room: null, conn: null, pending: new Map(), muted: false, paused: false };
+const EXIT_URL = "https://www.bbc.co.uk/weather";
+const KEEP = 300;  // entries kept for a reload
+const reduceMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
 
-function openHelp(intro) {
+const state = {
+  me: null, room: null, conn: null, muted: false, paused: false, unstaffed: false,
+  privateRoom: null, removed: false, members: [],
+  ignored: new Set(JSON.parse(sessionStorage.getItem("ignored") || "[]")),
+  entries: [], nodes: new Map(), notes: 0,
+};
+
+// ------------------------------------------------------------------ quick exit
+// Leaves at once for a neutral site; location.replace, so Back does not return here,
+// and the tab's copy of the chat is cleared first.
+function quickExit() {
+  try { sessionStorage.clear(); } catch { /* storage may be unavailable */ }
+  if (state.conn) state.conn.stop();
+  document.title = "Weather";
+  document.body.replaceChildren();
+  location.replace(EXIT_URL);
+}
+$("exit").addEventListener("click", quickExit);
+let lastEscape = -Infinity;
+document.addEventListener("keydown", (ev) => {
+  if (ev.key !== "Escape") return;
+  const now = performance.now();
+  if (now - lastEscape < 1000) quickExit();
+  else lastEscape = now;
+});
+
+// ------------------------------------------------------------------ help sheet
+function openHelp(intro, { focus = false } = {}) {
   $("help").hidden = false;
   $("help-toggle").setAttribute("aria-expanded", "true");
   if (intro) $("help-intro").textContent = intro;
+  sessionStorage.setItem("helpOpen", intro || "1");
+  if (focus) $("help-heading").focus();
+}
+
+function closeHelp() {
+  const hadFocus = $("help").contains(document.activeElement);
+  $("help").hidden = true;
+  $("help-toggle").setAttribute("aria-expanded", "false");
+  sessionStorage.removeItem("helpOpen");
+  if (hadFocus) $("help-toggle").focus();
 }
 
 $("help-toggle").addEventListener("click", () => {
-  if ($("help").hidden) openHelp(); else closeHelp();
+  if ($("help").hidden) openHelp(null, { focus: true }); else closeHelp();
 });
-function closeHelp() {
-  $("help").hidden = true;
-  $("help-toggle").setAttribute("aria-expanded", "false");
-}
 $("help-close").addEventListener("click", closeHelp);
 
-loadResources($("resources")).then((c) => { $("complaints").textContent = c; });
+function resourceItem(r) {
+  const parts = [el("strong", {}, r.name)];
+  if (r.phone) {
+    parts.push(" ", el("a", { href: `tel:${r.phone.replace(/\s/g, "")}` }, `Call ${r.phone}`));
+  }
+  const sms = r.text && /\btext\s+(\w+)\s+to\s+(\d{4,6})\b/i.exec(r.text);
+  if (sms) parts.push(" ", el("a", { href: `sms:${sms[2]}` }, r.text));
+  else if (r.text) parts.push(el("span", {}, ` ${r.text}`));
+  if (r.url) {
+    let host = r.url;
+    try { host = new URL(r.url).hostname.replace(/^www\./, ""); } catch { /* keep as is */ }
+    parts.push(" ", el("a", { href: r.url, target: "_blank", rel: "noopener noreferrer" }, host));
+  }
+  if (r.hours) parts.push(el("span", { class: "hours" }, ` (${r.hours})`));
+  return el("li", {}, ...parts);
+}
+
+async function loadResources() {
+  try {
+    const { resources, complaints } = await api("/api/resources");
+    $("resources").replaceChildren(...resources.map(resourceItem));
+    $("complaints").textContent = complaints || "";
+  } catch { /* the toggle still shows the panel's own words */ }
+}
+loadResources();
 
 async function loadRooms() {
   try {
@@ -30,70 +91,131 @@ async function loadRooms() {
   }
 }
 
-function system(text, kind = "system") {
-  $("messages").append(el("li", { class: `note ${kind}` }, text));
-  scroll();
+// ------------------------------------------------------------------ transcript
+// One entry per bubble: {t: "own"|"msg"|"note", k: key, ...}. An own message is one
+// bubble from "Sending…" to its last status (sent, waiting, approved, not shared,
+// not sent, removed); it is never shown twice.
+function save() {
+  state.entries = state.entries.slice(-KEEP);
+  sessionStorage.setItem("transcript", JSON.stringify(state.entries));
 }
+
+function find(pred) { return state.entries.find(pred); }
 
 function scroll() {
-  const list = $("messages");
-  list.scrollTop = list.scrollHeight;
+  const log = $("log");
+  log.scrollTo({ top: log.scrollHeight, behavior: reduceMotion.matches ? "auto" : "smooth" });
 }
 
-function renderMessage(m) {
-  const mine = state.me && m.from.id === state.me.id;
-  const pending = mine ? state.pending.get(m.id) : null;
-  if (pending) { pending.remove(); state.pending.delete(m.id); }
-  const staff = m.from.role !== "participant";
-  const item = el("li", { class: `msg ${mine ? "mine" : "theirs"} ${staff ? "staff" : ""}`, "data-seq": m.seq },
-    el("span", { class: "who" }, mine ? "You" : m.from.name,
-      staff ? el("span", { class: "badge" }, m.from.role === "counsellor" ? "Counsellor" : "Facilitator") : null),
-    el("span", { class: "text" }, m.text),
-    el("span", { class: "meta" }, timeOf(m.ts)));
-  if (!mine) {
-    item.append(el("button", { class: "link report", "aria-label": `Report message from ${m.from.name}`,
-      onclick: () => report(m) }, "Report"));
+const OWN_STATUS = {
+  sending: "Sending…", held: "Waiting for a facilitator", rejected: "Not shared",
+  blocked: "Not sent", notsent: "Not sent", removed: "Removed by a facilitator",
+};
+
+function helpButton() {
+  return el("button", { class: "link help-link", type: "button",
+    onclick: () => openHelp(null, { focus: true }) }, "See who can help now");
+}
+
+function render(entry) {
+  let node;
+  if (entry.t === "note") {
+    node = el("li", { class: `note ${entry.cls}` }, el("span", {}, entry.text),
+      entry.help ? helpButton() : null);
+  } else {
+    const mine = entry.t === "own";
+    const m = entry.m || {};
+    const from = m.from || {};
+    const staff = !mine && from.role && from.role !== "participant";
+    const status = mine ? entry.status : (entry.removed ? "removed" : "delivered");
+    let meta;
+    if (status === "sent") meta = `Sent · ${timeOf(entry.ts)}`;
+    else if (status === "approved") meta = `Shared by a facilitator · ${timeOf(entry.ts)}`;
+    else if (status === "delivered") meta = timeOf(m.ts);
+    else meta = OWN_STATUS[status] || "";
+    const removed = status === "removed";
+    const room = mine ? entry.room : m.room;
+    const privateMsg = state.privateRoom && room === state.privateRoom;
+    node = el("li", {
+      class: ["msg", mine ? "mine" : "theirs", staff ? "staff" : "", privateMsg ? "private" : "",
+        `s-${status}`, status === "sending" ? "pending" : "",
+        status === "held" ? "held" : "", ["blocked", "notsent", "rejected"].includes(status) ? "blocked" : "",
+        !mine && state.ignored.has(from.id) ? "ignored" : ""].filter(Boolean).join(" "),
+      "data-seq": (mine ? entry.seq : m.seq) ?? false, "data-id": mine ? entry.id : m.id,
+    },
+    el("span", { class: "who" }, mine ? "You" : from.name,
+      staff ? el("span", { class: "badge" }, from.role === "counsellor" ? "Counsellor" : "Facilitator") : null,
+      privateMsg ? el("span", { class: "badge private-badge" }, "Private") : null),
+    el("span", { class: "text" }, removed ? "This message was removed by a facilitator." : (mine ? entry.text : m.text)),
+    el("span", { class: "meta" }, meta),
+    entry.notice && !removed ? el("p", { class: "notice-inline" }, entry.notice) : null,
+    entry.help ? helpButton() : null,
+    !mine && !removed ? el("button", { class: "link report", type: "button",
+      "aria-label": `Report message from ${from.name}`, onclick: () => report(m) }, "Report") : null);
   }
-  $("messages").append(item);
-  scroll();
+  const old = state.nodes.get(entry.k);
+  if (old) old.replaceWith(node);
+  else $("messages").append(node);
+  state.nodes.set(entry.k, node);
+  if (!old) scroll();
+}
+
+function add(entry) {
+  state.entries.push(entry);
+  render(entry);
+  save();
+}
+
+function update(entry, fields) {
+  Object.assign(entry, fields);
+  render(entry);
+  save();
+}
+
+function system(text, cls = "system", extra = {}) {
+  state.notes += 1;
+  add({ t: "note", k: `note:${Date.now()}:${state.notes}`, text, cls, ...extra });
+}
+
+function onMessage(m) {
+  if (m.room !== state.room.id && m.room !== state.privateRoom) return;
+  if (state.me && m.from.id === state.me.id) {
+    const own = find((e) => e.t === "own" && e.id === m.id);
+    if (own) {
+      update(own, { status: own.status === "held" || own.status === "approved" ? "approved" : "sent",
+        seq: m.seq, ts: m.ts, text: m.text, notice: null, help: false });
+    } else {
+      add({ t: "own", k: `own:${m.id}`, id: m.id, room: m.room, text: m.text, status: "sent",
+        seq: m.seq, ts: m.ts });
+    }
+    return;
+  }
+  if (find((e) => e.t === "msg" && e.m.room === m.room && e.m.seq === m.seq)) return;
+  add({ t: "msg", k: `seq:${m.room}:${m.seq}`, m });
 }
 
 function report(m) {
   state.conn.send({ type: "report", room: m.room, seq: m.seq });
 }
 
-function showPending(id, text) {
-  const item = el("li", { class: "msg mine pending", "data-id": id },
-    el("span", { class: "who" }, "You"), el("span", { class: "text" }, text),
-    el("span", { class: "meta" }, "Sending…"));
-  state.pending.set(id, item);
-  $("messages").append(item);
-  scroll();
-}
-
 function settle(ack) {
-  const item = state.pending.get(ack.ref);
-  if (!item) return;
-  const meta = item.querySelector(".meta");
+  const entry = find((e) => e.t === "own" && e.id === ack.ref);
+  if (!entry) return;
   if (ack.status === "sent") {
-    if (ack.text) item.querySelector(".text").textContent = ack.text;
-    meta.textContent = "Sent";
-    return;  // replaced by the message itself when it arrives
-  }
-  state.pending.delete(ack.ref);
-  item.classList.remove("pending");
-  if (ack.status === "held") {
-    item.classList.add("held");
-    meta.textContent = "Waiting for a facilitator";
-    if (ack.notice) item.append(el("p", { class: "notice-inline" }, ack.notice));
+    if (entry.status === "sending") {
+      update(entry, { status: "sent", seq: ack.seq, ts: entry.ts || Date.now(),
+        text: ack.text || entry.text });
+    }
+  } else if (ack.status === "held") {
+    update(entry, { status: "held", held: ack.held, notice: ack.notice || null });
   } else if (ack.status === "blocked") {
-    item.classList.add("blocked");
-    meta.textContent = "Not sent";
-    if (ack.notice) item.append(el("p", { class: "notice-inline" }, ack.notice));
+    update(entry, { status: "blocked", notice: ack.notice || null });
+  } else if (ack.code === "paused" && state.unstaffed) {
+    update(entry, { status: "notsent", help: true,
+      notice: "There isn't a facilitator in the room right now, so your message wasn't shared. " +
+        "If you need to talk to someone now, these services are free and there to listen." });
   } else {
-    item.classList.add("blocked");
-    meta.textContent = "Not sent";
-    item.append(el("p", { class: "notice-inline" }, rejectText(ack.code)));
+    update(entry, { status: "notsent", notice: rejectText(ack.code) });
   }
 }
 
@@ -108,6 +230,76 @@ function rejectText(code) {
   }[code] || "Your message wasn't sent. Please try again.";
 }
 
+function heldRejected(e) {
+  const room = e.room || state.room.id;
+  // The notice names the held message when the server says which; otherwise it is the
+  // oldest of ours still waiting in that room (facilitators decide in queue order).
+  const entry = (e.held && find((x) => x.t === "own" && x.held === e.held)) ||
+    find((x) => x.t === "own" && x.status === "held" && x.room === room);
+  if (entry) update(entry, { status: "rejected", notice: e.text });
+  else system(e.text, "notice");
+}
+
+function redact(e) {
+  const entry = find((x) => (x.t === "own" ? x.room === e.room && x.seq === e.seq :
+    x.t === "msg" && x.m.room === e.room && x.m.seq === e.seq));
+  if (!entry) return;
+  if (entry.t === "own") update(entry, { status: "removed", text: "", notice: null });
+  else update(entry, { removed: true, m: { ...entry.m, text: "" } });
+}
+
+// ------------------------------------------------------------------ who is here
+function renderMembers() {
+  const list = $("members");
+  const people = state.members;
+  $("people-count").textContent = String(people.length);
+  // A re-render keeps the keyboard where it was (on that person's button).
+  const focused = list.contains(document.activeElement) ?
+    document.activeElement.getAttribute("data-person") : null;
+  list.replaceChildren(...people.map((p) => {
+    const me = state.me && p.id === state.me.id;
+    const staff = p.role !== "participant";
+    const ignored = state.ignored.has(p.id);
+    return el("li", {},
+      el("span", { class: "who" }, me ? `${p.name} (you)` : p.name,
+        staff ? el("span", { class: "badge" }, p.role === "counsellor" ? "Counsellor" : "Facilitator") : null),
+      ignored ? el("span", { class: "small" }, " ignored") : null,
+      !me && !staff ? el("button", { class: "link", type: "button", "data-person": p.id,
+        "aria-label": ignored ? `Stop ignoring ${p.name}` : `Ignore ${p.name}`,
+        onclick: () => setIgnored(p, !ignored) }, ignored ? "Stop ignoring" : "Ignore") : null);
+  }));
+  if (focused) {
+    const again = list.querySelector(`[data-person="${CSS.escape(focused)}"]`);
+    if (again) again.focus();
+  }
+  const facilitators = people.filter((p) => p.role === "facilitator");
+  $("presence").textContent = facilitators.length ?
+    `A facilitator is here: ${facilitators.map((p) => p.name).join(", ")}.` :
+    "No facilitator is here right now.";
+  $("presence").classList.toggle("away", facilitators.length === 0);
+  $("welcome-staff").textContent = facilitators.length ?
+    "A facilitator is in the room and reads along." :
+    (state.unstaffed ? "No facilitator is in the room right now, so messages can't be shared " +
+      "until one joins. If you need to talk to someone now, press \"Get help now\"." :
+      "No facilitator is in the room right now. Messages are still checked before anyone sees them.");
+}
+
+function setIgnored(person, on) {
+  if (!state.conn || !state.conn.send({ type: on ? "ignore" : "unignore", room: state.room.id,
+    participant: person.id })) {
+    system("You're offline right now; please try again in a moment.", "error");
+    return;
+  }
+  if (on) state.ignored.add(person.id); else state.ignored.delete(person.id);
+  sessionStorage.setItem("ignored", JSON.stringify([...state.ignored]));
+  for (const entry of state.entries) {
+    if (entry.t === "msg" && entry.m.from.id === person.id) render(entry);
+  }
+  system(on ? `You're ignoring ${person.name}: you won't see their messages.` :
+    `You're no longer ignoring ${person.name}.`, "notice");
+  renderMembers();
+}
+
 function onRoomState(r) {
   if (r.room === state.privateRoom && r.closed) {
     state.privateRoom = null;
@@ -115,25 +307,50 @@ function onRoomState(r) {
     system("Your one-to-one chat with the counsellor has ended. You're still in the group.", "notice");
     return;
   }
-  if (r.room !== state.room.id) return;
+  if (r.room !== state.room.id || state.removed) return;
+  state.members = r.members;
   state.paused = r.paused;
+  state.unstaffed = r.paused && !r.members.some((m) => m.role === "facilitator");
   const me = r.members.find((m) => state.me && m.id === state.me.id);
   state.muted = Boolean(me && me.muted);
-  const banner = $("banner");
   const lines = [];
-  if (r.paused) lines.push("The room is paused for a moment.");
+  if (state.unstaffed) {
+    lines.push("No facilitator is here yet, so messages can't be shared until one joins.");
+  } else if (r.paused) lines.push("The room is paused for a moment.");
   if (r.slow_mode_s) lines.push(`Slow mode: one message every ${r.slow_mode_s} seconds.`);
   if (state.muted) lines.push("You're muted for now: you can still read along.");
+  const banner = $("banner");
   banner.textContent = lines.join(" ");
   banner.hidden = lines.length === 0;
   $("text").disabled = state.muted;
   $("send").disabled = state.muted;
+  renderMembers();
 }
 
+// ------------------------------------------------------------------ removed
+const REMOVED_TEXT = "A facilitator has asked you to leave this room, so you can't send " +
+  "messages here. If you need support, \"Get help now\" is always there for you.";
+
+function setRemoved(text) {
+  if (text) sessionStorage.setItem("removedText", text);
+  if (state.removed) return;
+  state.removed = true;
+  sessionStorage.setItem("removed", "1");
+  if (state.conn) state.conn.stop();
+  for (const id of ["compose", "people", "presence", "banner"]) $(id).hidden = true;
+  $("status").textContent = "";
+  const ended = $("ended");
+  ended.replaceChildren(el("strong", {}, "You were removed from this room. "),
+    text || sessionStorage.getItem("removedText") || REMOVED_TEXT);
+  ended.hidden = false;
+}
+
+// ------------------------------------------------------------------ events
 function onEvent(e) {
   switch (e.type) {
     case "welcome":
       state.me = e.you;
+      $("welcome-heading").textContent = `Welcome to ${state.room.title}, ${e.you.name}`;
       for (const r of e.rooms) {
         if (r.room === state.room.id) onRoomState(r);
         else if (!r.closed) {  // an open one-to-one room, after a reconnect
@@ -142,30 +359,34 @@ function onEvent(e) {
         }
       }
       if (e.rooms.some((r) => r.gap)) {
-        $("messages").replaceChildren();
-        system("You were away for a while, so here are the latest messages.");
+        system("You were away for a while, so some messages in between aren't shown.");
+      }
+      // A send that never got its answer: the same id again gets the original outcome.
+      for (const entry of state.entries) {
+        if (entry.t === "own" && entry.status === "sending") {
+          state.conn.send({ type: "send", room: entry.room, id: entry.id, text: entry.text });
+        }
       }
       break;
-    case "message":
-      if (e.room === state.room.id) renderMessage(e);
-      else if (state.privateRoom && e.room === state.privateRoom) renderMessage(e);
-      break;
+    case "message": onMessage(e); break;
     case "ack": settle(e); break;
     case "room": onRoomState(e); break;
-    case "redact": {
-      const item = $("messages").querySelector(`[data-seq="${e.seq}"]`);
-      if (item) item.remove();
-      break;
-    }
+    case "redact": redact(e); break;
     case "notice":
-      if (e.kind === "signpost") openHelp(e.text);
-      else if (e.kind === "escalated" && e.room) {
+      if (e.kind === "signpost") {
+        openHelp(e.text);
+        system(e.text, "crisis", { help: true });
+      } else if (e.kind === "escalated" && e.room) {
         state.privateRoom = e.room;
         $("target-row").hidden = false;
         $("target").value = "private";
-        system(`${e.text} Your counsellor's messages appear here, marked "Counsellor".`, "notice");
-      } else system(e.text, e.kind === "break_reminder" ? "wellbeing" : "notice");
-      if (e.kind === "removed") endChat();
+        system(`${e.text} Your counsellor's messages appear here, marked "Counsellor" and "Private".`, "notice");
+      } else if (e.kind === "held_rejected") heldRejected(e);
+      else if (e.kind === "removed") setRemoved(e.text);
+      else if (e.kind === "welcome_back") {
+        if (!$("status").textContent) $("status").textContent = e.text;  // after a reload
+      }
+      else system(e.text, e.kind === "break_reminder" ? "wellbeing" : "notice");
       break;
     case "error":
       if (e.code !== "rate_limited") system(e.message || "Something went wrong.", "error");
@@ -176,25 +397,34 @@ function onEvent(e) {
 
 function onStatus(status, code) {
   const s = $("status");
+  if (state.removed) return;
   if (status === "reconnecting") s.textContent = "Connection lost. Reconnecting…";
   else if (status === "reconnected") s.textContent = "Reconnected: you're caught up.";
   else if (status === "connected") s.textContent = "";
   else if (status === "closed") {
+    if (code === 4403) { setRemoved(); return; }
     s.textContent = code === 4401 ? "Your session has ended. Please join again." :
       "You've left the room.";
     if (code === 4401) sessionStorage.clear();
+    $("compose").hidden = true;
   }
-}
-
-function endChat() {
-  $("compose").hidden = true;
 }
 
 function startChat(token, room) {
   state.room = room;
   $("join").hidden = true;
   $("chat").hidden = false;
+  document.body.classList.add("in-chat");
   $("room-title").textContent = room.title;
+  $("welcome-heading").textContent = `Welcome to ${room.title}`;
+  // On the chat page the help sheet sits just above the message box: never over it.
+  $("compose").before($("help"));
+  for (const entry of state.entries) render(entry);
+  if (state.removed) {
+    state.removed = false;
+    setRemoved();
+    return;
+  }
   state.conn = new Connection(token, { onEvent, onStatus });
   state.conn.start();
   $("text").focus();
@@ -206,9 +436,11 @@ $("join-form").addEventListener("submit", async (ev) => {
   try {
     const res = await api("/api/join", { method: "POST",
       body: { room: $("room").value, name: $("name").value.trim(), age_band: $("band").value } });
+    for (const key of ["lastSeq", "transcript", "removed", "removedText", "ignored", "helpOpen"]) {
+      sessionStorage.removeItem(key);
+    }
     sessionStorage.setItem("token", res.token);
     sessionStorage.setItem("room", JSON.stringify(res.room));
-    sessionStorage.removeItem("lastSeq");
     startChat(res.token, res.room);
   } catch (err) {
     $("join-error").textContent = err.message;
@@ -218,15 +450,15 @@ $("join-form").addEventListener("submit", async (ev) => {
 $("compose").addEventListener("submit", (ev) => {
   ev.preventDefault();
   const text = $("text").value.trim();
-  if (!text) return;
+  if (!text || state.removed) return;
   const id = newId();
   const target = state.privateRoom && $("target").value === "private" ?
     state.privateRoom : state.room.id;
-  if (!state.conn.send({ type: "send", room: target, id, text })) {
+  if (!state.conn || !state.conn.send({ type: "send", room: target, id, text })) {
     system("You're offline right now; we'll reconnect in a moment.", "error");
     return;
   }
-  showPending(id, text);
+  add({ t: "own", k: `own:${id}`, id, room: target, text, status: "sending" });
   $("text").value = "";
 });
 
@@ -237,6 +469,14 @@ $("text").addEventListener("keydown", (ev) => {
   }
 });
 
+// A reload in this tab picks the conversation up where it was.
 const saved = sessionStorage.getItem("token");
-if (saved) startChat(saved, JSON.parse(sessionStorage.getItem("room")));
-else loadRooms();
+if (saved) {
+  state.entries = JSON.parse(sessionStorage.getItem("transcript") || "[]");
+  state.removed = sessionStorage.getItem("removed") === "1";
+  const help = sessionStorage.getItem("helpOpen");
+  if (help) openHelp(help === "1" ? null : help);
+  startChat(saved, JSON.parse(sessionStorage.getItem("room")));
+} else {
+  loadRooms();
+}
