@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import secrets
 import signal
+import socket
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -59,6 +60,32 @@ DEMO_ROOMS = (
 )
 
 
+def _listen(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets on every address ``host`` resolves to (what aiohttp's TCPSite
+    binds); port 0 takes a free port, the same on each address. Raises OSError (a port in
+    use: EADDRINUSE) before anything else has started."""
+    socks: list[socket.socket] = []
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+        for family, kind, proto, _, addr in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(socks) > 1:
+                addr = (addr[0], socks[0].getsockname()[1], *addr[2:])
+            sock.bind(addr)
+            sock.listen(128)
+            sock.setblocking(False)
+    except OSError:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
 async def _demo_accounts(store: Store) -> list[tuple[str, str, str]]:
     from chatserver.transport.auth import Passwords
     made = []
@@ -94,6 +121,15 @@ def serve(args: argparse.Namespace, config: Config) -> int:
                          "on every node, so a token from one node is valid on the others")
     rules = _rules(config.moderation.rules_path)
     moderator = _moderator(config, rules)
+    host, port = config.server.host, config.server.port
+    # Bind first: a port in use stops here, before the store or the secret file is opened,
+    # made or changed, and before anything is announced.
+    try:
+        socks = _listen(host, port)
+    except OSError as e:
+        print(f"chatserver: cannot listen on {host}:{port}: {e.strerror or e} "
+              "(is another server running? choose --port or server.port)", file=sys.stderr)
+        return 1
     store = _store(config)
     secret = load_secret(config.auth, config.server.data_dir)
     broker: Broker = MemoryBroker(config.limits.history)
@@ -108,22 +144,42 @@ def serve(args: argparse.Namespace, config: Config) -> int:
     if redis is not None:
         redis.on_reset = server.on_broker_reset  # the node tells its clients to resume
     app = build_app(server)
-    host, port = config.server.host, config.server.port
 
-    async def demo_and_signals(_: web.Application) -> None:
-        rooms = list(DEMO_ROOMS) if args.demo else []
-        rooms += [RoomRecord(RoomId(s.id), s.title, s.age_bands, s.profile, "group", False, 0,
-                             {}, (), config.rooms.require_facilitator
-                             if s.require_facilitator is None else s.require_facilitator)
-                  for s in config.seed_rooms]
-        for rec in rooms:
+    async def run() -> None:
+        runner = web.AppRunner(app, access_log=None,
+                               shutdown_timeout=config.server.shutdown_grace_s)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await runner.setup()  # on_startup: the store opens, the node starts
+        try:
+            await rooms()  # before the first request: a join to "demo" finds it
+            for sock in socks:
+                await web.SockSite(runner, sock,
+                                   shutdown_timeout=config.server.shutdown_grace_s).start()
+            await ready(socks[0].getsockname()[1])
+            await stop.wait()
+        finally:
+            await runner.cleanup()  # on_shutdown: sockets close 1012, the store flushes
+
+    async def rooms() -> None:
+        records = list(DEMO_ROOMS) if args.demo else []
+        records += [RoomRecord(RoomId(s.id), s.title, s.age_bands, s.profile, "group", False,
+                               0, {}, (), config.rooms.require_facilitator
+                               if s.require_facilitator is None else s.require_facilitator)
+                    for s in config.seed_rooms]
+        for rec in records:
             await server.ensure_room(rec)
+
+    async def ready(bound: int) -> None:
+        """Only once the port is ours and served: demo accounts, "ready" and the URLs."""
         if args.demo:
-            # announce, never print: stdout may be a full device (issue 14).
             announce("\nDemo staff accounts (passwords are new each time you start --demo):")
             for username, role, password in await _demo_accounts(store):
                 announce(f"  {role:<12} username: {username:<12} password: {password}")
-        base = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}"
+        shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::", "") else host
+        base = f"http://{shown}:{bound}"
         announce(f"\nChat server ready (rules {rules.version}, model "
                  f"{moderator.model_version or 'off'}).\n"
                  f"  Young person's room: {base}/\n"
@@ -140,15 +196,18 @@ def serve(args: argparse.Namespace, config: Config) -> int:
 
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_hup)
 
-    app.on_startup.append(demo_and_signals)
-    loop = None
+    loop_factory = None
     try:
         import uvloop
-        loop = uvloop.new_event_loop()
+        loop_factory = uvloop.new_event_loop
     except ImportError:  # pragma: no cover - uvloop is optional off Linux
         pass
-    web.run_app(app, host=host, port=port, print=None, loop=loop,
-                shutdown_timeout=config.server.shutdown_grace_s, access_log=None)
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(run())
+    finally:
+        for sock in socks:
+            sock.close()
     return 0
 
 
@@ -373,47 +432,53 @@ def rules_cmd(args: argparse.Namespace, config: Config) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="chatserver")
-    parser.add_argument("--config", default="config.toml")
+    # --config is accepted before or after any subcommand: every parser knows it, and the
+    # one given last wins (SUPPRESS: a parser where it is not given sets nothing).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE",
+                        help="config file (default: ./config.toml when there is one)")
+    parser = argparse.ArgumentParser(prog="chatserver", parents=[common])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    p_serve = sub.add_parser("serve", help="run the server")
+    p_serve = sub.add_parser("serve", parents=[common], help="run the server")
     p_serve.add_argument("--host")
     p_serve.add_argument("--port", type=int)
     p_serve.add_argument("--node-id", help="this node's name in a cluster (default: random)")
     p_serve.add_argument("--demo", action="store_true",
                          help="demo rooms and one demo account per staff role")
-    p_users = sub.add_parser("users", help="staff accounts")
+    p_users = sub.add_parser("users", parents=[common], help="staff accounts")
     us = p_users.add_subparsers(dest="users_cmd", required=True)
-    p_add = us.add_parser("add")
+    p_add = us.add_parser("add", parents=[common])
     p_add.add_argument("name")
     p_add.add_argument("--role", choices=ROLES, required=True)
     p_add.add_argument("--password-stdin", action="store_true")
-    us.add_parser("list")
-    p_dis = us.add_parser("disable")
+    us.add_parser("list", parents=[common])
+    p_dis = us.add_parser("disable", parents=[common])
     p_dis.add_argument("name")
-    p_rules = sub.add_parser("rules", help="check, try, evaluate and backtest rules")
+    p_rules = sub.add_parser("rules", parents=[common],
+                             help="check, try, evaluate and backtest rules")
     p_rules.add_argument("--dir", help="rules directory (default: config)")
     p_rules.add_argument("--model", help="the heads to use (default: config, or packaged)")
     p_rules.add_argument("--profile", default="default", help="room profile (thresholds)")
     rs = p_rules.add_subparsers(dest="rules_cmd", required=True)
-    rs.add_parser("check")
-    p_try = rs.add_parser("try")
+    rs.add_parser("check", parents=[common])
+    p_try = rs.add_parser("try", parents=[common])
     p_try.add_argument("text")
     p_try.add_argument("--role", default="participant")
-    p_eval = rs.add_parser("eval")
+    p_eval = rs.add_parser("eval", parents=[common])
     p_eval.add_argument("file")
     p_eval.add_argument("--json", action="store_true")
     p_eval.add_argument("--show-misses", action="store_true")
-    p_bt = rs.add_parser("backtest")
+    p_bt = rs.add_parser("backtest", parents=[common])
     p_bt.add_argument("file")
     p_bt.add_argument("--against", help="candidate rules directory (default: the same)")
     p_bt.add_argument("--candidate-model", help="candidate heads (.npz from make model)")
     p_bt.add_argument("--threshold", action="append", default=[], metavar="HEAD=VALUE",
                       help="candidate threshold for one head (repeatable)")
-    p_audit = sub.add_parser("audit", help="audit log tools")
+    p_audit = sub.add_parser("audit", parents=[common], help="audit log tools")
     aus = p_audit.add_subparsers(dest="audit_cmd", required=True)
-    aus.add_parser("verify", help="check the audit log's hash chain")
-    p_purge = sub.add_parser("purge", help="apply the retention periods in config")
+    aus.add_parser("verify", parents=[common], help="check the audit log's hash chain")
+    p_purge = sub.add_parser("purge", parents=[common],
+                             help="apply the retention periods in config")
     p_purge.add_argument("--dry-run", action="store_true", help="count, change nothing")
     p_purge.add_argument("--now", type=int, help=argparse.SUPPRESS)  # tests: injected clock
     args = parser.parse_args(argv)
@@ -423,8 +488,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             env["CHATSERVER_SERVER_HOST"] = args.host
         if args.port:
             env["CHATSERVER_SERVER_PORT"] = str(args.port)
+    path: str | None = getattr(args, "config", None)
+    if path is None:
+        path = "config.toml" if Path("config.toml").is_file() else None
+    elif not Path(path).is_file():
+        print(f"config: {path}: no such file (--config names a file that must exist)",
+              file=sys.stderr)
+        return 2
     try:
-        config = load_config(args.config, env)
+        config = load_config(path, env)
     except ConfigError as e:
         print(f"config: {e}", file=sys.stderr)
         return 2

@@ -6,9 +6,10 @@ Every default lives here, with its reason; ``config.toml`` documents the same ke
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -320,19 +321,60 @@ def _coerce(value: Any, like: Any, key: str) -> Any:
     return value
 
 
+def _unknown(key: str, where: str, known: Iterable[str]) -> ConfigError:
+    """An unknown section (``where`` empty) or key, named, with the nearest valid name."""
+    names = sorted(known)
+    near = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    hint = f"did you mean {near[0]!r}?" if near else f"valid: {', '.join(names)}"
+    what = f"key {key!r} in [{where}]" if where else f"section [{key}]"
+    return ConfigError(f"unknown {what}; {hint}")
+
+
+def _known(raw: Mapping[str, Any], known: Iterable[str], where: str) -> None:
+    known = set(known)
+    for key in raw:
+        if key not in known:
+            raise _unknown(key, where, known)
+
+
+def _table(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"[{key}] must be a table, not {value!r}")
+    return value
+
+
+def _check_toml_type(value: Any, like: Any, key: str) -> None:
+    """A value written in the TOML file must have the default's type (env strings are
+    coerced instead): ``port = "8080"`` or ``hsts = 1`` is refused, naming the key."""
+    if isinstance(like, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(like, int):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(like, float):
+        ok, kind = isinstance(value, int | float) and not isinstance(value, bool), "a number"
+    elif isinstance(like, tuple):
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        kind = "a list of strings"
+    elif isinstance(like, str):
+        ok, kind = isinstance(value, str), "a string"
+    else:
+        return
+    if not ok:
+        raise ConfigError(f"{key}: expected {kind}, not {value!r}")
+
+
 def _section(cls: type[T], raw: Mapping[str, Any], name: str, env: Mapping[str, str]) -> T:
     default = cls()
     values: dict[str, Any] = {}
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    for key in raw:
-        if key not in known:
-            raise ConfigError(f"unknown key [{name}] {key}")
+    _known(raw, (f.name for f in dataclasses.fields(cls)), name)  # type: ignore[arg-type]
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         like = getattr(default, f.name)
         env_key = f"CHATSERVER_{name}_{f.name}".upper().replace(".", "_")
         if env_key in env:
             values[f.name] = _coerce(env[env_key], like, f"{name}.{f.name}")
         elif f.name in raw:
+            _check_toml_type(raw[f.name], like, f"{name}.{f.name}")
             values[f.name] = _coerce(raw[f.name], like, f"{name}.{f.name}")
     return dataclasses.replace(default, **values)  # type: ignore[type-var]
 
@@ -367,16 +409,34 @@ def load_config(path: str | Path | None = None,
     """Read ``path`` (if given and present) and apply environment overrides.
 
     Raises:
-        ConfigError: an unknown key or a value of the wrong type, named.
+        ConfigError: an unknown section or key (with the nearest valid name), a value of
+            the wrong type, or a file that is not TOML, named.
     """
     env = os.environ if env is None else env
     raw: dict[str, Any] = {}
     if path is not None and Path(path).exists():
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-    mod_raw = dict(raw.get("moderation", {}))
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    _known(raw, SECTIONS, "")
+    for name in ("server", "auth", "broker", "store", "limits", "moderation", "rooms",
+                 "retention", "notices"):
+        _table(raw, name)
+    mod_raw = dict(_table(raw, "moderation"))
     profiles_raw = mod_raw.pop("profiles", None)
-    model = _model_config(dict(mod_raw.pop("model", {})), env)
+    if profiles_raw is not None:
+        if not isinstance(profiles_raw, dict):
+            raise ConfigError("[moderation.profiles] must be a table per room profile")
+        for name, p in profiles_raw.items():
+            if not isinstance(p, dict):
+                raise ConfigError(f"[moderation.profiles.{name}] must be a table")
+            _known(p, ("disable",), f"moderation.profiles.{name}")
+            _check_toml_type(p.get("disable", []), (), f"moderation.profiles.{name}.disable")
+    model = _model_config(dict(_table(mod_raw, "model")), env)
+    mod_raw.pop("model", None)
+    _check_lists(raw)
     moderation = _section(ModerationConfig, mod_raw, "moderation", env)
     moderation = dataclasses.replace(moderation, model=model)
     if profiles_raw is not None:
@@ -405,6 +465,41 @@ def load_config(path: str | Path | None = None,
         emergency_procedure=raw.get("emergency_procedure", _DEFAULT_EMERGENCY),
         seed_rooms=seeds,
     )
+
+
+SECTIONS: frozenset[str] = frozenset({
+    "server", "auth", "broker", "store", "limits", "moderation", "rooms", "retention",
+    "resources", "notices", "emergency_procedure", "room"})
+"""The top-level names of config.toml; anything else stops start-up."""
+
+
+def _check_lists(raw: Mapping[str, Any]) -> None:
+    """``[[resources]]``, ``[[room]]``, ``[notices]`` and ``emergency_procedure``."""
+    resource_keys = [f.name for f in dataclasses.fields(Resource)]
+    for kind, keys, required in (("resources", resource_keys, ("name",)),
+                                 ("room", [f.name for f in dataclasses.fields(RoomSeed)],
+                                  ("id", "title"))):
+        entries = raw.get(kind, [])
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise ConfigError(f"[[{kind}]] must be an array of tables")
+        for n, entry in enumerate(entries, 1):
+            _known(entry, keys, f"{kind} #{n}")
+            for key in required:
+                if key not in entry:
+                    raise ConfigError(f"[[{kind}]] #{n}: {key!r} is missing")
+            for key, value in entry.items():
+                if key == "age_bands":
+                    _check_toml_type(value, (), f"{kind}.{key}")
+                elif key == "require_facilitator":
+                    _check_toml_type(value, True, f"{kind}.{key}")
+                else:
+                    _check_toml_type(value, "", f"{kind}.{key}")
+    notices = raw.get("notices", {})
+    _known(notices, _DEFAULT_NOTICES, "notices")
+    for key, value in notices.items():
+        _check_toml_type(value, "", f"notices.{key}")
+    if "emergency_procedure" in raw:
+        _check_toml_type(raw["emergency_procedure"], "", "emergency_procedure")
 
 
 def read_rule_files(directory: str | Path) -> dict[str, str]:
