@@ -110,6 +110,9 @@ class StoreConfig:
 class LimitsConfig:
     max_frame_bytes: int = 32 * 1024
     """PROTOCOL.md § Limits: frame ≤ 32 KiB (2,000 escaped emoji fit); aiohttp max_msg_size."""
+    max_json_depth: int = 32
+    """Nesting bound of a frame or HTTP body (the deepest frame of PROTOCOL.md is 3):
+    deeper is ``bad_request`` (a ``hello``: close 4001), never a recursion failure."""
     max_text_chars: int = 2000
     """Code points after trimming (PROTOCOL.md § Limits)."""
     rate_messages: int = 5
@@ -121,9 +124,6 @@ class LimitsConfig:
     """Rate-limited sends in a row before the socket is closed 1008."""
     frame_rate: float = 20.0
     frame_burst: float = 40.0
-    max_json_depth: int = 32
-    """Nesting bound of a frame or HTTP body (the deepest frame of PROTOCOL.md is 3):
-    deeper is ``bad_request`` (a ``hello``: close 4001), never a recursion failure."""
     """Per-connection frame budget for every frame type (SEC-20)."""
     frame_close_after: int = 50
     history: int = 200

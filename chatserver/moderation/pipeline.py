@@ -5,8 +5,10 @@ How they combine, in the order a reader of an audit entry needs:
 1. **Rules decide first** (instant, editable by ops). What a rule blocks stays blocked.
 2. **The model may clear a hold** that every acting rule allows it to clear
    (``model_may_clear = true``): when the ``support`` head scores at or over its
-   threshold and no risk head does, the line is let through. This is how a helper's
-   "please ring Samaritans if you feel suicidal" reaches the person who asked.
+   threshold and no acting head does, the line is delivered at once. This is how a
+   helper's "please ring Samaritans if you feel suicidal" reaches the person who asked.
+   Clearing never silences the safety net: the sender is still signposted and
+   facilitators are still alerted, so a disclosure the model misreads is still seen.
 3. **The model catches what rules missed**: when rules would allow (or only mask) a
    line, each acting head at or over its threshold adds a hit ``model.<head>``. A
    model never blocks: it *holds* for a facilitator, so a false positive costs a
@@ -145,9 +147,11 @@ class Moderator:
                                 model_version=clf.version)
         supportive = scores["support"] >= th.get("support", 1.1)
         if self._clearable(v) and supportive and not live and self._live("support"):
+            # Released to the room at once, the safety net kept: the sender still sees
+            # crisis support and facilitators are still alerted (the audit says cleared).
             return dataclasses.replace(
-                v, action=Action.ALLOW, text_out=text, hits=(), alerts=(), signpost=False,
-                notice=None, stage="model", cleared=v.hits)
+                v, action=Action.ALLOW, text_out=text, hits=(), notice=None, stage="model",
+                cleared=v.hits)
         if v.action >= Action.HOLD or not live:
             return dataclasses.replace(v, stage=stage)
         hits = tuple(Hit(self._rules[h], (0, len(text)), ((0, len(text)),), False)

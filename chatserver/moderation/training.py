@@ -42,13 +42,14 @@ POSITIVES: Final = {"risk": {"risk", "method"}, "method": {"method"}, "support":
                     "abuse": {"abuse"}, "contact": {"contact"}, "grooming": {"grooming"},
                     "everyday": {"everyday"}}
 ACTING: Final = ("risk", "method", "abuse", "contact", "grooming")
-FALSE_POSITIVE_BUDGET: Final = {"risk": 0.02, "method": 0.005, "abuse": 0.008,
+FALSE_POSITIVE_BUDGET: Final = {"risk": 0.02, "method": 0.01, "abuse": 0.008,
                                 "contact": 0.008, "grooming": 0.008}
 """Per acting head, the share of must-allow training lines (out of fold) it may flag:
 together at most ~5 %, what the issue allows."""
-CLEAR_LEAK: Final = 0.03
-"""``support``: the share of risk lines (out of fold) it may score as supportive enough
-to clear a rule's hold."""
+CLEAR_LEAK: Final = 0.06
+"""``support``: of the risk lines a clearable rule holds, the share (out of fold) the
+model may release. A released line still signposts its sender and alerts facilitators
+(pipeline.py): clearing only stops the peer's wait, never the safety net."""
 GATE_LOSS: Final = 0.05
 """Per acting head, the share of its harmful lines the fast gate may let pass unseen.
 Out of fold, 5 % costs 0.6 points of recall over all harmful lines (0.800 → 0.794) and
@@ -117,7 +118,21 @@ def fit_heads(rows: Sequence[Row]) -> dict[str, Any]:
     return _arrays(_Data(rows))
 
 
-def train(rows: Sequence[Row], corpus_hash: str,
+def _clearable_holds(rows: Sequence[Row], rules_dir: str) -> npt.NDArray[np.bool_]:
+    """Which lines a ``model_may_clear`` rule holds: the only ones clearing can touch."""
+    from chatserver.config import read_rule_files
+    from chatserver.moderation.engine import load_rules
+    from chatserver.moderation.rules import Action
+    ruleset = load_rules(read_rule_files(rules_dir))
+    out = np.zeros(len(rows), dtype=bool)
+    for i, row in enumerate(rows):
+        v = ruleset.check(row.text)
+        out[i] = v.action == Action.HOLD and all(
+            h.rule.model_may_clear for h in v.hits if h.rule.action == Action.HOLD)
+    return out
+
+
+def train(rows: Sequence[Row], corpus_hash: str, rules_dir: str,
           oof_out: Path | None = None) -> dict[str, Any]:
     """Fit every head on ``rows``; gates and thresholds from author-held-out folds."""
     data = _Data(rows)
@@ -142,7 +157,16 @@ def train(rows: Sequence[Row], corpus_hash: str,
     allow = np.isin(labels, list(ALLOW_LABELS))
     thresholds = {h: _top(oof_full[h][allow], b) for h, b in FALSE_POSITIVE_BUDGET.items()}
     risky = np.isin(labels, ["risk", "method"])
-    thresholds["support"] = _top(oof_full["support"][risky], CLEAR_LEAK)
+    fires = np.zeros(len(rows), dtype=bool)
+    for h in ACTING:
+        fires |= oof_full[h] >= thresholds[h]
+    held = _clearable_holds(rows, rules_dir)
+    # Among risk lines a rule holds and no head flags, few enough may score supportive.
+    escaping = oof_full["support"][held & risky & ~fires]
+    allowed = int(CLEAR_LEAK * int((held & risky).sum()))
+    ordered = np.sort(escaping)[::-1]
+    thresholds["support"] = round(float(ordered[allowed]) + 1e-4, 4) \
+        if allowed < len(ordered) else 0.5
     gates = {h: _gate(oof_fast[h][data.ys[h]], GATE_LOSS) for h in ACTING}
     past = np.zeros(len(rows), dtype=bool)
     for h, g in gates.items():
@@ -164,9 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rule-corpus", default="tests/moderation/corpus")
     parser.add_argument("--out", default="chatserver/moderation/model/heads.npz")
     parser.add_argument("--oof", help="also write out-of-fold scores here (.npz)")
+    parser.add_argument("--rules", default="chatserver/moderation_rules")
     args = parser.parse_args(argv)
     corpus = load_corpus(Path(args.corpus), Path(args.rule_corpus))
-    arrays = train(corpus.train, corpus.hash, Path(args.oof) if args.oof else None)
+    arrays = train(corpus.train, corpus.hash, args.rules, Path(args.oof) if args.oof else None)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out, **arrays)

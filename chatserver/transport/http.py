@@ -48,12 +48,12 @@ RESERVED_NAMES: Final = frozenset({
 NAME_MAX_DIGITS: Final = 6
 """A display name with this many digits (also spelt: "oh seven nine ...") could carry a
 phone number in pieces (SG-05)."""
+ROOM_ID: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,47}")
+"""docs/protocol.md: a room id is lower-case letters, digits, ``-`` and ``_``."""
 CSP: Final = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
               "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-ROOM_ID: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,47}")
-"""docs/protocol.md: a room id is lower-case letters, digits, ``-`` and ``_``."""
 
 
 SERVER_HEADER: Final = "chatserver"
@@ -384,13 +384,18 @@ async def rules_try(request: web.Request) -> web.Response:
     body = await _body(request)
     text = _str_field(body, "text")
     role = _str_field(body, "role", required=False) or "participant"
-    v = server.core.rules.check(text, role)
+    profile = _str_field(body, "profile", required=False) or "default"
+    v = server.core.moderator.check(text, role, profile=profile)
     out: dict[str, object] = {
         "action": v.action.label, "normalized": v.normalized, "version": v.version,
+        "stage": v.stage, "model_version": v.model_version,
         "rules": [{"id": h.rule.id, "category": h.rule.category, "action": h.rule.action.label,
                    "span": list(h.span)} for h in v.hits],
+        "cleared": [h.rule.id for h in v.cleared],
         "shadow": [h.rule.id for h in v.shadow], "alerts": list(v.alerts),
         "signpost": v.signpost,
+        "model": {head: {"score": score, "threshold": v.thresholds.get(head)}
+                  for head, score in v.scores.items()},
     }
     if v.action == Action.MASK:
         out["text_out"] = v.text_out
