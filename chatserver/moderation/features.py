@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import threading
 import zlib
 from collections.abc import Sequence
@@ -107,9 +108,16 @@ class SentenceEncoder:
         return out
 
 
+_DIGIT: Final = re.compile(r"[0-9]")
+
+
 def _ngrams(text: str) -> list[str]:
-    """Character n-grams inside each word (padded with spaces) and word uni/bigrams."""
-    words = text.split()
+    """Character n-grams inside each word (padded with spaces) and word uni/bigrams.
+
+    Every digit reads as ``0``: numbers count by their shape, so "07700 900 417" is a
+    run of eleven digits (contact-like) and "post 3" or "year 10" a short number
+    (everyday), instead of each digit string being a word of its own."""
+    words = _DIGIT.sub("0", text).split()
     grams = [f"w:{w}" for w in words]
     grams += [f"b:{a} {b}" for a, b in itertools.pairwise(words)]
     for w in words:

@@ -85,3 +85,13 @@ def test_a_reload_keeps_the_heads(moderator: Moderator) -> None:
     again = moderator.with_rules(moderator.ruleset)
     assert again.classifier is moderator.classifier
     assert dataclasses.asdict(again.config) == dataclasses.asdict(moderator.config)
+
+
+def test_a_short_line_needs_a_near_certain_score_to_be_held_by_the_model(
+        rules: RuleSet) -> None:
+    """Three words carry little evidence: a model-only hold of a short line needs
+    pipeline.SHORT_BAR, whatever the head's own threshold."""
+    low = Moderator(rules, classifier(), ModelConfig(thresholds={"risk": 0.0}))
+    assert low.check(INDIRECT).action == Action.HOLD  # long: the threshold applies
+    v = low.check("see u later")
+    assert v.action == Action.ALLOW and v.scores["risk"] < 0.985

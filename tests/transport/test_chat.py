@@ -29,7 +29,7 @@ async def test_two_participants_exchange_messages_with_one_ack_and_rising_seq(
     sam = await running.client(await running.join("Sam"))
     seqs = []
     for n in range(3):
-        ack = await alex.say(f"hello number {n}", f"a{n}")
+        ack = await alex.say(f"update {n}: all good here", f"a{n}")
         assert ack["status"] == "sent"
         got = await sam.expect("message", has_id(f"a{n}"))
         mine = await alex.expect("message", has_id(f"a{n}"))
