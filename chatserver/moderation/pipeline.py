@@ -41,7 +41,8 @@ __all__ = ["ACTING_HEADS", "Moderator"]
 ACTING_HEADS: Final = ("method", "risk", "grooming", "contact", "abuse")
 """Heads that can hold a line, most severe first (the first notice wins)."""
 SHORT_WORDS: Final = 5
-"""Lines of fewer words than this need ``SHORT_BAR`` for a model-only hold."""
+"""Lines of fewer words than this are held by the model only for risk or method, and
+only at ``SHORT_BAR``."""
 SHORT_BAR: Final = 0.985
 PREPARED: Final = 256
 """Sentence vectors kept for lines on their way to the core (each is used once)."""
@@ -144,10 +145,13 @@ class Moderator:
         th = self.thresholds(profile) if full else {}
         bar = dict(th)
         if len(text.split()) < SHORT_WORDS:
-            # Three words carry little evidence ("after the fault", "let me in"): a
-            # model-only hold of a short line needs a near-certain score. Short risk
-            # and abuse in the usual words ("kms", "kys") are the rules' to catch.
-            bar.update({h: max(t, SHORT_BAR) for h, t in th.items() if h in ACTING_HEADS})
+            # A few words carry little evidence ("after the fault", "let me in",
+            # "hello 9 from 2" were held): a model-only hold of a short line needs a
+            # near-certain risk or method score, and contact, abuse and grooming are
+            # left to the rules, whose handles, slurs and age questions are strong on
+            # short lines.
+            bar.update({h: max(t, SHORT_BAR) if h in ("risk", "method") else 1.1
+                        for h, t in th.items() if h in ACTING_HEADS})
         firing = [h for h in ACTING_HEADS if h not in disabled and scores[h] >= bar.get(h, 1.1)]
         live = [h for h in firing if self._live(h)]
         shadow = tuple(Hit(self._rules[h], (0, len(text)), ((0, len(text)),), False)

@@ -89,9 +89,11 @@ def test_a_reload_keeps_the_heads(moderator: Moderator) -> None:
 
 def test_a_short_line_needs_a_near_certain_score_to_be_held_by_the_model(
         rules: RuleSet) -> None:
-    """Three words carry little evidence: a model-only hold of a short line needs
-    pipeline.SHORT_BAR, whatever the head's own threshold."""
+    """A few words carry little evidence: a model-only hold of a short line needs
+    pipeline.SHORT_BAR on risk or method, and never comes from the other heads."""
     low = Moderator(rules, classifier(), ModelConfig(thresholds={"risk": 0.0}))
     assert low.check(INDIRECT).action == Action.HOLD  # long: the threshold applies
     v = low.check("see u later")
     assert v.action == Action.ALLOW and v.scores["risk"] < 0.985
+    eager = Moderator(rules, classifier(), ModelConfig(thresholds={"contact": 0.0}))
+    assert eager.check("hello 9 from 2").action == Action.ALLOW
