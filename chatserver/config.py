@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -57,6 +58,11 @@ class ServerConfig:
     """How often timers (mute expiry, unanswered, break reminders) are checked."""
     hsts: bool = False
     """Send Strict-Transport-Security; turn on when served over TLS (SEC-29)."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses or networks (``127.0.0.1``, ``10.0.0.0/8``, ``::1``) of the reverse
+    proxies in front: only a TCP peer listed here is believed about the client's address,
+    scheme and host (``X-Forwarded-For/Proto/Host``, issue 15). Empty: nobody is, and
+    those headers are ignored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,8 +457,10 @@ def load_config(path: str | Path | None = None,
                  profile=r.get("profile", "default"),
                  require_facilitator=r.get("require_facilitator"))
         for r in raw.get("room", []))
+    server = _section(ServerConfig, raw.get("server", {}), "server", env)
+    _check_networks(server.trusted_proxies, "server.trusted_proxies")
     return Config(
-        server=_section(ServerConfig, raw.get("server", {}), "server", env),
+        server=server,
         auth=_section(AuthConfig, raw.get("auth", {}), "auth", env),
         broker=_section(BrokerConfig, raw.get("broker", {}), "broker", env),
         store=_section(StoreConfig, raw.get("store", {}), "store", env),
@@ -471,6 +479,17 @@ SECTIONS: frozenset[str] = frozenset({
     "server", "auth", "broker", "store", "limits", "moderation", "rooms", "retention",
     "resources", "notices", "emergency_procedure", "room"})
 """The top-level names of config.toml; anything else stops start-up."""
+
+
+def _check_networks(values: Iterable[str], key: str) -> None:
+    """Each value an IP address or a network written without host bits (``10.0.0.1/8``
+    is a typo for an address or for ``10.0.0.0/8``: refused rather than guessed)."""
+    for value in values:
+        try:
+            ipaddress.ip_network(value)
+        except ValueError as e:
+            raise ConfigError(f"{key}: {value!r} is not an IP address or network ({e})"
+                              ) from None
 
 
 def _check_lists(raw: Mapping[str, Any]) -> None:

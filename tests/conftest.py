@@ -80,10 +80,10 @@ open unless a test sets them."""
 
 
 def make_config(tmp: Path, rules_dir: Path = RULES_DIR, auth: AuthConfig | None = None,
-                **limits: Any) -> Config:
+                trusted_proxies: tuple[str, ...] = (), **limits: Any) -> Config:
     return Config(
         server=ServerConfig(port=0, data_dir=str(tmp), hello_timeout_s=0.5, heartbeat_s=5.0,
-                            outbox_frames=16, tick_s=0.05),
+                            outbox_frames=16, tick_s=0.05, trusted_proxies=trusted_proxies),
         auth=auth or AuthConfig(),
         limits=dataclasses.replace(LimitsConfig(), **{**OPEN_BUDGETS, **limits}),
         moderation=ModerationConfig(rules_dir=str(rules_dir)),
@@ -237,8 +237,8 @@ class FakeClock:
 async def start_server(tmp: Path, rules: RuleSet, rules_dir: Path = RULES_DIR,
                        clock: Callable[[], int] | None = None, port: int = 0,
                        auth: AuthConfig | None = None, broker: Broker | None = None,
-                       **limits: Any) -> Running:
-    config = make_config(tmp, rules_dir, auth, **limits)
+                       trusted_proxies: tuple[str, ...] = (), **limits: Any) -> Running:
+    config = make_config(tmp, rules_dir, auth, trusted_proxies, **limits)
     store = SqliteStore(tmp / "chat.db")
     server = Server(config, Moderator(rules, classifier(), config.moderation.model), store,
                     broker or MemoryBroker(config.limits.history),

@@ -29,6 +29,7 @@ from chatserver.observability import log
 from chatserver.ports import BrokerError
 from chatserver.transport.app import APP_KEY, Server
 from chatserver.transport.auth import Passwords, TokenError, session_current
+from chatserver.transport.proxy import forwarded_middleware
 from chatserver.transport.throttle import THROTTLE_KEY, Throttle, client_address
 from chatserver.transport.ws import ws_handler
 
@@ -465,7 +466,12 @@ async def index(request: web.Request) -> web.FileResponse:
 
 
 def build_app(server: Server) -> web.Application:
-    app = web.Application(middlewares=[errors], client_max_size=64 * 1024)
+    # Behind a trusted proxy, the client as the proxy saw it (issue 15), for every
+    # handler: the Origin check and the per-address budgets included. Inside ``errors``,
+    # so a malformed forwarded header on /api/ answers in PROTOCOL.md's JSON shape.
+    forwarded = forwarded_middleware(server.config.server.trusted_proxies)
+    app = web.Application(middlewares=[errors, *([forwarded] if forwarded else [])],
+                          client_max_size=64 * 1024)
     app.on_response_prepare.append(security_headers)
     app[APP_KEY] = server
     throttle = Throttle(server.broker, server.config.auth, server.config.limits, server.store)

@@ -29,11 +29,10 @@ __all__ = ["THROTTLE_KEY", "LoginAttempt", "LoginAudit", "Throttle", "VerifyPool
 
 
 def client_address(request: web.Request) -> str:
-    """The address every per-client budget is keyed by: aiohttp's peer address.
-
-    The one place that decides it, so that making it proxy-aware (a trusted
-    ``X-Forwarded-For`` hop) is a change here alone. Never logged (SG-23).
-    """
+    """The address every per-client budget is keyed by: the TCP peer, or behind one of
+    ``server.trusted_proxies`` the client that proxy names (``transport/proxy.py`` has
+    already resolved ``request.remote`` by the time a handler runs). Never logged
+    (SG-23)."""
     return request.remote or "unknown"
 
 

@@ -63,6 +63,8 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     origin = request.headers.get("Origin")
     if origin is None:
         server.metrics.no_origin.inc()
+    # Behind a trusted proxy, host and scheme are the browser's (transport/proxy.py):
+    # ``https://chat.example.org`` is then our own origin, not a stranger's.
     if not origin_allowed(origin, request.host, request.secure, cfg.server.allowed_origins):
         log.info("ws_origin_refused")
         raise web.HTTPForbidden(text="Origin not allowed")
