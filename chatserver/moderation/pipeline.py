@@ -45,9 +45,20 @@ SHORT_WORDS: Final = 5
 only at ``SHORT_BAR``."""
 SHORT_BAR: Final = 0.985
 PREPARED: Final = 256
-"""Sentence vectors kept for lines on their way to the core (each is used once)."""
+"""Lines prepared ahead by the shell and kept for the core's check (each used once)."""
 _ALERT: Final = {"risk": "risk", "method": "risk", "grooming": "grooming",
                  "contact": "contact", "abuse": "abuse"}
+
+
+@dataclasses.dataclass(slots=True)
+class _Prepared:
+    """What the shell's pre-pass computed for a line, so the core's check (inline, on
+    the event loop) does not compute it again: the folded text, the fast heads' scores,
+    the rules' verdict (with no category disabled) and, once ready, the sentence vector."""
+    folded: str
+    fast: dict[str, float]
+    rules: Verdict
+    vector: FloatArray | None = None
 
 
 def _model_rule(head: str, notice: str | None) -> Rule:
@@ -69,8 +80,8 @@ class Moderator:
                 notices[rule.category] = rule.notice
         self._rules = {h: _model_rule(h, notices.get(h) or notices.get(_ALERT[h]))
                        for h in ACTING_HEADS}
-        self._vectors: OrderedDict[str, FloatArray] = OrderedDict()
-        """Sentence vectors computed ahead (off the event loop) by ``prepare``."""
+        self._prepared: OrderedDict[tuple[str, str], _Prepared] = OrderedDict()
+        """Lines the shell prepared ahead (``needs_vector``), by (text, role)."""
 
     @property
     def version(self) -> str:
@@ -101,16 +112,20 @@ class Moderator:
 
     def needs_vector(self, text: str, role: str = "participant") -> str | None:
         """The prepared text if this line needs the slow tier (its fast scores pass a
-        gate, or a rule acts on it), else None. Cheap: the shell asks it before handing
-        the line to the core, computes the vector off the loop, and ``remember``s it."""
+        gate, or a rule acts on it), else None. The shell asks this before handing the
+        line to the core, computes the vector off the loop and ``remember``s it; what
+        this pass computed is kept, so the core's ``check`` does not repeat it."""
         clf = self._active(role)
         if clf is None:
             return None
         folded = prepare(text)
-        if clf.past_gate(clf.fast_scores(folded)) or \
-                self._clearable(self.ruleset.check(text, role)):
-            return folded
-        return None
+        fast = clf.fast_scores(folded)
+        rules = self.ruleset.check(text, role)
+        self._prepared[(text, role)] = _Prepared(folded, fast, rules)
+        self._prepared.move_to_end((text, role))
+        while len(self._prepared) > PREPARED:
+            self._prepared.popitem(last=False)
+        return folded if clf.past_gate(fast) or self._clearable(rules) else None
 
     def _clearable(self, v: Verdict) -> bool:
         """A hold the model may clear: only then do the full heads matter to a line
@@ -118,30 +133,36 @@ class Moderator:
         return v.action == Action.HOLD and self.config.clear and all(
             h.rule.model_may_clear for h in v.hits if h.rule.action == Action.HOLD)
 
-    def remember(self, folded: str, vector: FloatArray) -> None:
-        self._vectors[folded] = vector
-        while len(self._vectors) > PREPARED:
-            self._vectors.popitem(last=False)
+    def remember(self, text: str, role: str, vector: FloatArray) -> None:
+        """The sentence vector the shell computed (off the loop) for a prepared line."""
+        ready = self._prepared.get((text, role))
+        if ready is not None:
+            ready.vector = vector
 
-    def _scores(self, clf: Classifier, text: str, clearable: bool) -> tuple[dict[str, float],
-                                                                           bool]:
-        folded = prepare(text)
-        fast = clf.fast_scores(folded)
-        if not clearable and not clf.past_gate(fast):
-            return fast, False
-        vector = self._vectors.pop(folded, None)
+    def _scores(self, clf: Classifier, ready: _Prepared,
+                clearable: bool) -> tuple[dict[str, float], bool]:
+        if not clearable and not clf.past_gate(ready.fast):
+            return ready.fast, False
+        vector = ready.vector
         if vector is None:  # not prepared ahead (rules try, tests): computed here
-            vector = clf.embed([folded])[0]
-        return clf.full_scores(folded, vector), True
+            vector = clf.embed([ready.folded])[0]
+        return clf.full_scores(ready.folded, vector), True
 
     def check(self, text: str, role: str = "participant",
               disabled: frozenset[str] = frozenset(), profile: str = "default") -> Verdict:
-        v = self.ruleset.check(text, role, disabled)
-        stage = "rules" if v.action > Action.ALLOW else "none"
         clf = self._active(role)
+        ready = self._prepared.pop((text, role), None)
+        if ready is not None and not disabled:
+            v = ready.rules
+        else:
+            v = self.ruleset.check(text, role, disabled)
+        stage = "rules" if v.action > Action.ALLOW else "none"
         if clf is None:
             return dataclasses.replace(v, stage=stage)
-        scores, full = self._scores(clf, text, self._clearable(v))
+        if ready is None:
+            folded = prepare(text)
+            ready = _Prepared(folded, clf.fast_scores(folded), v)
+        scores, full = self._scores(clf, ready, self._clearable(v))
         th = self.thresholds(profile) if full else {}
         bar = dict(th)
         if len(text.split()) < SHORT_WORDS:

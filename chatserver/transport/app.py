@@ -292,7 +292,8 @@ class Server:
             if folded is not None:
                 if self._vectors is None:
                     self._vectors = VectorBatcher(moderator.classifier.embed)
-                moderator.remember(folded, await self._vectors.vector(folded))
+                moderator.remember(text, ident.role.value,
+                                   await self._vectors.vector(folded))
         except Exception:
             # The core scores the line itself; failing that, it holds it (fail closed).
             log.exception("moderation_prepare_failed")
