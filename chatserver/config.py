@@ -57,6 +57,12 @@ class ServerConfig:
     """How often timers (mute expiry, unanswered, break reminders) are checked."""
     hsts: bool = False
     """Send Strict-Transport-Security; turn on when served over TLS (SEC-29)."""
+    metrics_host: str = "127.0.0.1"
+    """``/metrics`` has a listener of its own, on loopback by default: what it shows (how
+    long held messages and emergency cases wait) is for ops, never the public port."""
+    metrics_port: int = 9464
+    """The metrics listener's port (0: any free port, announced at start). Each node on
+    one machine needs its own."""
 
 
 @dataclass(frozen=True, slots=True)
