@@ -30,7 +30,7 @@ from chatserver.transport.auth import Passwords, TokenError, session_current
 from chatserver.transport.throttle import THROTTLE_KEY, Throttle, client_address
 from chatserver.transport.ws import ws_handler
 
-__all__ = ["build_app", "reload_rules"]
+__all__ = ["build_app", "reload_rules", "security_headers"]
 
 CLIENT_DIR: Final = packaged("client_web")
 """The pages, package data (a wheel serves them too)."""

@@ -11,6 +11,7 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from chatserver.transport.app import APP_KEY, Server
+from chatserver.transport.http import security_headers
 
 __all__ = ["build_metrics_app"]
 
@@ -18,14 +19,14 @@ __all__ = ["build_metrics_app"]
 async def metrics(request: web.Request) -> web.Response:
     server = request.app[APP_KEY]
     body = generate_latest(server.metrics.registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST,
-                                            "X-Content-Type-Options": "nosniff"})
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def build_metrics_app(server: Server) -> web.Application:
     """The metrics app for ``server``. It has no start-up or shutdown of its own: the
     public app (``http.build_app``) starts and stops the server."""
     app = web.Application()
+    app.on_response_prepare.append(security_headers)  # the same headers as every response
     app[APP_KEY] = server
     app.router.add_get("/metrics", metrics)
     return app
