@@ -230,9 +230,10 @@ def serve(args: argparse.Namespace, config: Config) -> int:
 
 
 def _url_host(host: str) -> str:
-    """``host`` as written in a URL (an IPv6 address in brackets; any-address as
-    localhost, where it can be reached from this machine)."""
-    if host in ("0.0.0.0", "::", ""):
+    """``host`` as written in a URL: loopback and any-address as localhost (as the
+    public URLs are shown; the logs hold no IP address, SG-23), an IPv6 address in
+    brackets."""
+    if host in ("127.0.0.1", "::1", "0.0.0.0", "::", ""):
         return "localhost"
     return f"[{host}]" if ":" in host else host
 
