@@ -53,6 +53,7 @@ run() {  # label nodes
   for i in $(seq 1 "$n"); do
     local port=$((8092 + i))
     CHATSERVER_SERVER_DATA_DIR="$DATA/$label-$i" CHATSERVER_SERVER_PORT=$port \
+      CHATSERVER_SERVER_METRICS_PORT=$((9464 + i)) \
       .venv/bin/chatserver serve --node-id "n$i" > "$OUT/$label-$i.log" 2>&1 &
     pids+=("$!"); PIDS+=("$!"); wait_up "$port"; bases+=("http://127.0.0.1:$port")
   done

@@ -106,6 +106,7 @@ def serve(args: argparse.Namespace, config: Config) -> int:
     from chatserver.transport.app import Server
     from chatserver.transport.auth import Tokens, load_secret
     from chatserver.transport.http import build_app, reload_rules
+    from chatserver.transport.metrics import build_metrics_app
 
     configure_logging()
     cluster = config.broker.url.startswith(("redis://", "rediss://", "unix://"))
@@ -130,6 +131,17 @@ def serve(args: argparse.Namespace, config: Config) -> int:
         print(f"chatserver: cannot listen on {host}:{port}: {e.strerror or e} "
               "(is another server running? choose --port or server.port)", file=sys.stderr)
         return 1
+    # /metrics on its own listener (loopback by default), bound as early and as honestly.
+    mhost, mport = config.server.metrics_host, config.server.metrics_port
+    try:
+        msocks = _listen(mhost, mport)
+    except OSError as e:
+        for sock in socks:
+            sock.close()
+        print(f"chatserver: cannot listen on {mhost}:{mport} for /metrics: "
+              f"{e.strerror or e} (is another server running? choose "
+              "server.metrics_port)", file=sys.stderr)
+        return 1
     store = _store(config)
     secret = load_secret(config.auth, config.server.data_dir)
     broker: Broker = MemoryBroker(config.limits.history)
@@ -153,14 +165,19 @@ def serve(args: argparse.Namespace, config: Config) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await runner.setup()  # on_startup: the store opens, the node starts
+        metrics = web.AppRunner(build_metrics_app(server), access_log=None)
+        await metrics.setup()
         try:
             await rooms()  # before the first request: a join to "demo" finds it
             for sock in socks:
                 await web.SockSite(runner, sock,
                                    shutdown_timeout=config.server.shutdown_grace_s).start()
-            await ready(socks[0].getsockname()[1])
+            for sock in msocks:
+                await web.SockSite(metrics, sock).start()
+            await ready(socks[0].getsockname()[1], msocks[0].getsockname()[1])
             await stop.wait()
         finally:
+            await metrics.cleanup()
             await runner.cleanup()  # on_shutdown: sockets close 1012, the store flushes
 
     async def rooms() -> None:
@@ -172,7 +189,7 @@ def serve(args: argparse.Namespace, config: Config) -> int:
         for rec in records:
             await server.ensure_room(rec)
 
-    async def ready(bound: int) -> None:
+    async def ready(bound: int, metrics_bound: int) -> None:
         """Only once the port is ours and served: demo accounts, "ready" and the URLs."""
         if args.demo:
             announce("\nDemo staff accounts (passwords are new each time you start --demo):")
@@ -184,7 +201,8 @@ def serve(args: argparse.Namespace, config: Config) -> int:
                  f"{moderator.model_version or 'off'}).\n"
                  f"  Young person's room: {base}/\n"
                  f"  Staff sign-in:       {base}/staff\n"
-                 f"  Health:              {base}/healthz\n")
+                 f"  Health:              {base}/healthz\n"
+                 f"  Metrics (ops only):  http://{_url_host(mhost)}:{metrics_bound}/metrics\n")
 
         def on_hup() -> None:
             async def go() -> None:
@@ -206,9 +224,18 @@ def serve(args: argparse.Namespace, config: Config) -> int:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(run())
     finally:
-        for sock in socks:
+        for sock in (*socks, *msocks):
             sock.close()
     return 0
+
+
+def _url_host(host: str) -> str:
+    """``host`` as written in a URL: loopback and any-address as localhost (as the
+    public URLs are shown; the logs hold no IP address, SG-23), an IPv6 address in
+    brackets."""
+    if host in ("127.0.0.1", "::1", "0.0.0.0", "::", ""):
+        return "localhost"
+    return f"[{host}]" if ":" in host else host
 
 
 # ------------------------------------------------------------------- users

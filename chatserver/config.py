@@ -63,6 +63,12 @@ class ServerConfig:
     proxies in front: only a TCP peer listed here is believed about the client's address,
     scheme and host (``X-Forwarded-For/Proto/Host``, issue 15). Empty: nobody is, and
     those headers are ignored."""
+    metrics_host: str = "127.0.0.1"
+    """``/metrics`` has a listener of its own, on loopback by default: what it shows (how
+    long held messages and emergency cases wait) is for ops, never the public port."""
+    metrics_port: int = 9464
+    """The metrics listener's port (0: any free port, announced at start). Each node on
+    one machine needs its own."""
 
 
 @dataclass(frozen=True, slots=True)

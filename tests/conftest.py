@@ -35,6 +35,7 @@ from chatserver.stores.sqlite import SqliteStore
 from chatserver.transport.app import APP_KEY, Server, now_ms
 from chatserver.transport.auth import Passwords, Tokens
 from chatserver.transport.http import build_app
+from chatserver.transport.metrics import build_metrics_app
 from tests import logscan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,14 +150,18 @@ class Endpoint:
 
 
 class Running(Endpoint):
-    """A server started in this process."""
+    """A server started in this process, with its metrics listener."""
 
-    def __init__(self, server: Server, runner: web.AppRunner, port: int) -> None:
+    def __init__(self, server: Server, runner: web.AppRunner, port: int,
+                 metrics: web.AppRunner, metrics_port: int) -> None:
         super().__init__(port)
         self.server, self.runner = server, runner
+        self.metrics_runner = metrics
+        self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
 
     async def stop(self) -> None:
         await self.close_clients()
+        await self.metrics_runner.cleanup()
         await self.runner.cleanup()
 
 
@@ -249,6 +254,9 @@ async def start_server(tmp: Path, rules: RuleSet, rules_dir: Path = RULES_DIR,
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     port = runner.addresses[0][1]
+    metrics = web.AppRunner(build_metrics_app(server))
+    await metrics.setup()
+    await web.TCPSite(metrics, "127.0.0.1", 0).start()
     await server.ensure_room(RoomRecord(RoomId("lounge"), "Lounge", ("13-15", "16-17"),
                                         "default", "group", False, 0, {}, (), False))
     from chatserver.ports import UserRow
@@ -256,7 +264,7 @@ async def start_server(tmp: Path, rules: RuleSet, rules_dir: Path = RULES_DIR,
         if await store.user(role) is None:
             await store.add_user(UserRow(f"u_{role}", role, role,
                                          Passwords.hash("correct horse battery"), False))
-    return Running(server, runner, port)
+    return Running(server, runner, port, metrics, metrics.addresses[0][1])
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -25,6 +25,8 @@ __all__ = [
     "Effect",
     "Emit",
     "HeldRecord",
+    "Measure",
+    "Measurement",
     "OpsAlert",
     "Persist",
     "Publish",
@@ -215,3 +217,37 @@ class OpsAlert(Effect):
 
     kind: str
     detail: str
+
+
+class Measurement(StrEnum):
+    """What a ``Measure`` counts or times (docs/ops/metrics.md defines each)."""
+
+    HELD_DECIDED = "held_decided"
+    """A held message was approved or rejected: seconds since it was held."""
+    CASE_CLAIMED = "case_claimed"
+    """A counsellor's claim of a case was written: seconds since the escalation."""
+    ALERT_ACKNOWLEDGED = "alert_acknowledged"
+    """Staff acknowledged an alert: seconds since it was raised. For the acknowledgement
+    code to emit; nothing emits it until acknowledgements exist."""
+    UNANSWERED = "unanswered"
+    """A young person's post went unanswered for ``rooms.unanswered_s``."""
+    SIGNPOSTED = "signposted"
+    """Crisis support was shown to the person who wrote something worrying."""
+
+
+@dataclass(frozen=True, slots=True)
+class Measure(Effect):
+    """A safeguarding measurement for ``/metrics``: the shell records it, nothing else.
+
+    Emitted after the durable step it measures, so a write that fails (and aborts the
+    rest of its batch) is never counted. Labels are deliberately coarse: the room's
+    profile and, for decisions and claims, one of a fixed few values; never a person,
+    a room id or any text (SECURITY.md SG-23).
+    """
+
+    what: Measurement
+    profile: str
+    seconds: float | None = None
+    """For the timed measurements; never negative (a clock stepping back counts 0)."""
+    kind: str = ""
+    """``approve``/``reject`` for HELD_DECIDED, the urgency for CASE_CLAIMED."""

@@ -28,6 +28,8 @@ from chatserver.core.effects import (
     HeldDecided,
     HeldRecord,
     History,
+    Measure,
+    Measurement,
     OpsAlert,
     Persist,
     Publish,
@@ -61,7 +63,7 @@ from chatserver.moderation.engine import MASK_CHAR, Hit, RuleSet, Verdict
 from chatserver.moderation.pipeline import Moderator, describe
 from chatserver.moderation.rules import Action, Rule
 
-__all__ = ["ChatCore", "CoreStats"]
+__all__ = ["ChatCore", "CoreStats", "Waiting"]
 
 EXCERPT_CHARS: Final = 80
 """SG-22: alert excerpts are truncated; method text is never shown, only its category."""
@@ -155,6 +157,19 @@ class CoreStats:
     open_cases: int
 
 
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """What waits for staff at one moment, for /metrics: the gauges the alert rules in
+    docs/ops/prometheus-alerts.yml read. Every node holds every held message and case
+    (sync records), so each node reports the same; ops take the ``max`` over nodes."""
+
+    held: Mapping[str, tuple[int, float]]
+    """Room profile → (held messages undecided, age in seconds of the oldest; 0 if none)."""
+    unclaimed: Mapping[tuple[str, str], tuple[int, float]]
+    """(Profile of the room escalated from, urgency) → (open cases nobody has claimed,
+    age in seconds of the oldest; 0 if none)."""
+
+
 class ChatCore:
     """All chat state of one node, driven by commands and explicit time."""
 
@@ -177,6 +192,11 @@ class ChatCore:
         self._idem: OrderedDict[tuple[ParticipantId, MessageId], Ack | list[ConnId]] = \
             OrderedDict()
         self._alerted_emergencies: set[CaseId] = set()
+        self._sent_here: OrderedDict[tuple[RoomId, ParticipantId, MessageId], None] = \
+            OrderedDict()
+        """Messages this node delivered, until it observes them: an unanswered post is
+        counted by the node that delivered it, once for the cluster (every node that
+        serves the room observes it)."""
         self.nodes: dict[str, int] = {}
         """Other nodes of a cluster, when each was last heard from (ms)."""
         self._handlers: Mapping[type[c.Command], Callable[[Conn, Identity, Any, int],
@@ -223,6 +243,28 @@ class ChatCore:
             connections=len(self.conns), rooms=len(self.rooms),
             held=sum(len(r.held) for r in self.rooms.values()),
             open_cases=sum(1 for k in self.cases.values() if k.status != "closed"))
+
+    def waiting(self, now_ms: int) -> Waiting:
+        """What waits for staff now (``Waiting``). Every profile of a known room and every
+        urgency is listed, at 0 when nothing waits, so that an alert on it resolves."""
+        profiles = {r.profile for r in self.rooms.values()}
+        held = dict.fromkeys(profiles, (0, 0.0))
+        for room in self.rooms.values():
+            for h in room.held.values():
+                count, oldest = held[room.profile]
+                held[room.profile] = (count + 1, max(oldest, _seconds(now_ms, h.ts)))
+        unclaimed = {(p, u.value): (0, 0.0) for p in profiles for u in c.Urgency}
+        for case in self.cases.values():
+            if case.status != "open":
+                continue
+            key = (self._profile(case.room), case.urgency)
+            count, oldest = unclaimed.get(key, (0, 0.0))
+            unclaimed[key] = (count + 1, max(oldest, _seconds(now_ms, case.ts)))
+        return Waiting(held, unclaimed)
+
+    def _profile(self, rid: RoomId) -> str:
+        room = self.rooms.get(rid)
+        return room.profile if room is not None else "unknown"
 
     # --------------------------------------------------------------- lifecycle
     def connect(self, conn_id: ConnId) -> None:
@@ -494,7 +536,8 @@ class ChatCore:
             self._streak(person, now_ms)
         if verdict.signpost:
             # DESIGN.md invariant 2: crisis support at once, before anything durable.
-            effects.append(Emit(conn.id, self._notice("signpost", room.id, resources=True)))
+            effects += [Emit(conn.id, self._notice("signpost", room.id, resources=True)),
+                        Measure(Measurement.SIGNPOSTED, room.profile)]
         audit = AuditEntry(now_ms, room.id, ident.id, f"message.{verdict.action.label}",
                            cmd.id, {**self._verdict_detail(verdict, failed),
                                     **context.detail()}, verdict.version,
@@ -504,6 +547,7 @@ class ChatCore:
         sender = self._person_view(ident)
         if verdict.action <= Action.MASK:
             self._idem_put(key, [conn.id])
+            self._delivering(room.id, ident.id, cmd.id)
             if not staff:
                 self.context.add(room.id, ident.id, cmd.id, text, now_ms)
             effects.append(Deliver(room.id, sender, cmd.id, verdict.text_out, now_ms, audit,
@@ -717,14 +761,22 @@ class ChatCore:
         room = self.rooms.get(msg.room)
         if room is None:
             return
+        key = (msg.room, msg.sender.id, msg.id)
+        here = key in self._sent_here
+        self._sent_here.pop(key, None)
         room.recent.append(msg)
         if msg.sender.role == Role.PARTICIPANT:
-            if room.unanswered is None or room.unanswered.sender.id == msg.sender.id:
-                room.unanswered = room.unanswered or msg
-            else:
-                room.unanswered = None
+            if room.unanswered is None:
+                room.unanswered, room.unanswered_here = msg, here
+            elif room.unanswered.sender.id != msg.sender.id:
+                room.unanswered = None  # someone else spoke: answered
         else:
             room.unanswered = None
+
+    def _delivering(self, rid: RoomId, pid: ParticipantId, msg_id: MessageId) -> None:
+        self._sent_here[(rid, pid, msg_id)] = None
+        while len(self._sent_here) > self.config.limits.idempotency_keys:
+            self._sent_here.popitem(last=False)  # never observed (its write failed)
 
     def recipients(self, room_id: RoomId, event: Event, audience: Audience,
                    target: ParticipantId | None) -> list[ConnId]:
@@ -762,7 +814,8 @@ class ChatCore:
         effects: list[Effect] = []
         if signpost and ident.role == Role.PARTICIPANT:
             # DESIGN.md invariant 2, wherever the young person writes it.
-            effects.append(Emit(conn.id, self._notice("signpost", room.id, resources=True)))
+            effects += [Emit(conn.id, self._notice("signpost", room.id, resources=True)),
+                        Measure(Measurement.SIGNPOSTED, room.profile)]
         effects += [
             Persist((AuditEntry(now_ms, room.id, ident.id, "report", msg.sender.id, detail,
                                 self.rules.version, cmd.reason if masked else None),)),
@@ -930,9 +983,12 @@ class ChatCore:
         audit = AuditEntry(now_ms, room.id, ident.id, "approve", held.sender.id,
                            {"held": held.id, "rules": [r for r, _ in held.rules]},
                            self.rules.version)
+        self._delivering(room.id, held.sender.id, held.msg_id)
         # One transaction: decided, delivered and audited together, or none of them.
         return [Deliver(room.id, held.sender, held.msg_id, held.text, now_ms, audit,
-                        also=(HeldDecided(held.id),))]
+                        also=(HeldDecided(held.id),)),
+                Measure(Measurement.HELD_DECIDED, room.profile, _seconds(now_ms, held.ts),
+                        "approve")]
 
     def _reject_held(self, conn: Conn, ident: Identity, cmd: c.Reject, now_ms: int
                      ) -> list[Effect]:
@@ -946,6 +1002,8 @@ class ChatCore:
                                     {"held": held.id, "reason": reason,
                                      **({"reason_masked": masked} if masked else {})},
                                     self.rules.version, cmd.reason if masked else None))),
+                Measure(Measurement.HELD_DECIDED, room.profile, _seconds(now_ms, held.ts),
+                        "reject"),
                 Publish(room.id, self._notice("held_rejected", room.id), Audience.PARTICIPANT,
                         held.sender.id)]
 
@@ -1034,6 +1092,9 @@ class ChatCore:
         if conn is not None:
             effects.append(Emit(conn.id, room.state(now_ms)))
         effects += [
+            # Only the node whose claim was written gets here: counted once.
+            Measure(Measurement.CASE_CLAIMED, self._profile(case.room),
+                    _seconds(now_ms, case.ts), case.urgency),
             Publish(case.room, self._notice("escalated", room.id, case=case.id),
                     Audience.PARTICIPANT, case.participant),
             Publish(room.id, room.state(now_ms)),
@@ -1203,6 +1264,10 @@ class ChatCore:
             msg = room.unanswered
             if msg is not None and now_ms - msg.ts >= wb.unanswered_s * 1000:
                 room.unanswered = None
+                if room.unanswered_here and room.kind == "group":
+                    # docs/ops/metrics.md § Unanswered posts: counted whether or not a
+                    # facilitator is there to be alerted (most of all when none is).
+                    effects.append(Measure(Measurement.UNANSWERED, room.profile))
                 # To this node's staff in the room: each node that has some alerts its
                 # own, so the alert comes once per person whichever node they are on.
                 alert = Alert(room.id, "unanswered", msg.sender.id, msg.text[:EXCERPT_CHARS],
@@ -1270,6 +1335,11 @@ class ChatCore:
                 case: CaseId | None = None) -> Notice:
         return Notice(kind, self._text(kind), room,
                       self.config.resources if resources else None, case)
+
+
+def _seconds(now_ms: int, then_ms: int) -> float:
+    """Seconds from ``then_ms`` to ``now_ms``; 0 if the clock stepped back (F-14)."""
+    return max(0, now_ms - then_ms) / 1000
 
 
 def _fields(obj: CaseRecord) -> dict[str, Any]:

@@ -54,6 +54,10 @@ class Room:
     held: dict[HeldId, HeldRecord] = field(default_factory=dict)
     recent: deque[Message] = field(default_factory=lambda: deque(maxlen=50))
     unanswered: Message | None = None
+    """The first of a young person's posts nobody else has answered yet."""
+    unanswered_here: bool = False
+    """Whether this node delivered ``unanswered`` (and so counts it if it goes
+    unanswered)."""
     allowed: set[ParticipantId] = field(default_factory=set)
     """For case rooms: the two people who may be in it."""
     remote: dict[str, tuple[Person, ...]] = field(default_factory=dict)

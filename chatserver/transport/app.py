@@ -28,6 +28,7 @@ from chatserver.core.effects import (
     Effect,
     Emit,
     History,
+    Measure,
     OpsAlert,
     Persist,
     Publish,
@@ -117,6 +118,7 @@ class Server:
         self.node_id = node_id or secrets.token_hex(4)
         self.core = ChatCore(config, rules)
         self.metrics = Metrics()
+        self.metrics.watch(lambda: self.core.waiting(self.now()))
         self.sockets: dict[ConnId, Socket] = {}
         self._next_conn = 0
         self._tick: asyncio.Task[None] | None = None
@@ -367,6 +369,8 @@ class Server:
             elif isinstance(effect, OpsAlert):
                 self.metrics.ops_alerts.labels(effect.kind).inc()
                 log.error("ops_alert", kind=effect.kind, detail=effect.detail)
+            elif isinstance(effect, Measure):
+                self.metrics.record(effect)
 
     def _store_failed(self, error: Exception, conn: ConnId | None, ref: str | None) -> None:
         """A durable step failed (store) or could not be shared (broker): `internal`."""
@@ -689,6 +693,7 @@ class Server:
                 stats = self.core.statistics()
                 self.metrics.rooms.set(stats.rooms)
                 self.metrics.held.set(stats.held)
+                self.metrics.know({room.profile for room in self.core.rooms.values()})
                 if n % 3 == 0:
                     await self._close_disabled_staff()
             except asyncio.CancelledError:

@@ -12,8 +12,6 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 from aiohttp import web
-from prometheus_client import generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from chatserver.config import packaged
 from chatserver.core.effects import AuditEntry, RoomRecord
@@ -33,7 +31,7 @@ from chatserver.transport.proxy import forwarded_middleware
 from chatserver.transport.throttle import THROTTLE_KEY, Throttle, client_address
 from chatserver.transport.ws import ws_handler
 
-__all__ = ["build_app", "reload_rules"]
+__all__ = ["build_app", "reload_rules", "security_headers"]
 
 CLIENT_DIR: Final = packaged("client_web")
 """The pages, package data (a wheel serves them too)."""
@@ -451,12 +449,6 @@ async def readyz(request: web.Request) -> web.Response:
                               "store": store_ok}, status=200 if ok else 503)
 
 
-async def metrics(request: web.Request) -> web.Response:
-    server = request.app[APP_KEY]
-    body = generate_latest(server.metrics.registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
 async def index(request: web.Request) -> web.FileResponse:
     page = request.match_info.get("page") or "index"
     path = CLIENT_DIR / f"{page}.html"
@@ -479,7 +471,6 @@ def build_app(server: Server) -> web.Application:
     app.router.add_get("/ws", ws_handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/resources", resources)
     app.router.add_post("/api/join", join)
     app.router.add_post("/api/login", login)

@@ -21,6 +21,7 @@ from chatserver.core.effects import (
     Effect,
     Emit,
     History,
+    Measure,
     OpsAlert,
     Persist,
     Publish,
@@ -52,6 +53,7 @@ class RoomHarness:
         self.closed: dict[ConnId, int] = {}
         self.audit: list[AuditEntry] = []
         self.ops_alerts: list[str] = []
+        self.measured: list[Measure] = []
         self.seq: dict[RoomId, int] = defaultdict(int)
         self._next = 0
         self.now = 0
@@ -108,6 +110,8 @@ class RoomHarness:
                 pass  # the broker's history: transport tests cover it
             elif isinstance(e, OpsAlert):
                 self.ops_alerts.append(e.kind)
+            elif isinstance(e, Measure):
+                self.measured.append(e)
 
     def of(self, conn: ConnId, kind: str) -> list[Frame]:
         return [f for f in self.got[conn] if f.get("type") == kind]

@@ -44,6 +44,8 @@ class ServerProcess:
     def start(self) -> None:
         env = {**os.environ, "CHATSERVER_SERVER_DATA_DIR": str(self.data),
                "CHATSERVER_SERVER_PORT": str(self.port),
+               # Several nodes on one machine: each its own metrics port.
+               "CHATSERVER_SERVER_METRICS_PORT": "0",
                "CHATSERVER_LIMITS_RATE_MESSAGES": "100000",
                "CHATSERVER_LIMITS_FRAME_RATE": "100000",
                "CHATSERVER_LIMITS_FRAME_BURST": "100000",

@@ -209,6 +209,7 @@ def test_f11_a_server_whose_stdout_is_a_full_device_listens_serves_and_stops(
     port = free_port()
     env = {**os.environ, "CHATSERVER_SERVER_DATA_DIR": str(tmp_path),
            "CHATSERVER_SERVER_PORT": str(port), "CHATSERVER_SERVER_SHUTDOWN_GRACE_S": "2",
+           "CHATSERVER_SERVER_METRICS_PORT": "0",
            "CHATSERVER_AUTH_SECRET": "stdout-full-secret-" + "s" * 40}
     with open("/dev/full", "wb") as full, open(tmp_path / "stderr.log", "wb") as err:
         proc = subprocess.Popen([sys.executable, "-m", "chatserver", "serve", "--demo"],

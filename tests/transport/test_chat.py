@@ -339,6 +339,8 @@ async def test_health_and_metrics(running: Running) -> None:
         async with s.get(running.http + "/readyz") as r:
             assert r.status == 200
         async with s.get(running.http + "/metrics") as r:
+            assert r.status == 404  # issue 15: never on the public port
+        async with s.get(running.metrics_url) as r:
             assert "chat_connections" in await r.text()
         async with s.get(running.http + "/") as r:
             assert r.headers["Content-Security-Policy"].startswith("default-src 'self'")
