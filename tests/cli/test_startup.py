@@ -31,7 +31,8 @@ def _env() -> dict[str, str]:
 
 def _config(tmp: Path, port: int = 0, extra: str = "") -> Path:
     path = tmp / "chat.toml"
-    path.write_text(f'[server]\nport = {port}\ndata_dir = "{tmp / "data"}"\n'
+    # metrics_port 0: the default (9464) may be another test's or another server's.
+    path.write_text(f'[server]\nport = {port}\nmetrics_port = 0\ndata_dir = "{tmp / "data"}"\n'
                     f'[moderation]\nrules_dir = "{RULES_DIR}"\n{extra}')
     return path
 

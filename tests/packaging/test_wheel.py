@@ -78,7 +78,8 @@ def _serving(installed: Path, cwd: Path) -> Iterator[int]:
     port = free_port()
     with open(cwd / "server.log", "wb") as log:
         proc = subprocess.Popen([str(installed / "chatserver"), "serve", "--port", str(port)],
-                                cwd=cwd, env=_env(), stdout=log, stderr=log)
+                                cwd=cwd, env={**_env(), "CHATSERVER_SERVER_METRICS_PORT": "0"},
+                                stdout=log, stderr=log)
     try:
         for _ in range(600):  # readiness: the port answers /healthz (bounded retries)
             with contextlib.suppress(OSError):
