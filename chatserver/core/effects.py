@@ -13,10 +13,19 @@ from enum import StrEnum
 
 from chatserver.core.errors import CloseCode
 from chatserver.core.events import Event, Message, Person, RoomState
-from chatserver.core.ids import CaseId, ConnId, HeldId, MessageId, ParticipantId, RoomId
+from chatserver.core.ids import (
+    AlertId,
+    CaseId,
+    ConnId,
+    HeldId,
+    MessageId,
+    ParticipantId,
+    RoomId,
+)
 
 __all__ = [
     "ALL_ROOMS",
+    "AlertRecord",
     "Audience",
     "AuditEntry",
     "CaseRecord",
@@ -94,6 +103,32 @@ class CaseRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """An alert as the store keeps it until a facilitator resolves it (issue 16): the
+    backlog a facilitator gets at sign-in, and who acknowledged it."""
+
+    id: AlertId
+    room: RoomId
+    kind: str
+    participant: ParticipantId
+    name: str
+    """The participant's display name when the alert was raised."""
+    excerpt: str
+    rules: tuple[tuple[str, str], ...]
+    ts: int
+    """When it was raised: the ack path measures raised → acknowledged from it."""
+    seq: int | None = None
+    held: HeldId | None = None
+    message: MessageId | None = None
+    """The send id of the message it concerns (its ``seq`` once delivered)."""
+    status: str = "open"  # open | acknowledged | resolved
+    acknowledged_by: Person | None = None
+    acknowledged_ts: int | None = None
+    resolved_by: Person | None = None
+    resolved_ts: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RoomRecord:
     id: RoomId
     title: str
@@ -119,7 +154,8 @@ class HeldDecided:
     id: HeldId
 
 
-StoreOp = AuditEntry | HeldRecord | HeldDecided | CaseRecord | RoomRecord | RedactRecord
+StoreOp = (AuditEntry | HeldRecord | HeldDecided | CaseRecord | RoomRecord | RedactRecord
+           | AlertRecord)
 
 
 @dataclass(frozen=True, slots=True)
