@@ -1068,13 +1068,13 @@ class ChatCore:
         room = self._room_of(conn, cmd.room)
         if room.kind != "group":
             raise ChatError(ErrorCode.FORBIDDEN, "You're already talking with a counsellor.")
+        if len(cmd.note) > self.config.rooms.support_note_chars:
+            raise ChatError(ErrorCode.TOO_LARGE, "That note is too long; a few words is plenty.")
         mine = [k for k in self._case_queue() if k.participant == ident.id and k.room == room.id]
         if mine:
             case = mine[0]
             return [Emit(conn.id, Notice("support_pending", self._text("support_pending"),
                                          case.private_room or room.id, case=case.id))]
-        if len(cmd.note) > self.config.rooms.support_note_chars:
-            raise ChatError(ErrorCode.TOO_LARGE, "That note is too long; a few words is plenty.")
         note, masked, signpost = self._free_text(cmd.note)
         urgency = self.alerts.urgency(room.id, ident.id)
         effects: list[Effect] = []
