@@ -14,12 +14,29 @@ from dataclasses import dataclass
 from typing import Final
 
 from chatserver.core.commands import Urgency
-from chatserver.core.effects import AlertRecord
+from chatserver.core.effects import (
+    ALL_ROOMS,
+    AlertRecord,
+    Audience,
+    AuditEntry,
+    Effect,
+    Persist,
+    Publish,
+)
 from chatserver.core.errors import ChatError, ErrorCode
-from chatserver.core.events import Alert, AlertUpdate, Person, RuleRef
-from chatserver.core.ids import AlertId, HeldId, IdFactory, MessageId, ParticipantId, RoomId
+from chatserver.core.events import Alert, AlertUpdate, Event, Person, RuleRef
+from chatserver.core.ids import (
+    AlertId,
+    ConnId,
+    HeldId,
+    IdFactory,
+    MessageId,
+    ParticipantId,
+    RoomId,
+)
 
-__all__ = ["STORED_KINDS", "AlertBook", "AlertUndo", "AlertWritten"]
+__all__ = ["STORED_KINDS", "AlertBook", "AlertUndo", "AlertWritten", "audience", "decided",
+           "writes_last"]
 
 STORED_KINDS: Final = frozenset({
     "risk", "grooming", "contact", "abuse", "report", "flood", "evasion"})
@@ -187,3 +204,33 @@ class AlertBook:
 
     def signals(self, room: RoomId, pid: ParticipantId) -> list[str]:
         return sorted(self._signals.get((room, pid), set()))
+
+
+def audience(room_kind: str, room: RoomId, event: Event) -> Publish:
+    """A group room's alerts (and their updates) reach every facilitator signed in, on
+    every node: each holds the whole backlog, whichever room they have open. A
+    one-to-one room's reach its staff (the counsellor)."""
+    if room_kind == "group":
+        return Publish(ALL_ROOMS, event, Audience.FACILITATORS)
+    return Publish(room, event, Audience.STAFF)
+
+
+def decided(conn: ConnId, actor: ParticipantId, room_kind: str, before: AlertRecord,
+            after: AlertRecord, now_ms: int, version: str) -> list[Effect]:
+    """An acknowledge or resolve: written with its audit entry before anyone is told
+    (DESIGN.md invariant 3), and undone (``AlertUndo``) if that write fails."""
+    action = "alert_ack" if after.status == "acknowledged" else "alert_resolve"
+    audit = AuditEntry(now_ms, after.room, actor, action, after.participant,
+                       {"alert": after.id, "kind": after.kind, "raised": after.ts}, version)
+    return [Persist((after, audit), conn=conn, undo=AlertUndo(before)),
+            audience(room_kind, after.room, AlertBook.update(after))]
+
+
+def writes_last(effects: list[Effect]) -> list[Effect]:
+    """Alert records are written after everything else of their batch: a failed durable
+    step stops the rest of a batch, and a lost backlog entry must not stop a reply, a
+    redaction or another alert."""
+    def alert_only(e: Effect) -> bool:
+        return isinstance(e, Persist) and bool(e.ops) and \
+            all(isinstance(op, AlertRecord) for op in e.ops)
+    return [e for e in effects if not alert_only(e)] + [e for e in effects if alert_only(e)]

@@ -16,7 +16,14 @@ from typing import Any, Final
 
 from chatserver.config import Config
 from chatserver.core import commands as c
-from chatserver.core.alerts import STORED_KINDS, AlertBook, AlertUndo, AlertWritten
+from chatserver.core.alerts import (
+    STORED_KINDS,
+    AlertBook,
+    AlertWritten,
+    audience,
+    decided,
+    writes_last,
+)
 from chatserver.core.effects import (
     ALL_ROOMS,
     AlertRecord,
@@ -339,8 +346,7 @@ class ChatCore:
                                       now_ms)
             if type(command) in _STATE_CHANGING:
                 return self._undoable(conn, ident, command, now_ms)
-            return _alert_writes_last(
-                self._handlers[type(command)](conn, ident, command, now_ms))
+            return writes_last(self._handlers[type(command)](conn, ident, command, now_ms))
         except ChatError as e:
             return [self._error(conn_id, command, e)]
 
@@ -675,13 +681,6 @@ class ChatCore:
         return effects
 
     # ------------------------------------------------------------------ alerts
-    def _alert_audience(self, room: Room, event: Event) -> Publish:
-        """Issue 16: a group room's alerts reach every facilitator signed in (each holds
-        the whole backlog, whichever room they have open); a case room's, its staff."""
-        if room.kind == "group":
-            return Publish(ALL_ROOMS, event, Audience.FACILITATORS)
-        return Publish(room.id, event, Audience.STAFF)
-
     def _raise(self, room: Room, kind: str, person: Person, excerpt: str,
                rules: tuple[RuleRef, ...], now_ms: int, *, seq: int | None = None,
                held: HeldId | None = None, message: MessageId | None = None) -> list[Effect]:
@@ -693,7 +692,7 @@ class ChatCore:
                                          seq=seq, held=held, message=message)
         # The write goes last in its batch (``_alert_writes_last``): a store failure
         # then costs the backlog entry, never the live alert or what follows it.
-        return [self._alert_audience(room, self.alerts.view(record)),
+        return [audience(room.kind, room.id, self.alerts.view(record)),
                 Persist((record,), then=AlertWritten(record))]
 
     def _alert_ack(self, conn: Conn, ident: Identity, cmd: c.AlertAck, now_ms: int
@@ -702,25 +701,14 @@ class ChatCore:
         before, after = self.alerts.acknowledge(room.id, cmd.alert, self._person_view(ident),
                                                 now_ms)
         # Metrics hook: alert raised → acknowledged seconds, (now_ms - before.ts) / 1000.
-        return self._alert_decided(conn, ident, room, before, after, now_ms)
+        return decided(conn.id, ident.id, room.kind, before, after, now_ms, self.rules.version)
 
     def _alert_resolve(self, conn: Conn, ident: Identity, cmd: c.AlertResolve, now_ms: int
                        ) -> list[Effect]:
         room = self._room_of(conn, cmd.room)
         before, after = self.alerts.resolve(room.id, cmd.alert, self._person_view(ident),
                                             now_ms)
-        return self._alert_decided(conn, ident, room, before, after, now_ms)
-
-    def _alert_decided(self, conn: Conn, ident: Identity, room: Room, before: AlertRecord,
-                       after: AlertRecord, now_ms: int) -> list[Effect]:
-        """Written with its audit entry before anyone is told (invariant 3); undone if
-        the write fails."""
-        action = "alert_ack" if after.status == "acknowledged" else "alert_resolve"
-        audit = AuditEntry(now_ms, room.id, ident.id, action, after.participant,
-                           {"alert": after.id, "kind": after.kind, "raised": after.ts},
-                           self.rules.version)
-        return [Persist((after, audit), conn=conn.id, undo=AlertUndo(before)),
-                self._alert_audience(room, self.alerts.update(after))]
+        return decided(conn.id, ident.id, room.kind, before, after, now_ms, self.rules.version)
 
     def _flooding(self, conn: Conn, ident: Identity, room: Room, cmd: c.Send,
                   now_ms: int) -> list[Effect]:
@@ -1387,16 +1375,6 @@ class ChatCore:
                 case: CaseId | None = None) -> Notice:
         return Notice(kind, self._text(kind), room,
                       self.config.resources if resources else None, case)
-
-
-def _alert_writes_last(effects: list[Effect]) -> list[Effect]:
-    """Alert records are written after everything else of their batch: a failed durable
-    step stops the rest of a batch, and a lost backlog entry must not stop a reply, a
-    redaction or another alert."""
-    def alert_only(e: Effect) -> bool:
-        return isinstance(e, Persist) and bool(e.ops) and \
-            all(isinstance(op, AlertRecord) for op in e.ops)
-    return [e for e in effects if not alert_only(e)] + [e for e in effects if alert_only(e)]
 
 
 def _fields(obj: CaseRecord) -> dict[str, Any]:
