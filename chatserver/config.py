@@ -215,6 +215,7 @@ class RoomsConfig:
         "not in trouble if yours does.",
         "You can report a message, or ignore someone from \"Who's here\".",
         "If you need to talk to someone now, press \"Get help now\" at any time.",
+        "Need to leave fast? Press \"Quick exit\", or Esc twice.",
     )
     """The room guidelines the young person's page shows (``GET /api/rooms/{id}/public``)."""
 
