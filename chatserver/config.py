@@ -217,6 +217,19 @@ class RoomsConfig:
     break_after_min: int = 45
     emergency_unclaimed_s: int = 120
     case_context: int = 20
+    support_note_chars: int = 280
+    """``request_support``: the young person's optional note, at most this long."""
+    guidelines: tuple[str, ...] = (
+        "Be kind. Everyone here is going through something.",
+        "Keep it anonymous: no real names, phone numbers, social media, school or where "
+        "you live.",
+        "Messages are checked before others see them. Some wait for a facilitator; you're "
+        "not in trouble if yours does.",
+        "You can report a message, or ignore someone from \"Who's here\".",
+        "If you need to talk to someone now, press \"Get help now\" at any time.",
+        "Need to leave fast? Press \"Quick exit\", or Esc twice.",
+    )
+    """The room guidelines the young person's page shows (``GET /api/rooms/{id}/public``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +285,11 @@ _DEFAULT_NOTICES: Mapping[str, str] = {
     "blocked": "That message wasn't sent. You're not in trouble. If you'd like to talk about "
                "it, a facilitator is here.",
     "held": "Your message is waiting for a facilitator to take a look. You're not in trouble.",
+    "support_requested": "Thank you for asking. A counsellor will talk with you one-to-one "
+                         "as soon as they can. It's private, and you can stay in the group "
+                         "meanwhile.",
+    "support_pending": "You've already asked, and that's fine. A counsellor will be with you "
+                       "as soon as they can.",
     "complaints": "If you think we got this wrong, you can tell us: "
                   "feedback@example.org or the 'Tell us' form on the help page.",
 }

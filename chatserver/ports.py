@@ -8,6 +8,7 @@ from typing import Protocol
 
 from chatserver.auditchain import ChainRow
 from chatserver.core.effects import (
+    AlertRecord,
     Audience,
     AuditEntry,
     CaseRecord,
@@ -179,11 +180,13 @@ class Store(Protocol):
     async def rooms(self) -> list[RoomRecord]: ...
     async def held(self) -> list[HeldRecord]: ...
     async def cases(self) -> list[CaseRecord]: ...
+    async def alerts(self) -> list[AlertRecord]:
+        """Alerts not yet resolved, oldest first (the facilitators' backlog)."""
     async def audit(self, room: str | None, since: int, limit: int) -> list[AuditRow]: ...
     async def purge(self, cutoffs: Cutoffs, dry_run: bool) -> dict[str, int]:
         """Remove what is past retention (or count it, ``dry_run``): messages, held and
         blocked text in audit entries (the entries stay), decided held messages, closed
-        cases. Returns counts per class."""
+        cases, resolved alerts (their excerpts are risky text). Returns counts per class."""
     async def audit_chain(self) -> list[ChainRow]:
         """Every audit row with its hash, oldest first (``chatserver audit verify``)."""
     async def add_user(self, user: UserRow) -> None:

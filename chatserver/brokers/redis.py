@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from chatserver.core.effects import (
     ALL_ROOMS,
+    AlertRecord,
     Audience,
     CaseRecord,
     HeldDecided,
@@ -34,7 +35,7 @@ from chatserver.core.sync import Sync, SyncRecord
 from chatserver.core.wire import encode
 from chatserver.observability import log
 from chatserver.ports import Allowance, BrokerError, Envelope
-from chatserver.stores.records import case_from, dumps, held_from, room_from
+from chatserver.stores.records import alert_from, case_from, dumps, held_from, room_from
 
 __all__ = ["RedisBroker", "decode_envelope", "encode_envelope"]
 
@@ -52,12 +53,13 @@ def _decided_from(raw: str) -> HeldDecided:
 
 
 _RECORD_KINDS: Final[dict[str, Callable[[str], SyncRecord]]] = {
-    "room": room_from, "held": held_from, "case": case_from, "decided": _decided_from}
+    "room": room_from, "held": held_from, "case": case_from, "decided": _decided_from,
+    "alert": alert_from}
 
 
 def _record_kind(record: SyncRecord) -> str:
     return {RoomRecord: "room", HeldRecord: "held", CaseRecord: "case",
-            HeldDecided: "decided"}[type(record)]
+            HeldDecided: "decided", AlertRecord: "alert"}[type(record)]
 
 
 def _encode_sync(sync: Sync) -> list[Any]:

@@ -86,10 +86,28 @@ async function loadRooms() {
   try {
     const { rooms } = await api("/api/rooms/open");
     $("room").replaceChildren(...rooms.map((r) => el("option", { value: r.id }, r.title)));
+    loadRoomConfig();
   } catch {
     $("join-error").textContent = "We couldn't load the rooms. Please try again in a moment.";
   }
 }
+
+// The room's public config (issue 16): its age groups and guidelines come from the
+// server's config; the page's own copies stay only if the request fails.
+function bandLabel(band) { return band.replace("-", " to "); }
+async function loadRoomConfig(id = $("room").value) {
+  if (!id) return;
+  try {
+    const room = await api(`/api/rooms/${encodeURIComponent(id)}/public`);
+    const chosen = $("band").value;
+    $("band").replaceChildren(...room.age_bands.map((b) => el("option", { value: b }, bandLabel(b))));
+    if (room.age_bands.includes(chosen)) $("band").value = chosen;
+    if (room.guidelines && room.guidelines.length) {
+      $("guidelines").replaceChildren(...room.guidelines.map((g) => el("li", {}, g)));
+    }
+  } catch { /* keep what the page has */ }
+}
+$("room").addEventListener("change", () => loadRoomConfig());
 
 // ------------------------------------------------------------------ transcript
 // One entry per bubble: {t: "own"|"msg"|"note", k: key, ...}. An own message is one
@@ -476,7 +494,9 @@ if (saved) {
   state.removed = sessionStorage.getItem("removed") === "1";
   const help = sessionStorage.getItem("helpOpen");
   if (help) openHelp(help === "1" ? null : help);
-  startChat(saved, JSON.parse(sessionStorage.getItem("room")));
+  const room = JSON.parse(sessionStorage.getItem("room"));
+  startChat(saved, room);
+  if (room && room.id) loadRoomConfig(room.id);
 } else {
   loadRooms();
 }

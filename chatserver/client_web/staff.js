@@ -2,8 +2,9 @@
 import { api, el, timeOf, newId, Connection } from "/static/common.js";
 
 const $ = (id) => document.getElementById(id);
-const S = { token: null, user: null, conn: null, room: null, rooms: new Map(), alerts: [],
-  held: new Map(), cases: new Map(), caseOpen: null };
+const S = { token: null, user: null, conn: null, room: null, rooms: new Map(), alerts: new Map(),
+  held: new Map(), cases: new Map(), caseOpen: null, titles: new Map(), joined: new Set(),
+  liveAlerts: 0 };
 const ALERT_RANK = { risk: 0, grooming: 1, abuse: 2, contact: 3, evasion: 4, flood: 5,
   report: 6, unanswered: 7 };
 
@@ -50,6 +51,8 @@ function count(n, one, many) { return `${n} ${n === 1 ? one : many}`; }
 async function refreshRooms() {
   try {
     const { rooms } = await api("/api/rooms", { token: S.token });
+    for (const r of rooms) S.titles.set(r.id, r);
+    renderAlerts();
     $("rooms").replaceChildren(...rooms.map((r) => el("li", { class: r.paused ? "paused" : "" },
       el("button", { class: "link", onclick: () => openRoom(r) }, r.title),
       el("span", { class: "small" }, ` ${count(r.participants, "young person", "young people")}, ${count(r.facilitators, "facilitator", "facilitators")}`,
@@ -67,6 +70,7 @@ function openRoom(r) {
   $("staff-compose").hidden = false;
   S.conn.lastSeq[r.id] = 0;  // a fresh transcript: show the history the server sends
   S.conn.send({ type: "join", room: r.id });
+  S.joined.add(r.id);
 }
 
 $("pause").addEventListener("click", () => {
@@ -148,21 +152,68 @@ function renderHeld() {
 }
 
 // ---------------------------------------------------------------- alerts
+// Stored alerts carry an id: the backlog sent at sign-in, then acknowledge and resolve,
+// which every facilitator sees (issue 16). Risky text sits behind the review queue's
+// content warning. Alerts without an id (unanswered) are shown until the page reloads.
 function addAlert(a) {
-  S.alerts.push({ ...a, at: Date.now() });
-  S.alerts.sort((x, y) => (ALERT_RANK[x.kind] ?? 9) - (ALERT_RANK[y.kind] ?? 9) || y.at - x.at);
-  $("alerts").replaceChildren(...S.alerts.slice(0, 50).map((x) => el("li",
-    { class: `alert alert-${x.kind}` },
-    el("strong", {}, x.kind.toUpperCase()), ` ${x.room}: `,
-    el("span", {}, x.excerpt),
-    x.rules && x.rules.length ? el("span", { class: "small" }, ` (${x.rules.map((r) => r.category).join(", ")})`) : null)));
-  if (x_is_urgent(a)) {
+  if (a.id && S.alerts.has(a.id)) return;  // the backlog and a live copy are one alert
+  S.alerts.set(a.id || `live-${++S.liveAlerts}`, { ...a, at: a.ts || Date.now() });
+  renderAlerts();
+  if (!a.backlog && isUrgent(a)) {
     document.title = `(!) ${a.kind} alert: Staff`;
     document.body.classList.add("flash");
     setTimeout(() => document.body.classList.remove("flash"), 1500);
   }
 }
-function x_is_urgent(a) { return a.kind === "risk" || a.kind === "grooming"; }
+
+function updateAlert(u) {
+  const a = S.alerts.get(u.alert);
+  if (!a) return;
+  if (u.status === "resolved") S.alerts.delete(u.alert);
+  else Object.assign(a, { status: u.status, acknowledged_by: u.by, acknowledged_ts: u.ts });
+  renderAlerts();
+}
+
+function renderAlerts() {
+  const items = [...S.alerts.values()].sort((x, y) =>
+    (ALERT_RANK[x.kind] ?? 9) - (ALERT_RANK[y.kind] ?? 9) || y.at - x.at);
+  $("alerts").replaceChildren(...items.slice(0, 50).map(alertItem));
+}
+
+function alertItem(x) {
+  const room = S.titles.get(x.room);
+  const who = x.name || "Someone";
+  const where = room ? room.title : x.room;
+  const item = el("li", { class: `alert alert-${x.kind}`, "data-alert": x.id || "" },
+    el("p", {}, el("strong", {}, x.kind.toUpperCase()), ` ${who} in ${where} at ${timeOf(x.at)}`,
+      x.seq ? el("span", { class: "small" }, ` (message ${x.seq})`) : null),
+    x.rules && x.rules.length ? el("p", { class: "small" }, "Rules: ",
+      x.rules.map((r) => r.category).join(", ")) : null,
+    el("details", {}, el("summary", {}, "Content warning: show message"),
+      el("p", { class: "held-text" }, x.excerpt)));
+  if (x.acknowledged_by) {
+    item.append(el("p", { class: "acked" }, `Acknowledged by ${x.acknowledged_by.name}`,
+      x.acknowledged_ts ? ` at ${timeOf(x.acknowledged_ts)}` : ""));
+  }
+  if (x.id && S.user.role === "facilitator") {
+    const label = `${x.kind} alert about ${who}`;
+    if (!x.acknowledged_by) {
+      item.append(el("button", { "aria-label": `Acknowledge ${label}`,
+        onclick: () => decideAlert("alert_ack", x) }, "Acknowledge"));
+    }
+    item.append(el("button", { "aria-label": `Resolve ${label}`,
+      onclick: () => decideAlert("alert_resolve", x) }, "Resolve"));
+  }
+  return item;
+}
+
+// Acting on an alert means being in its room: the room opens first (frames on one
+// socket arrive in order, so the join comes before the acknowledge).
+function decideAlert(type, x) {
+  if (!S.joined.has(x.room)) openRoom(S.titles.get(x.room) || { id: x.room, title: x.room });
+  S.conn.send({ type, room: x.room, alert: x.id });
+}
+function isUrgent(a) { return a.kind === "risk" || a.kind === "grooming"; }
 
 // ---------------------------------------------------------------- cases
 function renderCases() {
@@ -225,6 +276,7 @@ function onEvent(e) {
     }
     case "held": S.held.set(e.held.id, e); renderHeld(); break;
     case "alert": addAlert(e); break;
+    case "alert_update": updateAlert(e); break;
     case "case": {
       S.cases.set(e.case.id, e.case);
       renderCases();

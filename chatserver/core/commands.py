@@ -8,12 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from chatserver.core.ids import CaseId, HeldId, MessageId, ParticipantId, RoomId
+from chatserver.core.ids import AlertId, CaseId, HeldId, MessageId, ParticipantId, RoomId
 
 __all__ = [
-    "Approve", "Claim", "CloseCase", "Command", "Escalate", "Hello", "Ignore", "Join",
-    "Leave", "Mute", "Pause", "Redact", "Reject", "Remove", "Report", "Resume", "Send",
-    "SlowMode", "Unignore", "Unmute", "Urgency",
+    "AlertAck", "AlertResolve", "Approve", "Claim", "CloseCase", "Command", "Escalate",
+    "Hello", "Ignore", "Join", "Leave", "Mute", "Pause", "Redact", "Reject", "Remove",
+    "Report", "RequestSupport", "Resume", "Send", "SlowMode", "Unignore", "Unmute", "Urgency",
 ]
 
 
@@ -152,3 +152,27 @@ class Reject(Command):
     room: RoomId
     held: HeldId
     reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AlertAck(Command):
+    """A facilitator in the room takes an alert on (issue 16)."""
+
+    room: RoomId
+    alert: AlertId
+
+
+@dataclass(frozen=True, slots=True)
+class AlertResolve(Command):
+    """A facilitator in the room closes an alert: it leaves the backlog."""
+
+    room: RoomId
+    alert: AlertId
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSupport(Command):
+    """A young person asks for a one-to-one with a counsellor (issue 16)."""
+
+    room: RoomId
+    note: str = ""

@@ -13,10 +13,19 @@ from enum import StrEnum
 
 from chatserver.core.errors import CloseCode
 from chatserver.core.events import Event, Message, Person, RoomState
-from chatserver.core.ids import CaseId, ConnId, HeldId, MessageId, ParticipantId, RoomId
+from chatserver.core.ids import (
+    AlertId,
+    CaseId,
+    ConnId,
+    HeldId,
+    MessageId,
+    ParticipantId,
+    RoomId,
+)
 
 __all__ = [
     "ALL_ROOMS",
+    "AlertRecord",
     "Audience",
     "AuditEntry",
     "CaseRecord",
@@ -96,6 +105,32 @@ class CaseRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """An alert as the store keeps it until a facilitator resolves it (issue 16): the
+    backlog a facilitator gets at sign-in, and who acknowledged it."""
+
+    id: AlertId
+    room: RoomId
+    kind: str
+    participant: ParticipantId
+    name: str
+    """The participant's display name when the alert was raised."""
+    excerpt: str
+    rules: tuple[tuple[str, str], ...]
+    ts: int
+    """When it was raised: the ack path measures raised → acknowledged from it."""
+    seq: int | None = None
+    held: HeldId | None = None
+    message: MessageId | None = None
+    """The send id of the message it concerns (its ``seq`` once delivered)."""
+    status: str = "open"  # open | acknowledged | resolved
+    acknowledged_by: Person | None = None
+    acknowledged_ts: int | None = None
+    resolved_by: Person | None = None
+    resolved_ts: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RoomRecord:
     id: RoomId
     title: str
@@ -121,7 +156,8 @@ class HeldDecided:
     id: HeldId
 
 
-StoreOp = AuditEntry | HeldRecord | HeldDecided | CaseRecord | RoomRecord | RedactRecord
+StoreOp = (AuditEntry | HeldRecord | HeldDecided | CaseRecord | RoomRecord | RedactRecord
+           | AlertRecord)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,8 +263,7 @@ class Measurement(StrEnum):
     CASE_CLAIMED = "case_claimed"
     """A counsellor's claim of a case was written: seconds since the escalation."""
     ALERT_ACKNOWLEDGED = "alert_acknowledged"
-    """Staff acknowledged an alert: seconds since it was raised. For the acknowledgement
-    code to emit; nothing emits it until acknowledgements exist."""
+    """Staff acknowledged an alert: seconds since it was raised."""
     UNANSWERED = "unanswered"
     """A young person's post went unanswered for ``rooms.unanswered_s``."""
     SIGNPOSTED = "signposted"

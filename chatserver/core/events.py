@@ -10,11 +10,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from chatserver.core.ids import CaseId, HeldId, MessageId, ParticipantId, RoomId
+from chatserver.core.ids import AlertId, CaseId, HeldId, MessageId, ParticipantId, RoomId
 
 __all__ = [
     "Ack",
     "Alert",
+    "AlertUpdate",
     "CaseView",
     "ErrorEvent",
     "Event",
@@ -233,12 +234,46 @@ class Alert(Event):
     rules: tuple[RuleRef, ...] = ()
     seq: int | None = None
     held: HeldId | None = None
+    id: AlertId | None = None
+    """Stored alerts only (docs/protocol.md § Alerts): what ``alert_ack`` names."""
+    ts: int | None = None
+    name: str | None = None
+    """The participant's display name."""
+    message: MessageId | None = None
+    status: str | None = None
+    acknowledged_by: Person | None = None
+    acknowledged_ts: int | None = None
+    backlog: bool = False
+    """Raised before this connection signed in (sent with the welcome)."""
 
     def to_wire(self) -> Wire:
-        return _drop_none({"type": "alert", "room": self.room, "kind": self.kind,
-                           "participant": self.participant, "seq": self.seq,
-                           "held": self.held, "excerpt": self.excerpt,
-                           "rules": [r.to_wire() for r in self.rules]})
+        d = _drop_none({"type": "alert", "room": self.room, "kind": self.kind,
+                        "participant": self.participant, "seq": self.seq,
+                        "held": self.held, "excerpt": self.excerpt,
+                        "rules": [r.to_wire() for r in self.rules], "id": self.id,
+                        "ts": self.ts, "name": self.name, "message": self.message,
+                        "status": self.status, "acknowledged_ts": self.acknowledged_ts})
+        if self.acknowledged_by is not None:
+            d["acknowledged_by"] = self.acknowledged_by.to_wire()
+        if self.backlog:
+            d["backlog"] = True
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class AlertUpdate(Event):
+    """A stored alert was acknowledged or resolved: every facilitator's list follows."""
+
+    TYPE: ClassVar[str] = "alert_update"
+    room: RoomId
+    alert: AlertId
+    status: str  # acknowledged | resolved
+    by: Person
+    ts: int
+
+    def to_wire(self) -> Wire:
+        return {"type": "alert_update", "room": self.room, "alert": self.alert,
+                "status": self.status, "by": self.by.to_wire(), "ts": self.ts}
 
 
 @dataclass(frozen=True, slots=True)

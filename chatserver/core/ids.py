@@ -6,7 +6,8 @@ import secrets
 from collections.abc import Callable
 from typing import NewType
 
-__all__ = ["CaseId", "ConnId", "HeldId", "IdFactory", "MessageId", "ParticipantId", "RoomId"]
+__all__ = ["AlertId", "CaseId", "ConnId", "HeldId", "IdFactory", "MessageId", "ParticipantId",
+           "RoomId"]
 
 RoomId = NewType("RoomId", str)
 """A room's id, chosen by staff or generated (PROTOCOL.md: ids are opaque strings)."""
@@ -18,6 +19,8 @@ HeldId = NewType("HeldId", str)
 """A message held for review."""
 CaseId = NewType("CaseId", str)
 """A one-to-one counselling case."""
+AlertId = NewType("AlertId", str)
+"""A stored alert for facilitators (issue 16: the backlog)."""
 MessageId = NewType("MessageId", str)
 """The client-chosen id of a `send` (its idempotency key)."""
 

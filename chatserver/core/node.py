@@ -16,8 +16,17 @@ from typing import Any, Final
 
 from chatserver.config import Config
 from chatserver.core import commands as c
+from chatserver.core.alerts import (
+    STORED_KINDS,
+    AlertBook,
+    AlertWritten,
+    audience,
+    decided,
+    writes_last,
+)
 from chatserver.core.effects import (
     ALL_ROOMS,
+    AlertRecord,
     Audience,
     AuditEntry,
     CaseRecord,
@@ -197,6 +206,8 @@ class ChatCore:
         """Messages this node delivered, until it observes them: an unanswered post is
         counted by the node that delivered it, once for the cluster (every node that
         serves the room observes it)."""
+        self.alerts = AlertBook(self.ids)
+        """Issue 16: unresolved alerts (the backlog) and the signals seen per person."""
         self.nodes: dict[str, int] = {}
         """Other nodes of a cluster, when each was last heard from (ms)."""
         self._handlers: Mapping[type[c.Command], Callable[[Conn, Identity, Any, int],
@@ -207,6 +218,8 @@ class ChatCore:
             c.Resume: self._resume, c.SlowMode: self._slow_mode, c.Remove: self._remove,
             c.Escalate: self._escalate, c.Claim: self._claim, c.CloseCase: self._close_case,
             c.Redact: self._redact, c.Approve: self._approve, c.Reject: self._reject_held,
+            c.AlertAck: self._alert_ack, c.AlertResolve: self._alert_resolve,
+            c.RequestSupport: self._request_support,
         }
 
     # ----------------------------------------------------------------- loading
@@ -228,6 +241,11 @@ class ChatCore:
                 if room is not None:
                     room.case = case.id
                     room.allowed = {case.participant, case.counsellor}
+
+    def load_alerts(self, alerts: Iterable[AlertRecord], fresh: bool = False) -> None:
+        """Unresolved alerts from the store: the backlog survives a restart. ``fresh``:
+        the store's list replaces ours (after missing other nodes' changes)."""
+        self.alerts.load(alerts, fresh)
 
     @property
     def rules(self) -> RuleSet:
@@ -312,6 +330,9 @@ class ChatCore:
             effects += self._held_for(conn, ident, self.rooms[rid])
         if ident.role in (Role.COUNSELLOR, Role.OPS):
             effects += [Emit(conn_id, self._case_view(k)) for k in self._case_queue()]
+        # Issue 16: what was raised before this sign-in and is not yet resolved.
+        effects += [Emit(conn_id, a) for a in self.alerts.backlog(
+            lambda rid: rid in self.rooms and self._staff_may_enter(ident, self.rooms[rid]))]
         if resume:
             effects.append(Emit(conn_id, self._notice("welcome_back")))
         return effects
@@ -367,7 +388,7 @@ class ChatCore:
                                       now_ms)
             if type(command) in _STATE_CHANGING:
                 return self._undoable(conn, ident, command, now_ms)
-            return self._handlers[type(command)](conn, ident, command, now_ms)
+            return writes_last(self._handlers[type(command)](conn, ident, command, now_ms))
         except ChatError as e:
             return [self._error(conn_id, command, e)]
 
@@ -386,7 +407,7 @@ class ChatCore:
 
     def undo(self, token: object) -> None:
         """The audit write of a staff command failed: put its room back as it was."""
-        if not isinstance(token, _RoomUndo):
+        if self.alerts.undo(token) or not isinstance(token, _RoomUndo):
             return
         room = self.rooms.get(token.room)
         if room is None:
@@ -553,7 +574,7 @@ class ChatCore:
             effects.append(Deliver(room.id, sender, cmd.id, verdict.text_out, now_ms, audit,
                                    conn=conn.id, ref=cmd.id,
                                    masked=verdict.action == Action.MASK))
-            effects += self._alerts(room, ident.id, verdict, text, None, None)
+            effects += self._alerts(room, sender, verdict, text, cmd.id, None, now_ms)
             return effects
         if verdict.action == Action.HOLD:
             held = HeldRecord(HeldId(self.ids.new("h")), room.id, sender, cmd.id, text,
@@ -566,15 +587,15 @@ class ChatCore:
             effects += [Persist((held, audit), ref=cmd.id, conn=conn.id), Emit(conn.id, ack),
                         Publish(room.id, HeldEvent(room.id, self._held_view(held)),
                                 Audience.STAFF)]
-            effects += self._alerts(room, ident.id, verdict, text, None, held.id)
-            effects += self._context_effects(room, ident.id, context, now_ms, held.id)
+            effects += self._alerts(room, sender, verdict, text, cmd.id, held.id, now_ms)
+            effects += self._context_effects(room, sender, context, now_ms, held.id, cmd.id)
             return effects
         ack = Ack(cmd.id, "blocked", room=room.id,
                   notice=f"{verdict.notice or self._text('blocked')} {self._text('complaints')}")
         self._idem_put(key, ack)
         effects += [Persist((audit,), ref=cmd.id, conn=conn.id), Emit(conn.id, ack)]
-        effects += self._alerts(room, ident.id, verdict, text, None, None)
-        effects += self._context_effects(room, ident.id, context, now_ms, None)
+        effects += self._alerts(room, sender, verdict, text, cmd.id, None, now_ms)
+        effects += self._context_effects(room, sender, context, now_ms, None, cmd.id)
         return effects
 
     def _moderate(self, text: str, role: Role, room: Room) -> tuple[Verdict, bool]:
@@ -632,8 +653,9 @@ class ChatCore:
         return verdict, _InContext(tuple(split), tuple(fragments),
                                    joined.text if joined is not None else "", grooming)
 
-    def _context_effects(self, room: Room, pid: ParticipantId, ctx: _InContext,
-                         now_ms: int, held: HeldId | None) -> list[Effect]:
+    def _context_effects(self, room: Room, sender: Person, ctx: _InContext,
+                         now_ms: int, held: HeldId | None, msg_id: MessageId
+                         ) -> list[Effect]:
         """Alerts for what the conversation showed, and redaction of a split detail's
         fragments for everyone (as the staff ``redact`` command does, audited
         ``message.redacted_split``)."""
@@ -646,22 +668,23 @@ class ChatCore:
                 ctx.joined[:EXCERPT_CHARS] + ("…" if len(ctx.joined) > EXCERPT_CHARS else "")
             rules = tuple(RuleRef(h.rule.id, h.rule.category) for h in ctx.split)
             kinds = sorted({h.rule.alert or h.rule.category for h in ctx.split})
-            effects += [Publish(room.id, Alert(room.id, kind, pid, excerpt, rules, None, held),
-                                Audience.STAFF) for kind in kinds]
+            for kind in kinds:
+                effects += self._raise(room, kind, sender, excerpt, rules, now_ms, held=held,
+                                       message=msg_id)
             because = [h.rule.id for h in ctx.split]
             effects += self._redact_split(
-                room, pid, self.context.to_redact(ctx.fragments, now_ms, because), because,
-                now_ms)
+                room, sender.id, self.context.to_redact(ctx.fragments, now_ms, because),
+                because, now_ms)
         g = ctx.grooming
         if g is not None and (g.reached or g.after):
             window = self.config.moderation.grooming_window_s // 60
             excerpt = (f"Grooming signals together within {window} min: "
                        f"{', '.join(g.signals)}." if g.reached else
                        "Held: the line after a grooming alert.")
-            effects.append(Publish(room.id, Alert(
-                room.id, "grooming", pid, excerpt,
-                (RuleRef(_GROOMING_RULE.id, _GROOMING_RULE.category),), None, held),
-                Audience.STAFF))
+            effects += self._raise(
+                room, "grooming", sender, excerpt,
+                (RuleRef(_GROOMING_RULE.id, _GROOMING_RULE.category),), now_ms, held=held,
+                message=msg_id)
         return effects
 
     def _redact_split(self, room: Room, pid: ParticipantId, seqs: tuple[int, ...],
@@ -687,16 +710,52 @@ class ChatCore:
             detail["error"] = "moderation failed: held (fail closed)"
         return detail
 
-    def _alerts(self, room: Room, pid: ParticipantId, v: Verdict, text: str, seq: int | None,
-                held: HeldId | None) -> list[Effect]:
+    def _alerts(self, room: Room, sender: Person, v: Verdict, text: str, msg_id: MessageId,
+                held: HeldId | None, now_ms: int) -> list[Effect]:
         if not v.alerts:
             return []
         hidden = set(v.categories) & HIDDEN_CATEGORIES
         excerpt = f"(not shown: {', '.join(sorted(hidden))} detail)" if hidden else \
             text[:EXCERPT_CHARS] + ("…" if len(text) > EXCERPT_CHARS else "")
         rules = tuple(RuleRef(h.rule.id, h.rule.category) for h in v.hits)
-        return [Publish(room.id, Alert(room.id, kind, pid, excerpt, rules, seq, held),
-                        Audience.STAFF) for kind in v.alerts]
+        effects: list[Effect] = []
+        for kind in v.alerts:
+            effects += self._raise(room, kind, sender, excerpt, rules, now_ms, held=held,
+                                   message=msg_id)
+        return effects
+
+    # ------------------------------------------------------------------ alerts
+    def _raise(self, room: Room, kind: str, person: Person, excerpt: str,
+               rules: tuple[RuleRef, ...], now_ms: int, *, seq: int | None = None,
+               held: HeldId | None = None, message: MessageId | None = None) -> list[Effect]:
+        """Raise an alert: published at once (invariant 2), stored for the backlog."""
+        if kind not in STORED_KINDS:
+            return [Publish(room.id, Alert(room.id, kind, person.id, excerpt, rules, seq, held),
+                            Audience.STAFF)]
+        record = self.alerts.raise_alert(room.id, kind, person, excerpt, rules, now_ms,
+                                         seq=seq, held=held, message=message)
+        # The write goes last in its batch (``_alert_writes_last``): a store failure
+        # then costs the backlog entry, never the live alert or what follows it.
+        return [audience(room.kind, room.id, self.alerts.view(record)),
+                Persist((record,), then=AlertWritten(record))]
+
+    def _alert_ack(self, conn: Conn, ident: Identity, cmd: c.AlertAck, now_ms: int
+                   ) -> list[Effect]:
+        room = self._room_of(conn, cmd.room)  # a facilitator of another room: forbidden
+        before, after = self.alerts.acknowledge(room.id, cmd.alert, self._person_view(ident),
+                                                now_ms)
+        # After the acknowledgement's write (decided's effects), like every Measure.
+        return [*decided(conn.id, ident.id, room.kind, before, after, now_ms,
+                         self.rules.version),
+                Measure(Measurement.ALERT_ACKNOWLEDGED, room.profile,
+                        _seconds(now_ms, before.ts))]
+
+    def _alert_resolve(self, conn: Conn, ident: Identity, cmd: c.AlertResolve, now_ms: int
+                       ) -> list[Effect]:
+        room = self._room_of(conn, cmd.room)
+        before, after = self.alerts.resolve(room.id, cmd.alert, self._person_view(ident),
+                                            now_ms)
+        return decided(conn.id, ident.id, room.kind, before, after, now_ms, self.rules.version)
 
     def _flooding(self, conn: Conn, ident: Identity, room: Room, cmd: c.Send,
                   now_ms: int) -> list[Effect]:
@@ -710,8 +769,8 @@ class ChatCore:
             effects += [
                 Persist((AuditEntry(now_ms, room.id, ident.id, "flood", ident.id,
                                     {"strikes": person.strikes}),)),
-                Publish(room.id, Alert(room.id, "flood", ident.id,
-                                       "Sending very fast (rate limited)."), Audience.STAFF)]
+                *self._raise(room, "flood", self._person_view(ident),
+                             "Sending very fast (rate limited).", (), now_ms)]
         if person.strikes >= lim.flood_close_after:
             person.strikes = 0
             effects.append(Close(conn.id, CloseCode.POLICY, "flooding"))
@@ -725,6 +784,9 @@ class ChatCore:
         if ack is not None:
             self._idem_put((pid, msg_id), ack)
         effects: list[Effect] = []
+        if ack is not None and ack.seq is not None:
+            # Stored alerts about this message now link to it by seq (issue 16).
+            effects += [Persist((r,)) for r in self.alerts.delivered(pid, msg_id, ack.seq)]
         # A fragment of a split detail caught before its seq was known: redact it now.
         late = self.context.delivered(pid, msg_id, ack.seq if ack is not None else None)
         room = self.rooms.get(ack.room) if ack is not None and ack.room else None
@@ -820,8 +882,8 @@ class ChatCore:
             Persist((AuditEntry(now_ms, room.id, ident.id, "report", msg.sender.id, detail,
                                 self.rules.version, cmd.reason if masked else None),)),
             Emit(conn.id, self._notice("report_received", room.id)),
-            Publish(room.id, Alert(room.id, "report", msg.sender.id,
-                                   msg.text[:EXCERPT_CHARS], (), msg.seq), Audience.STAFF),
+            *self._raise(room, "report", msg.sender, msg.text[:EXCERPT_CHARS], (), now_ms,
+                         seq=msg.seq, message=msg.id),
         ]
         return effects
 
@@ -1017,16 +1079,20 @@ class ChatCore:
         return CaseView(k.id, k.room, k.participant, k.urgency, k.status, k.note, k.ts,
                         k.counsellor, k.private_room, k.context)
 
+    def _open_case(self, room: Room, person: Person, urgency: c.Urgency, note: str,
+                   opened_by: ParticipantId, now_ms: int) -> CaseRecord:
+        context = tuple(list(room.recent)[-self.config.rooms.case_context:])
+        case = CaseRecord(CaseId(self.ids.new("case")), room.id, person.id, person.name,
+                          urgency.value, "open", note, now_ms, opened_by, context=context)
+        self.cases[case.id] = case
+        return case
+
     def _escalate(self, conn: Conn, ident: Identity, cmd: c.Escalate, now_ms: int
                   ) -> list[Effect]:
         room = self._room_of(conn, cmd.room)
         person = self._participant(room, cmd.participant)
-        context = tuple(list(room.recent)[-self.config.rooms.case_context:])
         note, masked, _ = self._free_text(cmd.note)  # the counsellor reads it
-        case = CaseRecord(CaseId(self.ids.new("case")), room.id, cmd.participant,
-                          person.name, cmd.urgency.value, "open", note, now_ms,
-                          ident.id, context=context)
-        self.cases[case.id] = case
+        case = self._open_case(room, person, cmd.urgency, note, ident.id, now_ms)
         effects: list[Effect] = [
             Persist((case, AuditEntry(now_ms, room.id, ident.id, "escalate", cmd.participant,
                                       {"case": case.id, "urgency": case.urgency,
@@ -1042,6 +1108,43 @@ class ChatCore:
                                                 self.config.emergency_procedure, room.id,
                                                 case=case.id)))
         return effects
+
+    def _request_support(self, conn: Conn, ident: Identity, cmd: c.RequestSupport,
+                         now_ms: int) -> list[Effect]:
+        """Issue 16: a young person asks for a one-to-one themselves. The case's urgency
+        follows the risk signals already seen for them in this room; a repeat while a
+        case is open opens nothing (``support_pending``)."""
+        room = self._room_of(conn, cmd.room)
+        if room.kind != "group":
+            raise ChatError(ErrorCode.FORBIDDEN, "You're already talking with a counsellor.")
+        if len(cmd.note) > self.config.rooms.support_note_chars:
+            raise ChatError(ErrorCode.TOO_LARGE, "That note is too long; a few words is plenty.")
+        mine = [k for k in self._case_queue() if k.participant == ident.id and k.room == room.id]
+        if mine:
+            case = mine[0]
+            return [Emit(conn.id, Notice("support_pending", self._text("support_pending"),
+                                         case.private_room or room.id, case=case.id))]
+        note, masked, signpost = self._free_text(cmd.note)
+        urgency = self.alerts.urgency(room.id, ident.id)
+        effects: list[Effect] = []
+        sender = self._person_view(ident)
+        if signpost:
+            # DESIGN.md invariant 2, wherever the young person writes it.
+            effects.append(Emit(conn.id, self._notice("signpost", room.id, resources=True)))
+            effects += self._raise(room, "risk", sender, note[:EXCERPT_CHARS], (), now_ms)
+            urgency = min(urgency, c.Urgency.URGENT, key=lambda u: u.rank)
+        case = self._open_case(room, sender, urgency, note, ident.id, now_ms)
+        detail: dict[str, object] = {"case": case.id, "urgency": case.urgency, "note": note,
+                                     "signals": self.alerts.signals(room.id, ident.id)}
+        if masked:
+            detail["note_masked"] = masked
+        return [
+            *effects,
+            Persist((case, AuditEntry(now_ms, room.id, ident.id, "request_support", ident.id,
+                                      detail, self.rules.version,
+                                      cmd.note if masked else None)), conn=conn.id),
+            Publish(ALL_ROOMS, self._case_view(case), Audience.COUNSELLORS),
+            Emit(conn.id, self._notice("support_requested", room.id, case=case.id))]
 
     def _claim(self, conn: Conn, ident: Identity, cmd: c.Claim, now_ms: int) -> list[Effect]:
         """Write the claim first; nothing changes here until it is in the store, where a
@@ -1067,6 +1170,9 @@ class ChatCore:
             return self._claimed(token, now_ms)
         if isinstance(token, _SplitRedacted):
             self.context.redacted(token.sender, token.seqs)
+        if isinstance(token, AlertWritten):
+            again = self.alerts.written(token)
+            return [Persist((again,))] if again is not None else []
         return []
 
     def _claimed(self, token: _ClaimWritten, now_ms: int) -> list[Effect]:
@@ -1184,6 +1290,8 @@ class ChatCore:
             elif isinstance(rec, HeldDecided):
                 for room in self.rooms.values():
                     room.held.pop(rec.id, None)
+            elif isinstance(rec, AlertRecord):
+                self.alerts.apply(rec)
             else:
                 effects += self._sync_case(rec, now_ms)
         return effects

@@ -27,14 +27,15 @@ _EVERYONE: Final[frozenset[type[c.Command]]] = frozenset({c.Hello, c.Leave, c.Se
 _FACILITATION: Final[frozenset[type[c.Command]]] = frozenset(
     {
         c.Join, c.Mute, c.Unmute, c.Pause, c.Resume, c.SlowMode, c.Remove,
-        c.Escalate, c.Redact, c.Approve, c.Reject,
+        c.Escalate, c.Redact, c.Approve, c.Reject, c.AlertAck, c.AlertResolve,
     }
 )
 
 ALLOWED: Final[Mapping[Role, frozenset[type[c.Command]]]] = {
-    Role.PARTICIPANT: _EVERYONE | {c.Ignore, c.Unignore},
+    Role.PARTICIPANT: _EVERYONE | {c.Ignore, c.Unignore, c.RequestSupport},
     Role.FACILITATOR: _EVERYONE | _FACILITATION,
-    Role.COUNSELLOR: _EVERYONE | {c.Join, c.Claim, c.CloseCase},
+    # Counsellors acknowledge the alerts of their own one-to-one rooms.
+    Role.COUNSELLOR: _EVERYONE | {c.Join, c.Claim, c.CloseCase, c.AlertAck, c.AlertResolve},
     # Ops tune rules and read the audit over HTTP; in rooms they may only look.
     Role.OPS: _EVERYONE | {c.Join},
 }

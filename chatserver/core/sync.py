@@ -11,14 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from chatserver.core.effects import CaseRecord, HeldDecided, HeldRecord, RoomRecord
+from chatserver.core.effects import AlertRecord, CaseRecord, HeldDecided, HeldRecord, RoomRecord
 from chatserver.core.events import Person
 from chatserver.core.ids import RoomId
 
 __all__ = ["SYNC_RECORDS", "Sync", "SyncRecord"]
 
-SyncRecord = RoomRecord | HeldRecord | HeldDecided | CaseRecord
-SYNC_RECORDS = (RoomRecord, HeldRecord, HeldDecided, CaseRecord)
+SyncRecord = RoomRecord | HeldRecord | HeldDecided | CaseRecord | AlertRecord
+SYNC_RECORDS = (RoomRecord, HeldRecord, HeldDecided, CaseRecord, AlertRecord)
 
 
 @dataclass(frozen=True, slots=True)

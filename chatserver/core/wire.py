@@ -18,7 +18,7 @@ import orjson
 from chatserver.core import commands as c
 from chatserver.core.errors import ChatError, ErrorCode
 from chatserver.core.events import Encoded, Event
-from chatserver.core.ids import CaseId, HeldId, MessageId, ParticipantId, RoomId
+from chatserver.core.ids import AlertId, CaseId, HeldId, MessageId, ParticipantId, RoomId
 
 __all__ = ["MAX_ID_CHARS", "MAX_JSON_DEPTH", "SEND_ID", "decode_object", "encode", "parse",
            "parse_decimal", "parse_frame"]
@@ -235,6 +235,10 @@ _PARSERS: Final[dict[str, Callable[[Obj], c.Command]]] = {
     "approve": lambda o: c.Approve(room=_room(o), held=HeldId(_str(o, "held"))),
     "reject": lambda o: c.Reject(room=_room(o), held=HeldId(_str(o, "held")),
                                  reason=_note(o, "reason")),
+    # Issue 16 (docs/protocol.md § Alerts and asking for support).
+    "alert_ack": lambda o: c.AlertAck(room=_room(o), alert=AlertId(_str(o, "alert"))),
+    "alert_resolve": lambda o: c.AlertResolve(room=_room(o), alert=AlertId(_str(o, "alert"))),
+    "request_support": lambda o: c.RequestSupport(room=_room(o), note=_note(o, "note")),
 }
 
 

@@ -17,6 +17,7 @@ import orjson
 
 from chatserver.auditchain import GENESIS, ChainRow, chain_hash, text_digest
 from chatserver.core.effects import (
+    AlertRecord,
     AuditEntry,
     CaseRecord,
     HeldDecided,
@@ -29,7 +30,7 @@ from chatserver.core.events import Message, Person
 from chatserver.core.ids import MessageId, ParticipantId, RoomId
 from chatserver.ports import AuditRow, Cutoffs, StoreConflict, StoreError, UserRow
 from chatserver.stores.groupcommit import Append, GroupCommit
-from chatserver.stores.records import case_from, dumps, held_from, room_from
+from chatserver.stores.records import alert_from, case_from, dumps, held_from, room_from
 
 __all__ = ["PostgresStore"]
 
@@ -50,6 +51,9 @@ CREATE TABLE IF NOT EXISTS held (id TEXT PRIMARY KEY, room TEXT NOT NULL, record
     decided BOOLEAN NOT NULL DEFAULT FALSE, ts BIGINT NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS cases (id TEXT PRIMARY KEY, record TEXT NOT NULL,
     ts BIGINT NOT NULL DEFAULT 0, status TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS alerts (id TEXT PRIMARY KEY, room TEXT NOT NULL,
+    record TEXT NOT NULL, ts BIGINT NOT NULL, status TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS alerts_status ON alerts (status, ts);
 ALTER TABLE audit ADD COLUMN IF NOT EXISTS text TEXT;
 ALTER TABLE held ADD COLUMN IF NOT EXISTS ts BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE cases ADD COLUMN IF NOT EXISTS ts BIGINT NOT NULL DEFAULT 0;
@@ -237,6 +241,11 @@ class PostgresStore:
         elif isinstance(op, RedactRecord):
             await conn.execute("UPDATE messages SET redacted=TRUE WHERE room=$1 AND seq=$2",
                                op.room, op.seq)
+        elif isinstance(op, AlertRecord):
+            await conn.execute(
+                "INSERT INTO alerts (id, room, record, ts, status) VALUES ($1,$2,$3,$4,$5) "
+                "ON CONFLICT (id) DO UPDATE SET record=excluded.record, status=excluded.status",
+                op.id, op.room, dumps(op), op.ts, op.status)
         else:  # pragma: no cover - the union is exhaustive
             raise TypeError(op)
 
@@ -278,6 +287,8 @@ class PostgresStore:
             "audit_text": ("FROM audit WHERE text IS NOT NULL AND ts < $1", cutoffs.audit_text),
             "held": ("FROM held WHERE decided AND ts < $1", cutoffs.audit_text),
             "cases": ("FROM cases WHERE status='closed' AND ts < $1", cutoffs.cases),
+            # An alert's excerpt is risky text: kept as long as held text (SG-09).
+            "alerts": ("FROM alerts WHERE status='resolved' AND ts < $1", cutoffs.audit_text),
         }
 
         async def run(conn: asyncpg.Connection) -> dict[str, int]:
@@ -329,6 +340,10 @@ class PostgresStore:
 
     async def cases(self) -> list[CaseRecord]:
         return [case_from(r[0]) for r in await self._fetch("SELECT record FROM cases")]
+
+    async def alerts(self) -> list[AlertRecord]:
+        return [alert_from(r[0]) for r in await self._fetch(
+            "SELECT record FROM alerts WHERE status != 'resolved' ORDER BY ts, id")]
 
     async def audit(self, room: str | None, since: int, limit: int) -> list[AuditRow]:
         if room:

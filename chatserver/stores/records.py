@@ -6,11 +6,11 @@ from typing import Any
 
 import orjson
 
-from chatserver.core.effects import CaseRecord, HeldRecord, RoomRecord
+from chatserver.core.effects import AlertRecord, CaseRecord, HeldRecord, RoomRecord
 from chatserver.core.events import Message, Person
-from chatserver.core.ids import CaseId, HeldId, MessageId, ParticipantId, RoomId
+from chatserver.core.ids import AlertId, CaseId, HeldId, MessageId, ParticipantId, RoomId
 
-__all__ = ["case_from", "dumps", "held_from", "message_from", "room_from"]
+__all__ = ["alert_from", "case_from", "dumps", "held_from", "message_from", "room_from"]
 
 
 def dumps(record: object) -> str:
@@ -50,3 +50,20 @@ def case_from(raw: str) -> CaseRecord:
         note=d["note"], ts=d["ts"], opened_by=d["opened_by"], counsellor=d["counsellor"],
         private_room=d["private_room"], outcome=d["outcome"],
         context=tuple(message_from(m) for m in d["context"]))
+
+
+def _maybe_person(d: dict[str, Any] | None) -> Person | None:
+    return _person(d) if d is not None else None
+
+
+def alert_from(raw: str) -> AlertRecord:
+    d = orjson.loads(raw)
+    return AlertRecord(
+        id=AlertId(d["id"]), room=RoomId(d["room"]), kind=d["kind"],
+        participant=ParticipantId(d["participant"]), name=d["name"], excerpt=d["excerpt"],
+        rules=tuple((r[0], r[1]) for r in d["rules"]), ts=d["ts"], seq=d["seq"],
+        held=HeldId(d["held"]) if d["held"] is not None else None,
+        message=MessageId(d["message"]) if d["message"] is not None else None,
+        status=d["status"], acknowledged_by=_maybe_person(d["acknowledged_by"]),
+        acknowledged_ts=d["acknowledged_ts"], resolved_by=_maybe_person(d["resolved_by"]),
+        resolved_ts=d["resolved_ts"])

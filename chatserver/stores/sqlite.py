@@ -21,6 +21,7 @@ import orjson
 
 from chatserver.auditchain import GENESIS, ChainRow, chain_hash, text_digest
 from chatserver.core.effects import (
+    AlertRecord,
     AuditEntry,
     CaseRecord,
     HeldDecided,
@@ -33,7 +34,7 @@ from chatserver.core.events import Message, Person
 from chatserver.core.ids import MessageId, ParticipantId, RoomId
 from chatserver.ports import AuditRow, Cutoffs, StoreConflict, StoreError, UserRow
 from chatserver.stores.groupcommit import Append, GroupCommit
-from chatserver.stores.records import case_from, dumps, held_from, room_from
+from chatserver.stores.records import alert_from, case_from, dumps, held_from, room_from
 
 __all__ = ["SqliteStore"]
 
@@ -53,6 +54,9 @@ CREATE TABLE IF NOT EXISTS held (id TEXT PRIMARY KEY, room TEXT NOT NULL, record
     decided INTEGER NOT NULL DEFAULT 0, ts INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS cases (id TEXT PRIMARY KEY, record TEXT NOT NULL,
     ts INTEGER NOT NULL DEFAULT 0, status TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS alerts (id TEXT PRIMARY KEY, room TEXT NOT NULL,
+    record TEXT NOT NULL, ts INTEGER NOT NULL, status TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS alerts_status ON alerts (status, ts);
 CREATE TABLE IF NOT EXISTS users (id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE,
     role TEXT NOT NULL, password_hash TEXT NOT NULL, disabled INTEGER NOT NULL DEFAULT 0,
     version INTEGER NOT NULL DEFAULT 0);
@@ -308,6 +312,10 @@ class SqliteStore:
         elif isinstance(op, RedactRecord):
             await db.execute("UPDATE messages SET redacted=1 WHERE room=? AND seq=?",
                              (op.room, op.seq))
+        elif isinstance(op, AlertRecord):
+            await db.execute("INSERT OR REPLACE INTO alerts (id, room, record, ts, status) "
+                             "VALUES (?,?,?,?,?)",
+                             (op.id, op.room, dumps(op), op.ts, op.status))
         else:  # pragma: no cover - the union is exhaustive
             raise TypeError(op)
 
@@ -329,6 +337,8 @@ class SqliteStore:
             "audit_text": ("FROM audit WHERE text IS NOT NULL AND ts < ?", cutoffs.audit_text),
             "held": ("FROM held WHERE decided=1 AND ts < ?", cutoffs.audit_text),
             "cases": ("FROM cases WHERE status='closed' AND ts < ?", cutoffs.cases),
+            # An alert's excerpt is risky text: kept as long as held text (SG-09).
+            "alerts": ("FROM alerts WHERE status='resolved' AND ts < ?", cutoffs.audit_text),
         }
 
         async def run(db: aiosqlite.Connection) -> dict[str, int]:
@@ -378,6 +388,11 @@ class SqliteStore:
     async def cases(self) -> list[CaseRecord]:
         async with self.db.execute("SELECT record FROM cases") as cur:
             return [case_from(r[0]) async for r in cur]
+
+    async def alerts(self) -> list[AlertRecord]:
+        async with self.db.execute("SELECT record FROM alerts WHERE status != 'resolved' "
+                                   "ORDER BY ts, id") as cur:
+            return [alert_from(r[0]) async for r in cur]
 
     async def audit(self, room: str | None, since: int, limit: int) -> list[AuditRow]:
         sql = ("SELECT id, ts, room, actor, action, target, detail FROM audit WHERE ts >= ?"

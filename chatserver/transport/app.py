@@ -140,6 +140,7 @@ class Server:
             self.core.add_room(rec)
         self.core.load_held(await self.store.held())
         self.core.load_cases(await self.store.cases())
+        self.core.load_alerts(await self.store.alerts())
         try:
             await self._reseed()
         except BrokerError as e:
@@ -189,6 +190,8 @@ class Server:
                                          *await self.store.held(), *await self.store.cases()]
             self._order_new_rooms(records)
             await self.run(self.core.apply_records(records, self.now()))
+            # Resolved elsewhere meanwhile: gone from the store's list, so from ours.
+            self.core.load_alerts(await self.store.alerts(), fresh=True)
             await self._reseed()
         except (BrokerError, StoreError) as e:
             log.error("ops_alert", kind="reseed_failed", error=type(e).__name__)

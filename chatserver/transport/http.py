@@ -310,6 +310,31 @@ async def open_rooms(request: web.Request) -> web.Response:
         for r in server.core.rooms.values() if r.kind == "group" and not r.closed]})
 
 
+PUBLIC_NOTICES: Final = ("held", "blocked", "paused", "muted", "unmuted", "removed",
+                          "held_rejected", "break_reminder", "report_received", "signpost",
+                          "escalated", "support_requested", "support_pending", "welcome_back")
+"""Notice texts a young person's page may show before or without the server's frame."""
+
+
+async def public_room(request: web.Request) -> web.Response:
+    """Issue 16: what the young person's page shows about a room, from config, so the
+    page hard-codes none of it. Anyone may read it: nothing private (no staff names,
+    no counts, no members; the welcome says who is there once joined)."""
+    server = request.app[APP_KEY]
+    room = server.core.rooms.get(RoomId(request.match_info["id"]))
+    if room is None or room.kind != "group" or room.closed:
+        raise ChatError(ErrorCode.NOT_FOUND, "No such room.")
+    cfg = server.config
+    return web.json_response({
+        "id": room.id, "title": room.title, "age_bands": list(room.age_bands),
+        "guidelines": list(cfg.rooms.guidelines),
+        "resources": [r.to_wire() for r in cfg.resources],
+        "complaints": cfg.notices.get("complaints", ""),
+        "notices": {k: cfg.notices[k] for k in PUBLIC_NOTICES if k in cfg.notices},
+        "support_note_chars": cfg.rooms.support_note_chars,
+    })
+
+
 async def create_room(request: web.Request) -> web.Response:
     server = request.app[APP_KEY]
     ident = await staff(request, Role.FACILITATOR, Role.OPS)
@@ -477,6 +502,7 @@ def build_app(server: Server) -> web.Application:
     app.router.add_post("/api/logout", logout)
     app.router.add_get("/api/rooms", list_rooms)
     app.router.add_get("/api/rooms/open", open_rooms)
+    app.router.add_get("/api/rooms/{id}/public", public_room)
     app.router.add_post("/api/rooms", create_room)
     app.router.add_get("/api/audit", audit)
     app.router.add_get("/api/cases", cases)

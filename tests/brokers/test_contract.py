@@ -18,6 +18,7 @@ from chatserver.brokers.memory import ATTEMPT_SWEEP, MemoryBroker
 from chatserver.brokers.redis import RedisBroker, decode_envelope, encode_envelope
 from chatserver.core.effects import (
     ALL_ROOMS,
+    AlertRecord,
     Audience,
     CaseRecord,
     HeldDecided,
@@ -25,7 +26,7 @@ from chatserver.core.effects import (
     RoomRecord,
 )
 from chatserver.core.events import Encoded, Event, Message, Notice, Person
-from chatserver.core.ids import CaseId, HeldId, MessageId, ParticipantId, RoomId
+from chatserver.core.ids import AlertId, CaseId, HeldId, MessageId, ParticipantId, RoomId
 from chatserver.core.sync import Sync
 from chatserver.ports import Allowance, Broker, Envelope
 from tests.conftest import redis_up, require
@@ -184,8 +185,11 @@ def test_envelopes_decode_strictly() -> None:
                       ParticipantId("u_c"), RoomId("c1-room"), None, (msg(1),))
     room = RoomRecord(R, "Room", ("16-17",), "default", "group", True, 30, {"p_x": 99},
                       ("p_y",), True)
-    sync = Sync((room, held, HeldDecided(HeldId("h1")), case), ((R, (ALEX,)),), True, (R,),
-                True)
+    alert = AlertRecord(AlertId("al_1"), R, "risk", ALEX.id, "Alex", "excerpt",
+                        (("risk.intent", "risk"),), 7, 3, HeldId("h1"), MessageId("m1"),
+                        "acknowledged", Person(ParticipantId("u_f"), "Sam", "facilitator"), 8)
+    sync = Sync((room, held, HeldDecided(HeldId("h1")), case, alert), ((R, (ALEX,)),), True,
+                (R,), True)
     env = Envelope(ALL_ROOMS, sync, Audience.MEMBERS, None, "n2")
     assert decode_envelope(encode_envelope(env)) == env
     other = decode_envelope(encode_envelope(Envelope(R, Notice("x", "y"), Audience.STAFF)))

@@ -52,6 +52,8 @@ class RoomHarness:
         self.got: dict[ConnId, list[Frame]] = defaultdict(list)
         self.closed: dict[ConnId, int] = {}
         self.audit: list[AuditEntry] = []
+        self.stored: list[object] = []
+        """Every other record written (rooms, held messages, cases, alerts), in order."""
         self.ops_alerts: list[str] = []
         self.measured: list[Measure] = []
         self.seq: dict[RoomId, int] = defaultdict(int)
@@ -91,6 +93,7 @@ class RoomHarness:
                     self.got[cid].append(e.event.to_wire())
             elif isinstance(e, Persist):
                 self.audit += [op for op in e.ops if isinstance(op, AuditEntry)]
+                self.stored += [op for op in e.ops if not isinstance(op, AuditEntry)]
                 if e.then is not None:
                     self.run(self.core.complete(e.then, self.now))
             elif isinstance(e, Deliver):

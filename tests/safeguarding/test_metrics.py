@@ -121,9 +121,16 @@ async def test_safeguarding_series_move_with_what_staff_and_young_people_do(
         assert at(m, "chat_unanswered_posts_total", profile="default") == 1
         assert at(m, "chat_signposts_total", profile="default") == 1
 
-        # Acknowledgement is not built yet: registered, with no made-up samples.
+        # Nothing acknowledged yet: registered, with no made-up samples.
         assert "# TYPE chat_alert_ack_seconds histogram" in text
         assert not any(name.startswith("chat_alert_ack_seconds") for name, _ in m)
+        # The risk alert, raised at the start (30 + 60 + 45 + 121 s ago), acknowledged.
+        alert = await fac.expect("alert", lambda e: e["kind"] == "risk")
+        await fac.send(type="alert_ack", room="lounge", alert=alert["id"])
+        await fac.expect("alert_update", lambda e: e["alert"] == alert["id"])
+        text, m = await scrape(running)
+        assert at(m, "chat_alert_ack_seconds_count", profile="default") == 1
+        assert at(m, "chat_alert_ack_seconds_sum", profile="default") == 256
         # Labels say which kind of room, never which room or who.
         for secret in ("lounge", "Ana", "Cara", ana_id, case["id"]):
             assert secret not in text

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from chatserver.core.effects import (
+    AlertRecord,
     AuditEntry,
     CaseRecord,
     HeldDecided,
@@ -25,7 +26,7 @@ from chatserver.core.effects import (
     RoomRecord,
 )
 from chatserver.core.events import Person
-from chatserver.core.ids import CaseId, HeldId, MessageId, ParticipantId, RoomId
+from chatserver.core.ids import AlertId, CaseId, HeldId, MessageId, ParticipantId, RoomId
 from chatserver.ports import Store, StoreError, UserRow
 from chatserver.stores.postgres import PostgresStore
 from chatserver.stores.sqlite import SqliteStore
@@ -203,6 +204,30 @@ async def test_records_round_trip(store: Store) -> None:
     assert await store.held() == []
 
 
+FAC = Person(ParticipantId("u_fac"), "Sam", "facilitator")
+
+
+def alert_record(ts: int, alert_id: str = "al_1") -> AlertRecord:
+    return AlertRecord(AlertId(alert_id), RoomId("a"), "risk", ALEX.id, "Alex",
+                       "i want to end it", (("risk.intent", "risk"),), ts,
+                       held=HeldId("h1"), message=MessageId("m1"))
+
+
+async def test_alerts_are_kept_until_resolved_with_who_acknowledged_them(
+        store: Store) -> None:
+    """Issue 16: the backlog survives a restart; resolved alerts leave it."""
+    first, second = alert_record(5), alert_record(3, "al_0")
+    await store.apply([first, second])
+    assert await store.alerts() == [second, first]  # oldest first
+    acked = dataclasses.replace(first, status="acknowledged", acknowledged_by=FAC,
+                                acknowledged_ts=9, seq=4)
+    await store.apply([acked, audit("alert_ack")])
+    assert await store.alerts() == [second, acked]
+    await store.apply([dataclasses.replace(second, status="resolved", resolved_by=FAC,
+                                           resolved_ts=10)])
+    assert await store.alerts() == [acked]
+
+
 async def test_a_case_is_claimed_once(store: Store) -> None:
     """Two counsellors on two nodes claim at once: the second claim is refused, and
     nothing of its transaction is written."""
@@ -300,19 +325,24 @@ async def test_retention_purges_each_class_and_keeps_the_chain_whole(store: Stor
                       (("grooming.age", "grooming"),), 10 * day)
     closed = CaseRecord(CaseId("c1"), RoomId("a"), ALEX.id, "Alex", "urgent", "closed", "n",
                         10 * day, "u_fac", outcome="referred")
-    await store.apply([blocked, held, HeldDecided(HeldId("h1")), closed])
+    resolved = dataclasses.replace(alert_record(10 * day), status="resolved",
+                                   resolved_by=FAC, resolved_ts=10 * day)
+    still_open = alert_record(10 * day, "al_open")
+    await store.apply([blocked, held, HeldDecided(HeldId("h1")), closed, resolved,
+                       still_open])
     assert [r.text for r in await store.audit_chain() if r.text] == [blocked.text]
 
     early = Cutoffs(messages=5 * day, audit_text=5 * day, cases=5 * day)
     assert await store.purge(early, dry_run=False) == {
-        "messages": 0, "audit_text": 0, "held": 0, "cases": 0}
+        "messages": 0, "audit_text": 0, "held": 0, "cases": 0, "alerts": 0}
     late = Cutoffs(messages=50 * day, audit_text=50 * day, cases=50 * day)
     planned = await store.purge(late, dry_run=True)
-    assert planned == {"messages": 1, "audit_text": 1, "held": 1, "cases": 1}
+    assert planned == {"messages": 1, "audit_text": 1, "held": 1, "cases": 1, "alerts": 1}
     assert len(await store.recent_messages(RoomId("a"), 10)) == 2  # dry run: unchanged
     assert await store.purge(late, dry_run=False) == planned
     assert [m.text for m in await store.recent_messages(RoomId("a"), 10)] == ["recent"]
     assert await store.cases() == []
+    assert await store.alerts() == [still_open]  # an unresolved alert is never purged
     chain = await store.audit_chain()
     assert all(r.text is None for r in chain)
     assert any(r.action == "message.block" for r in chain)  # the entry itself stays
