@@ -20,6 +20,7 @@ import hyperscan
 
 from chatserver.moderation import contact
 from chatserver.moderation.contact import DETECTORS, HELPLINES, helpline_digits
+from chatserver.moderation.disguise import hidden_views
 from chatserver.moderation.normalize import Normalized, normalize, words_view
 from chatserver.moderation.rules import Action, Rule, RuleLoadError, RuleProblem, parse_rule_files
 
@@ -283,6 +284,20 @@ class RuleSet:
             orig = tuple(sorted({norm.to_original(s, e) for s, e, _ in spans}))
             evasive = norm.obfuscated > 0 or any(ev for _, _, ev in spans)
             (shadow if rule.shadow else live).append(Hit(rule, orig[0], orig, evasive))
+        seen = {h.rule.id for h in live} | {h.rule.id for h in shadow}
+        for view in hidden_views(norm.folded, text):
+            # Written backwards or in base64: what a holding or blocking rule finds there
+            # is reported over the whole message, as evasion (masking a span of a
+            # decoded view would mask nothing the reader sees).
+            found_v, suppressed_v = self._scan(normalize(view))
+            for idx in found_v:
+                rule = self.rules[idx]
+                if idx in suppressed_v or rule.id in seen or rule.action < Action.HOLD \
+                        or role not in rule.applies_to or rule.category in disabled:
+                    continue
+                seen.add(rule.id)
+                whole = (0, len(text))
+                (shadow if rule.shadow else live).append(Hit(rule, whole, (whole,), True))
         live.sort(key=lambda h: (-h.rule.action, h.rule.id))
         action = live[0].rule.action if live else Action.ALLOW
         alerts = {h.rule.alert for h in live if h.rule.alert}
