@@ -93,6 +93,8 @@ def header(out: Path, runs: dict[str, Run]) -> list[str]:
 
 def table(out: Path, runs: dict[str, Run]) -> list[str]:
     names = list(runs)
+    if not names:  # a fan-out only run (KINDS="")
+        return []
     lines = ["", f"{'':<40}" + "".join(f"{n:>13}" for n in names)]
 
     def row(label: str, get: Callable[[Run], object], spec: str = ".1f") -> None:
@@ -218,7 +220,8 @@ def fanout(out: Path) -> list[str]:
         return []
     runs.sort(key=lambda r: (r["label"], r["per_room"]))
     rate = fmt(runs[0]["fixed"]["rate"], ".0f")
-    lines = ["", f"fan-out at {rate} msg/s ({runs[0]['connections']} connections or so):",
+    lines = ["", f"fan-out at {rate} msg/s, about {runs[0]['connections']} connections "
+             f"in rooms of each size:",
              f"{'server':<12}{'per room':>9}{'rooms':>7}{'sends/s':>9}{'deliv./s':>10}"
              f"{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}{'server %':>9}{'µs/deliv.':>10}"
              f"{'loadgen %':>10}{'errors':>7}"]
