@@ -430,6 +430,13 @@ def start_workers(args: argparse.Namespace, tokens: list[tuple[str, str, str]],
     return workers
 
 
+def other_cpu_pct(step: dict[str, Any], cores: int) -> float:
+    """CPU (% of one core) of every process on the machine but the server and the load
+    generator's workers, over the window: what other work took."""
+    machine = step["machine_cpu_pct"] * cores
+    return max(0.0, float(machine - step["server_cpu_pct"] - step["loadgen_cpu_pct"]))
+
+
 def judge(step: dict[str, Any], limit_ms: float) -> tuple[str, str]:
     """("held" | "failed" | "inconclusive", why) for one window."""
     problems = []
@@ -449,8 +456,9 @@ def judge(step: dict[str, Any], limit_ms: float) -> tuple[str, str]:
         return "held", ""
     why = "; ".join(problems)
     if step["machine_cpu_pct"] >= MACHINE_BUSY_PCT:
-        why += (f" (every core of the machine was {step['machine_cpu_pct']:.0f}% busy, "
-                "other work included)")
+        why += (f" (every core of the machine was {step['machine_cpu_pct']:.0f}% busy; "
+                f"other processes took {other_cpu_pct(step, os.cpu_count() or 1):.0f}% "
+                "of a core)")
     if hot:
         return "inconclusive", (f"{why}, with the busiest load generator process at "
                                 f"{step['loadgen_cpu_max_pct']:.0f}% of a core (the client "

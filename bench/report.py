@@ -52,6 +52,8 @@ def write_meta(out: Path, command: str) -> None:
 
 
 def fmt(v: object, spec: str = ".1f") -> str:
+    if isinstance(v, str):
+        return v
     return format(v, spec) if isinstance(v, (int, float)) else "-"
 
 
@@ -89,6 +91,20 @@ def header(out: Path, runs: dict[str, Run]) -> list[str]:
     for k, r in runs.items():
         lines.append(f"  {k}: {r['command']}")
     return lines
+
+
+def cores(out: Path) -> int:
+    meta = out / "meta.json"
+    return int(json.loads(meta.read_text())["cores"]) if meta.exists() else os.cpu_count() or 1
+
+
+def other_cpu(step: Run, n: int) -> float:
+    """% of one core that every other process took (the machine is shared)."""
+    return max(0.0, float(step["machine_cpu_pct"] * n - step["server_cpu_pct"]
+                          - step["loadgen_cpu_pct"]))
+
+
+MARK = {"held": "ok", "failed": "FAIL", "inconclusive": "??"}
 
 
 def table(out: Path, runs: dict[str, Run]) -> list[str]:
@@ -140,6 +156,9 @@ def table(out: Path, runs: dict[str, Run]) -> list[str]:
     row("  load generator CPU (% of a core, all)", f("loadgen_cpu_pct"))
     row("  busiest load generator process (%)", f("loadgen_cpu_max_pct"))
     row("  machine CPU busy (% of all cores)", f("machine_cpu_pct"))
+    n_cores = cores(out)
+    row("  other processes' CPU (% of a core)", lambda r: other_cpu(r["fixed"], n_cores))
+    row("  window held (p99, errors, sends)", lambda r: MARK[r["fixed"]["verdict"]], "")
     row("  server RSS (MB)", f("server_rss_mb"))
     lines.append("step search:")
     row("  max rate held (msg/s)", lambda r: r["max_rate_held"], ".0f")
@@ -153,12 +172,13 @@ def table(out: Path, runs: dict[str, Run]) -> list[str]:
     for n in names:
         lines.append(f"{n} stopped: {runs[n].get('stop_reason', '-')}")
         for s in runs[n].get("steps", []):
-            mark = {"held": "ok", "failed": "FAIL", "inconclusive": "??"}[s["verdict"]]
+            mark = MARK[s["verdict"]]
             lines.append(
                 f"  {s['rate']:>7.0f} msg/s {mark:<4} p99 {s['delivery_p99_ms']:7.1f} ms"
                 f"  {s['deliveries_per_s']:8.0f} deliveries/s  server {s['server_cpu_pct']:3.0f}%"
                 f"  load generator {s['loadgen_cpu_pct']:3.0f}% (busiest "
-                f"{s['loadgen_cpu_max_pct']:3.0f}%)  machine {s['machine_cpu_pct']:3.0f}%")
+                f"{s['loadgen_cpu_max_pct']:3.0f}%)  machine {s['machine_cpu_pct']:3.0f}%"
+                f" (others {other_cpu(s, n_cores):3.0f}% of a core)")
     return lines
 
 
@@ -224,7 +244,8 @@ def fanout(out: Path) -> list[str]:
              f"in rooms of each size:",
              f"{'server':<12}{'per room':>9}{'rooms':>7}{'sends/s':>9}{'deliv./s':>10}"
              f"{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}{'server %':>9}{'µs/deliv.':>10}"
-             f"{'loadgen %':>10}{'errors':>7}"]
+             f"{'loadgen %':>10}{'others %':>9}{'unans.+err':>11}{'held':>6}"]
+    n_cores = cores(out)
     for r in runs:
         s = r["fixed"]
         bad = s["errors"] + s["disconnects"] + s["unanswered"]
@@ -233,7 +254,12 @@ def fanout(out: Path) -> list[str]:
             f"{s['deliveries_per_s']:>10.0f}{s['delivery_p50_ms']:>8.2f}"
             f"{s['delivery_p99_ms']:>8.2f}{s['delivery_max_ms']:>8.1f}"
             f"{s['server_cpu_pct']:>9.1f}{fmt(s['server_cpu_us_per_delivery']):>10}"
-            f"{s['loadgen_cpu_pct']:>10.1f}{bad:>7}")
+            f"{s['loadgen_cpu_pct']:>10.1f}{other_cpu(s, n_cores):>9.0f}{bad:>11}"
+            f"{MARK[s['verdict']]:>6}")
+    lines.append("(µs per delivery is the server's CPU over the window divided by the "
+                 "deliveries of its sends: it reads true only where the window held; where "
+                 "the server fell behind, part of that work came after the window. % of a "
+                 "core; 'others': every other process on the machine.)")
     return lines
 
 
