@@ -37,7 +37,7 @@ import random
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -528,11 +528,13 @@ def round2(x: float) -> float:
     if x <= 0:
         return x
     digits = 10 ** (math.floor(math.log10(x)) - 1)
-    return float(round(x / digits) * digits)
+    return float(math.floor(x / digits + 0.5) * digits)  # half up: 1050 → 1100
 
 
-def search(args: argparse.Namespace, workers: Workers) -> tuple[list[dict[str, Any]], str]:
-    """The step search: (steps in the order run, why it stopped)."""
+def search(args: argparse.Namespace, measure: Callable[[float], dict[str, Any]]
+           ) -> tuple[list[dict[str, Any]], str]:
+    """The step search: (steps in the order run, why it stopped). ``measure(rate)`` runs
+    one window (``window``) and returns it judged; it raises ``ServerGone``."""
     given = [float(r) for r in args.steps.split(",") if r]
     steps: list[dict[str, Any]] = []
     if not given:
@@ -543,7 +545,7 @@ def search(args: argparse.Namespace, workers: Workers) -> tuple[list[dict[str, A
         if len(steps) >= args.max_steps:
             return steps, f"reached --max-steps {args.max_steps} without a failure"
         try:
-            step = window(args, workers, rate)
+            step = measure(rate)
         except ServerGone:
             return steps, f"the server process exited at {rate:.0f} msg/s"
         steps.append(step)
@@ -570,7 +572,7 @@ def search(args: argparse.Namespace, workers: Workers) -> tuple[list[dict[str, A
         if mid in (passed, bad):
             break
         try:
-            step = window(args, workers, mid)
+            step = measure(mid)
         except ServerGone:
             return steps, f"the server process exited at {mid:.0f} msg/s"
         steps.append(step)
@@ -615,7 +617,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
               f"{result['fixed']['delivery_p99_ms']:.1f} ms, server CPU "
               f"{result['fixed']['server_cpu_pct']:.0f}%, load generator "
               f"{result['fixed']['loadgen_cpu_pct']:.0f}%", file=sys.stderr)
-        steps, why = search(args, workers)
+        steps, why = search(args, lambda rate: window(args, workers, rate))
         result["steps"] = steps
         result["stop_reason"] = why
         held = [s["rate"] for s in steps if s["verdict"] == "held"]

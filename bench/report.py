@@ -283,8 +283,8 @@ def main() -> None:
         return
     meta_file = args.out / "meta.json"
     m = json.loads(meta_file.read_text()) if meta_file.exists() else {}
-    print(f"## Results ({m.get('date', '?')}, commit {m.get('commit', '?')}"
-          f"{' with uncommitted changes' if m.get('dirty') else ''})\n")
+    print(f"### {m.get('date', '?')}, commit {m.get('commit', '?')}"
+          f"{' with uncommitted changes' if m.get('dirty') else ''}\n")
     print(f"`{m.get('command', '?')}`, on {m.get('cores', '?')} cores shared with other "
           "work (load average at start "
           f"{' '.join(m.get('loadavg_at_start', ['?']))}): the absolute figures are "

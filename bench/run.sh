@@ -4,7 +4,7 @@
 # load, then a step search that goes on until each server fails (or a cap), then a
 # fan-out table (members per room at a fixed rate). Prints one report, with the commit
 # and the command, and keeps everything under bench/results/<time>/.
-#   bash bench/run.sh                        (defaults below; about 12 minutes here)
+#   bash bench/run.sh                        (defaults below; each window is WARMUP + DURATION + ~3 s)
 #   KINDS="chat chat-rules" FANOUT= bash bench/run.sh   (the second stage on and off only)
 #   ROOMS=1000 PER=5 IDLE=20 KINDS=chat bash bench/run.sh   (idle: memory per connection)
 #   DURATION=3 WARMUP=1 bash bench/run.sh      (a quick look; figures are noisier)
