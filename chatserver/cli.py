@@ -513,7 +513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cmd == "serve":
         if args.host:
             env["CHATSERVER_SERVER_HOST"] = args.host
-        if args.port:
+        if args.port is not None:  # --port 0 is a port too: any free one
             env["CHATSERVER_SERVER_PORT"] = str(args.port)
     path: str | None = getattr(args, "config", None)
     if path is None:

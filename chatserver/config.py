@@ -153,6 +153,9 @@ class LimitsConfig:
     """``POST /api/login`` attempts (right or wrong) per address per window."""
     hellos_per_address: int = 120
     """WebSocket ``hello``s per address per window (reconnects included)."""
+    feedback_per_address: int = 10
+    """``POST /api/feedback`` (the "Tell us" page) per address per window: generous for a
+    school behind one address, small enough that nobody can flood the ops inbox."""
     welcome_bytes: int = 131072
     """A welcome's history holds at most this many bytes of messages (newest kept;
     a resume cut short is marked ``gap``): a small hello cannot fetch megabytes."""
@@ -290,8 +293,12 @@ _DEFAULT_NOTICES: Mapping[str, str] = {
                          "meanwhile.",
     "support_pending": "You've already asked, and that's fine. A counsellor will be with you "
                        "as soon as they can.",
-    "complaints": "If you think we got this wrong, you can tell us: "
-                  "feedback@example.org or the 'Tell us' form on the help page.",
+    "complaints": "If you think we got this wrong, please tell us: there's a 'Tell us' page "
+                  "under 'Get help now'.",
+    "feedback_received": "Thank you for telling us. Someone on the team reads every message "
+                         "and uses it to make this chat better. They can't reply here, so if "
+                         "you need to talk to someone now, the people under 'Get help now' "
+                         "are there for you.",
 }
 
 

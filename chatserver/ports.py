@@ -182,7 +182,10 @@ class Store(Protocol):
     async def cases(self) -> list[CaseRecord]: ...
     async def alerts(self) -> list[AlertRecord]:
         """Alerts not yet resolved, oldest first (the facilitators' backlog)."""
-    async def audit(self, room: str | None, since: int, limit: int) -> list[AuditRow]: ...
+    async def audit(self, room: str | None, since: int, limit: int,
+                    action: str | None = None) -> list[AuditRow]:
+        """Entries from ``since`` (ms), oldest first, of one room and one action when
+        given (``feedback``: what the "Tell us" page received)."""
     async def purge(self, cutoffs: Cutoffs, dry_run: bool) -> dict[str, int]:
         """Remove what is past retention (or count it, ``dry_run``): messages, held and
         blocked text in audit entries (the entries stay), decided held messages, closed

@@ -138,3 +138,44 @@ export async function loadResources(list) {
     return "";
   }
 }
+
+// Quick exit for the young person's pages: leaves at once for a neutral site, with
+// location.replace so Back does not return here, the tab's copy of the chat cleared
+// first. A button, or Esc pressed twice within a second.
+export const EXIT_URL = "https://www.bbc.co.uk/weather";
+
+export function installQuickExit(button, beforeLeaving = () => {}) {
+  const leave = () => {
+    try { sessionStorage.clear(); } catch { /* storage may be unavailable */ }
+    beforeLeaving();
+    document.title = "Weather";
+    document.body.replaceChildren();
+    location.replace(EXIT_URL);
+  };
+  button.addEventListener("click", leave);
+  let lastEscape = -Infinity;
+  document.addEventListener("keydown", (ev) => {
+    if (ev.key !== "Escape") return;
+    const now = performance.now();
+    if (now - lastEscape < 1000) leave();
+    else lastEscape = now;
+  });
+}
+
+// One crisis or support service, with call, text and website links.
+export function resourceItem(r) {
+  const parts = [el("strong", {}, r.name)];
+  if (r.phone) {
+    parts.push(" ", el("a", { href: `tel:${r.phone.replace(/\s/g, "")}` }, `Call ${r.phone}`));
+  }
+  const sms = r.text && /\btext\s+(\w+)\s+to\s+(\d{4,6})\b/i.exec(r.text);
+  if (sms) parts.push(" ", el("a", { href: `sms:${sms[2]}` }, r.text));
+  else if (r.text) parts.push(el("span", {}, ` ${r.text}`));
+  if (r.url) {
+    let host = r.url;
+    try { host = new URL(r.url).hostname.replace(/^www\./, ""); } catch { /* keep as is */ }
+    parts.push(" ", el("a", { href: r.url, target: "_blank", rel: "noopener noreferrer" }, host));
+  }
+  if (r.hours) parts.push(el("span", { class: "hours" }, ` (${r.hours})`));
+  return el("li", {}, ...parts);
+}

@@ -1,10 +1,9 @@
 // The young person's room: join, chat, help, report, ignore, quick exit, and a
 // conversation that survives a reload (kept in sessionStorage: this tab only) and
 // reconnects with `resume` by seq.
-import { api, el, timeOf, newId, Connection } from "/static/common.js";
+import { api, el, timeOf, newId, Connection, installQuickExit, resourceItem } from "/static/common.js";
 
 const $ = (id) => document.getElementById(id);
-const EXIT_URL = "https://www.bbc.co.uk/weather";
 const KEEP = 300;  // entries kept for a reload
 const reduceMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
 
@@ -16,23 +15,7 @@ const state = {
 };
 
 // ------------------------------------------------------------------ quick exit
-// Leaves at once for a neutral site; location.replace, so Back does not return here,
-// and the tab's copy of the chat is cleared first.
-function quickExit() {
-  try { sessionStorage.clear(); } catch { /* storage may be unavailable */ }
-  if (state.conn) state.conn.stop();
-  document.title = "Weather";
-  document.body.replaceChildren();
-  location.replace(EXIT_URL);
-}
-$("exit").addEventListener("click", quickExit);
-let lastEscape = -Infinity;
-document.addEventListener("keydown", (ev) => {
-  if (ev.key !== "Escape") return;
-  const now = performance.now();
-  if (now - lastEscape < 1000) quickExit();
-  else lastEscape = now;
-});
+installQuickExit($("exit"), () => { if (state.conn) state.conn.stop(); });
 
 // ------------------------------------------------------------------ help sheet
 function openHelp(intro, { focus = false } = {}) {
@@ -55,23 +38,6 @@ $("help-toggle").addEventListener("click", () => {
   if ($("help").hidden) openHelp(null, { focus: true }); else closeHelp();
 });
 $("help-close").addEventListener("click", closeHelp);
-
-function resourceItem(r) {
-  const parts = [el("strong", {}, r.name)];
-  if (r.phone) {
-    parts.push(" ", el("a", { href: `tel:${r.phone.replace(/\s/g, "")}` }, `Call ${r.phone}`));
-  }
-  const sms = r.text && /\btext\s+(\w+)\s+to\s+(\d{4,6})\b/i.exec(r.text);
-  if (sms) parts.push(" ", el("a", { href: `sms:${sms[2]}` }, r.text));
-  else if (r.text) parts.push(el("span", {}, ` ${r.text}`));
-  if (r.url) {
-    let host = r.url;
-    try { host = new URL(r.url).hostname.replace(/^www\./, ""); } catch { /* keep as is */ }
-    parts.push(" ", el("a", { href: r.url, target: "_blank", rel: "noopener noreferrer" }, host));
-  }
-  if (r.hours) parts.push(el("span", { class: "hours" }, ` (${r.hours})`));
-  return el("li", {}, ...parts);
-}
 
 async function loadResources() {
   try {

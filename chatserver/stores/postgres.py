@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS audit (id BIGSERIAL PRIMARY KEY, ts BIGINT NOT NULL, 
     actor TEXT NOT NULL, action TEXT NOT NULL, target TEXT, detail TEXT NOT NULL,
     version TEXT NOT NULL, hash TEXT NOT NULL, text TEXT);
 CREATE INDEX IF NOT EXISTS audit_room ON audit (room, id);
+CREATE INDEX IF NOT EXISTS audit_action ON audit (action, id);
 CREATE TABLE IF NOT EXISTS held (id TEXT PRIMARY KEY, room TEXT NOT NULL, record TEXT NOT NULL,
     decided BOOLEAN NOT NULL DEFAULT FALSE, ts BIGINT NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS cases (id TEXT PRIMARY KEY, record TEXT NOT NULL,
@@ -345,15 +346,17 @@ class PostgresStore:
         return [alert_from(r[0]) for r in await self._fetch(
             "SELECT record FROM alerts WHERE status != 'resolved' ORDER BY ts, id")]
 
-    async def audit(self, room: str | None, since: int, limit: int) -> list[AuditRow]:
-        if room:
-            rows = await self._fetch(
-                "SELECT id, ts, room, actor, action, target, detail FROM audit "
-                "WHERE ts >= $1 AND room = $2 ORDER BY id LIMIT $3", since, room, limit)
-        else:
-            rows = await self._fetch(
-                "SELECT id, ts, room, actor, action, target, detail FROM audit "
-                "WHERE ts >= $1 ORDER BY id LIMIT $2", since, limit)
+    async def audit(self, room: str | None, since: int, limit: int,
+                    action: str | None = None) -> list[AuditRow]:
+        args: list[object] = [since]
+        where = "ts >= $1"
+        for column, value in (("room", room), ("action", action)):
+            if value:
+                args.append(value)
+                where += f" AND {column} = ${len(args)}"
+        args.append(limit)
+        rows = await self._fetch("SELECT id, ts, room, actor, action, target, detail FROM audit"
+                                 f" WHERE {where} ORDER BY id LIMIT ${len(args)}", *args)
         return [AuditRow(int(r[0]), int(r[1]), r[2], r[3], r[4], r[5], orjson.loads(r[6]))
                 for r in rows]
 

@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, ts INTEG
     room TEXT, actor TEXT NOT NULL, action TEXT NOT NULL, target TEXT, detail TEXT NOT NULL,
     version TEXT NOT NULL, hash TEXT NOT NULL, text TEXT);
 CREATE INDEX IF NOT EXISTS audit_room ON audit (room, id);
+CREATE INDEX IF NOT EXISTS audit_action ON audit (action, id);
 CREATE TABLE IF NOT EXISTS held (id TEXT PRIMARY KEY, room TEXT NOT NULL, record TEXT NOT NULL,
     decided INTEGER NOT NULL DEFAULT 0, ts INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS cases (id TEXT PRIMARY KEY, record TEXT NOT NULL,
@@ -394,10 +395,12 @@ class SqliteStore:
                                    "ORDER BY ts, id") as cur:
             return [alert_from(r[0]) async for r in cur]
 
-    async def audit(self, room: str | None, since: int, limit: int) -> list[AuditRow]:
+    async def audit(self, room: str | None, since: int, limit: int,
+                    action: str | None = None) -> list[AuditRow]:
         sql = ("SELECT id, ts, room, actor, action, target, detail FROM audit WHERE ts >= ?"
-               + (" AND room = ?" if room else "") + " ORDER BY id LIMIT ?")
-        args: tuple[object, ...] = (since, room, limit) if room else (since, limit)
+               + (" AND room = ?" if room else "") + (" AND action = ?" if action else "")
+               + " ORDER BY id LIMIT ?")
+        args = (since, *([room] if room else []), *([action] if action else []), limit)
         async with self.db.execute(sql, args) as cur:
             return [AuditRow(r[0], r[1], r[2], r[3], r[4], r[5], orjson.loads(r[6]))
                     async for r in cur]

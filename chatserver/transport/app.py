@@ -52,9 +52,9 @@ from chatserver.core.sequencer import Sequencer
 from chatserver.core.session import Identity
 from chatserver.core.sync import SYNC_RECORDS, Sync, SyncRecord
 from chatserver.core.wire import encode
-from chatserver.moderation.engine import load_rules
+from chatserver.moderation.engine import Verdict, load_rules
 from chatserver.moderation.pipeline import Moderator
-from chatserver.moderation.rules import RuleLoadError
+from chatserver.moderation.rules import Action, RuleLoadError
 from chatserver.observability import Metrics, log
 from chatserver.ports import Broker, BrokerError, Envelope, Store, StoreConflict, StoreError
 from chatserver.transport.auth import Tokens, session_current
@@ -289,19 +289,33 @@ class Server:
         core's check, which runs inline, finds it ready."""
         conn = self.core.conns.get(cid)
         ident = conn.identity if conn is not None else None
+        if ident is not None:
+            await self._prepare_text(text, ident.role)
+
+    async def _prepare_text(self, text: str, role: Role) -> None:
         moderator = self.core.moderator
-        if ident is None or moderator.classifier is None:
+        if moderator.classifier is None:
             return
         try:
-            folded = moderator.needs_vector(text, ident.role.value)
+            folded = moderator.needs_vector(text, role.value)
             if folded is not None:
                 if self._vectors is None:
                     self._vectors = VectorBatcher(moderator.classifier.embed)
-                moderator.remember(text, ident.role.value,
-                                   await self._vectors.vector(folded))
+                moderator.remember(text, role.value, await self._vectors.vector(folded))
         except Exception:
             # The core scores the line itself; failing that, it holds it (fail closed).
             log.exception("moderation_prepare_failed")
+
+    async def moderate(self, text: str, role: Role = Role.PARTICIPANT) -> Verdict:
+        """A text written outside a room (the "Tell us" page) read by the same moderator
+        as a message, both stages, the slow tier off the loop as for a ``send``. A
+        failing moderator fails closed: the text counts as blocked."""
+        await self._prepare_text(text, role)
+        try:
+            return self.core.moderator.check(text, role.value)
+        except Exception:
+            log.exception("moderation_failed")
+            return Verdict(Action.BLOCK, "", (), (), (), False, None, "", "", "error")
 
     @property
     def _expiry_ms(self) -> int:

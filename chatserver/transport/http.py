@@ -27,6 +27,7 @@ from chatserver.observability import log
 from chatserver.ports import BrokerError
 from chatserver.transport.app import APP_KEY, Server
 from chatserver.transport.auth import Passwords, TokenError, session_current
+from chatserver.transport.feedback import list_feedback, post_feedback
 from chatserver.transport.proxy import forwarded_middleware
 from chatserver.transport.throttle import THROTTLE_KEY, Throttle, client_address
 from chatserver.transport.ws import ws_handler
@@ -375,9 +376,15 @@ async def audit(request: web.Request) -> web.Response:
     server = request.app[APP_KEY]
     ident = await staff(request, Role.FACILITATOR, Role.OPS)
     room = request.query.get("room") or None
+    action = request.query.get("action") or None
     since = _int_query(request, "since", 0, 2**53)
     limit = _int_query(request, "limit", 100, 1000)
-    rows = await server.store.audit(room, since, limit)
+    if action == "feedback" and ident.role != Role.OPS:
+        # Feedback may be about a facilitator: it is for ops (GET /api/feedback).
+        raise ChatError(ErrorCode.FORBIDDEN, "Feedback is read by ops.")
+    rows = await server.store.audit(room, since, limit, action=action)
+    if ident.role != Role.OPS:
+        rows = [r for r in rows if r.action not in ("feedback", "feedback_blocked")]
     # SG-18: reading the audit log is itself audited.
     await server.store.apply([AuditEntry(server.now(), RoomId(room) if room else None, ident.id,
                                          "audit_read", None, {"since": since,
@@ -385,6 +392,13 @@ async def audit(request: web.Request) -> web.Response:
     return web.json_response({"entries": [
         {"id": r.id, "ts": r.ts, "room": r.room, "actor": r.actor, "action": r.action,
          **({"target": r.target} if r.target else {}), "detail": r.detail} for r in rows]})
+
+
+async def feedback(request: web.Request) -> web.Response:
+    """Ops read what the "Tell us" page received (``transport/feedback.py``)."""
+    ident = await staff(request, Role.OPS)
+    return await list_feedback(request, ident, _int_query(request, "since", 0, 2**53),
+                               _int_query(request, "limit", 100, 1000))
 
 
 async def cases(request: web.Request) -> web.Response:
@@ -506,6 +520,8 @@ def build_app(server: Server) -> web.Application:
     app.router.add_post("/api/rooms", create_room)
     app.router.add_get("/api/audit", audit)
     app.router.add_get("/api/cases", cases)
+    app.router.add_post("/api/feedback", post_feedback)
+    app.router.add_get("/api/feedback", feedback)
     app.router.add_post("/api/rules/try", rules_try)
     app.router.add_post("/api/rules/reload", rules_reload)
     app.router.add_get("/", index)

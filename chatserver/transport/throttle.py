@@ -166,10 +166,11 @@ class Throttle:
         self.audit = LoginAudit(store, auth.login_audit_window_s)
 
     async def take(self, kind: str, address: str, now_ms: int) -> bool:
-        """One ``join`` or ``hello`` from this address's budget (``limits.*_per_address``
-        per ``limits.address_window_s``); False when it is spent."""
+        """One ``join``, ``hello`` or ``feedback`` from this address's budget
+        (``limits.*_per_address`` per ``limits.address_window_s``); False when spent."""
         limit = {"join": self.limits.joins_per_address,
-                 "hello": self.limits.hellos_per_address}[kind]
+                 "hello": self.limits.hellos_per_address,
+                 "feedback": self.limits.feedback_per_address}[kind]
         return await self.broker.take_attempts(
             [Allowance(f"{kind}:{_tag(address)}", limit, self.limits.address_window_s * 1000)],
             now_ms)

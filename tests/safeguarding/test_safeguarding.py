@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from aiohttp import ClientSession
 
 from chatserver.config import Config
 from chatserver.moderation.engine import RuleSet
@@ -112,14 +113,17 @@ def test_sg10_notice_wording_is_kind_and_from_config(rules: RuleSet) -> None:
     for key, text in notices.items():
         lowered = text.lower()
         assert not any(w in lowered for w in BANNED_WORDS), (key, text)
-    assert "feedback@" in notices["complaints"]
+    # SG-14: the complaints route names the page that exists (no placeholder address).
+    assert "'Tell us' page" in notices["complaints"] and "@" not in notices["complaints"]
 
 
 async def test_sg10_block_notices_carry_the_complaints_route(running: Running) -> None:
     ana = await running.client(await running.join("Ana"))
     ack = await ana.say("call me on 07700 900 123", "c1")
     assert ack["status"] == "blocked"
-    assert "feedback@" in ack["notice"]
+    assert "'Tell us' page" in ack["notice"]
+    async with ClientSession() as s, s.get(running.http + "/feedback") as page:
+        assert page.status == 200 and "Tell us" in await page.text()
 
 
 async def test_sg18_reading_the_audit_is_audited(running: Running) -> None:

@@ -269,6 +269,10 @@ async def test_audit_is_oldest_first_filtered_and_limited(store: Store) -> None:
     assert [e.action for e in await store.audit("a", 0, 10)] == ["mute", "resume"]
     assert [e.action for e in await store.audit(None, 15, 10)] == ["pause", "resume"]
     assert [e.action for e in await store.audit(None, 0, 1)] == ["mute"]
+    # By action (GET /api/audit?action=, GET /api/feedback), with room and since too.
+    assert [e.ts for e in await store.audit(None, 0, 10, action="resume")] == [30]
+    assert [e.ts for e in await store.audit("b", 0, 10, action="mute")] == []
+    assert [e.ts for e in await store.audit("a", 15, 10, action="resume")] == [30]
 
 
 async def test_users(store: Store) -> None:
