@@ -184,7 +184,7 @@ function tally(history, id) {
   const count = (pred) => history.filter(pred).length;
   return [
     ["Messages held or not sent", count((e) => e.actor === id &&
-      ["message.held", "message.blocked", "message.masked"].includes(e.action))],
+      ["message.hold", "message.block", "message.mask"].includes(e.action))],
     ["Times muted", count((e) => e.target === id && e.action === "mute")],
     ["Messages of theirs reported", count((e) => e.target === id && e.action === "report" &&
       e.actor !== id)],
