@@ -9,7 +9,9 @@ const reduceMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
 
 const state = {
   me: null, room: null, conn: null, muted: false, paused: false, unstaffed: false,
-  privateRoom: null, removed: false, members: [],
+  privateRoom: sessionStorage.getItem("privateRoom"),
+  privateEnded: sessionStorage.getItem("privateEnded") === "1",
+  tab: "group", unread: 0, removed: false, members: [],
   ignored: new Set(JSON.parse(sessionStorage.getItem("ignored") || "[]")),
   entries: [], nodes: new Map(), notes: 0,
 };
@@ -68,6 +70,7 @@ async function loadRoomConfig(id = $("room").value) {
     const chosen = $("band").value;
     $("band").replaceChildren(...room.age_bands.map((b) => el("option", { value: b }, bandLabel(b))));
     if (room.age_bands.includes(chosen)) $("band").value = chosen;
+    if (room.support_note_chars) $("support-note").maxLength = room.support_note_chars;
     if (room.guidelines && room.guidelines.length) {
       $("guidelines").replaceChildren(...room.guidelines.map((g) => el("li", {}, g)));
     }
@@ -87,7 +90,7 @@ function save() {
 function find(pred) { return state.entries.find(pred); }
 
 function scroll() {
-  const log = $("log");
+  const log = $(state.tab === "private" ? "private-log" : "log");
   log.scrollTo({ top: log.scrollHeight, behavior: reduceMotion.matches ? "auto" : "smooth" });
 }
 
@@ -138,10 +141,92 @@ function render(entry) {
       "aria-label": `Report message from ${from.name}`, onclick: () => report(m) }, "Report") : null);
   }
   const old = state.nodes.get(entry.k);
+  const pane = paneOf(entry);
   if (old) old.replaceWith(node);
-  else $("messages").append(node);
+  else $(pane === "private" ? "private-messages" : "messages").append(node);
   state.nodes.set(entry.k, node);
-  if (!old) scroll();
+  if (!old) {
+    if (pane === "private") showTabs();
+    if (pane !== state.tab && entry.t === "msg" && !restoring) countUnread();
+    scroll();
+  }
+}
+
+// ------------------------------------------------------------------ one-to-one tab
+// The counsellor's chat is a tab of its own (WAI-ARIA tabs: arrow keys move between
+// them), so private words never sit in the group's stream.
+let restoring = false;
+function paneOf(entry) {
+  if (entry.pane) return entry.pane;
+  const room = entry.t === "own" ? entry.room : entry.t === "msg" ? entry.m.room : null;
+  return room && state.room && room !== state.room.id ? "private" : "group";
+}
+
+function showTabs() {
+  if (!$("tabs").hidden) return;
+  $("tabs").hidden = false;
+  $("log").setAttribute("role", "tabpanel");
+  $("log").removeAttribute("aria-label");
+  $("log").setAttribute("aria-labelledby", "tab-group");
+}
+
+function countUnread() {
+  if (state.tab === "private") return;
+  state.unread += 1;
+  $("private-unread").textContent = String(state.unread);
+  $("private-unread").setAttribute("aria-label", `${state.unread} new`);
+}
+
+function selectTab(tab, { focus = false } = {}) {
+  state.tab = tab;
+  const priv = tab === "private";
+  $("tab-group").setAttribute("aria-selected", String(!priv));
+  $("tab-private").setAttribute("aria-selected", String(priv));
+  $("tab-group").tabIndex = priv ? -1 : 0;
+  $("tab-private").tabIndex = priv ? 0 : -1;
+  $("log").hidden = priv;
+  $("private-log").hidden = !priv;
+  if (priv) {
+    state.unread = 0;
+    $("private-unread").textContent = "";
+    $("private-unread").removeAttribute("aria-label");
+  }
+  if (focus) $(priv ? "tab-private" : "tab-group").focus();
+  updateCompose();
+  scroll();
+}
+
+$("tab-group").addEventListener("click", () => selectTab("group"));
+$("tab-private").addEventListener("click", () => selectTab("private"));
+$("tabs").addEventListener("keydown", (ev) => {
+  if (!["ArrowLeft", "ArrowRight", "Home", "End"].includes(ev.key)) return;
+  ev.preventDefault();
+  const priv = ev.key === "End" || (ev.key !== "Home" && state.tab === "group");
+  selectTab(priv ? "private" : "group", { focus: true });
+});
+
+/** Who the message box writes to: the tab on show. Muted in the group does not stop the
+ *  one-to-one; an ended one-to-one takes nothing more. */
+function target() {
+  return state.tab === "private" && state.privateRoom && !state.privateEnded ?
+    state.privateRoom : state.room.id;
+}
+
+function updateCompose() {
+  const priv = state.tab === "private";
+  const off = priv ? state.privateEnded || !state.privateRoom : state.muted;
+  $("text").disabled = off;
+  $("send").disabled = off;
+  $("text").placeholder = priv ? (off ? "This one-to-one chat has ended." :
+    "Write to your counsellor…") : "Type a message…";
+}
+
+function openPrivate(room) {
+  state.privateRoom = room;
+  state.privateEnded = false;
+  sessionStorage.setItem("privateRoom", room);
+  sessionStorage.removeItem("privateEnded");
+  showTabs();
 }
 
 function add(entry) {
@@ -232,6 +317,58 @@ function redact(e) {
   else update(entry, { removed: true, m: { ...entry.m, text: "" } });
 }
 
+// ------------------------------------------------------------------ talk privately
+// TalkLife's "I need help": the young person asks for a one-to-one themselves
+// (`request_support`, docs/protocol.md § Alerts and asking for support), with an
+// optional note; the server's kind words confirm it (`support_requested`, or
+// `support_pending` when they have already asked).
+function openSupport() {
+  if (state.privateRoom && !state.privateEnded) { selectTab("private", { focus: true }); return; }
+  const panel = $("support");
+  // Open, or (after a confirmation) ask again: the server answers a repeat kindly.
+  const opening = panel.hidden || $("support-form").hidden;
+  panel.hidden = !opening;
+  $("support-open").setAttribute("aria-expanded", String(opening));
+  if (opening) {
+    $("support-form").hidden = false;
+    $("support-result").textContent = "";
+    $("support-note").focus();
+  }
+}
+
+function closeSupport() {
+  $("support").hidden = true;
+  $("support-open").setAttribute("aria-expanded", "false");
+  $("support-open").focus();
+}
+
+function supportDone(text) {
+  if (!text) { $("support").hidden = true; $("support-open").setAttribute("aria-expanded", "false"); return; }
+  $("support").hidden = false;
+  $("support-open").setAttribute("aria-expanded", "true");
+  $("support-form").hidden = true;
+  $("support-result").textContent = text;
+  $("support-heading").focus();
+}
+
+$("support-open").addEventListener("click", openSupport);
+$("support-cancel").addEventListener("click", closeSupport);
+$("support").addEventListener("keydown", (ev) => {
+  // Esc closes the panel (twice still leaves the page: the quick exit listens too).
+  if (ev.key === "Escape") closeSupport();
+});
+$("support-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const note = $("support-note").value.trim();
+  const frame = { type: "request_support", room: state.room.id };
+  if (note) frame.note = note;
+  if (!state.conn || !state.conn.send(frame)) {
+    $("support-result").textContent = "You're offline right now; please try again in a moment.";
+    return;
+  }
+  $("support-note").value = "";
+});
+
 // ------------------------------------------------------------------ who is here
 function renderMembers() {
   const list = $("members");
@@ -286,9 +423,12 @@ function setIgnored(person, on) {
 
 function onRoomState(r) {
   if (r.room === state.privateRoom && r.closed) {
-    state.privateRoom = null;
-    $("target-row").hidden = true;
-    system("Your one-to-one chat with the counsellor has ended. You're still in the group.", "notice");
+    if (state.privateEnded) return;
+    state.privateEnded = true;
+    sessionStorage.setItem("privateEnded", "1");
+    system("Your one-to-one chat with the counsellor has ended. You're still in the group.",
+      "notice", { pane: "private" });
+    updateCompose();
     return;
   }
   if (r.room !== state.room.id || state.removed) return;
@@ -306,8 +446,7 @@ function onRoomState(r) {
   const banner = $("banner");
   banner.textContent = lines.join(" ");
   banner.hidden = lines.length === 0;
-  $("text").disabled = state.muted;
-  $("send").disabled = state.muted;
+  updateCompose();
   renderMembers();
 }
 
@@ -321,7 +460,9 @@ function setRemoved(text) {
   state.removed = true;
   sessionStorage.setItem("removed", "1");
   if (state.conn) state.conn.stop();
-  for (const id of ["compose", "people", "presence", "banner"]) $(id).hidden = true;
+  for (const id of ["compose", "people", "presence", "banner", "support-open", "support"]) {
+    $(id).hidden = true;
+  }
   $("status").textContent = "";
   const ended = $("ended");
   ended.replaceChildren(el("strong", {}, "You were removed from this room. "),
@@ -337,10 +478,7 @@ function onEvent(e) {
       $("welcome-heading").textContent = `Welcome to ${state.room.title}, ${e.you.name}`;
       for (const r of e.rooms) {
         if (r.room === state.room.id) onRoomState(r);
-        else if (!r.closed) {  // an open one-to-one room, after a reconnect
-          state.privateRoom = r.room;
-          $("target-row").hidden = false;
-        }
+        else if (!r.closed) openPrivate(r.room);  // an open one-to-one, after a reconnect
       }
       if (e.rooms.some((r) => r.gap)) {
         system("You were away for a while, so some messages in between aren't shown.");
@@ -361,10 +499,14 @@ function onEvent(e) {
         openHelp(e.text);
         system(e.text, "crisis", { help: true });
       } else if (e.kind === "escalated" && e.room) {
-        state.privateRoom = e.room;
-        $("target-row").hidden = false;
-        $("target").value = "private";
-        system(`${e.text} Your counsellor's messages appear here, marked "Counsellor" and "Private".`, "notice");
+        openPrivate(e.room);
+        system(`${e.text} Your one-to-one chat is in the "Counsellor (private)" tab.`, "notice");
+        system("A counsellor has joined you here. Only the two of you see this chat.",
+          "notice", { pane: "private" });
+        selectTab("private");
+        supportDone(null);
+      } else if (e.kind === "support_requested" || e.kind === "support_pending") {
+        supportDone(e.text);
       } else if (e.kind === "held_rejected") heldRejected(e);
       else if (e.kind === "removed") setRemoved(e.text);
       else if (e.kind === "welcome_back") {
@@ -403,7 +545,10 @@ function startChat(token, room) {
   $("welcome-heading").textContent = `Welcome to ${room.title}`;
   // On the chat page the help sheet sits just above the message box: never over it.
   $("compose").before($("help"));
+  restoring = true;
   for (const entry of state.entries) render(entry);
+  restoring = false;
+  if (state.privateRoom) showTabs();
   if (state.removed) {
     state.removed = false;
     setRemoved();
@@ -420,7 +565,8 @@ $("join-form").addEventListener("submit", async (ev) => {
   try {
     const res = await api("/api/join", { method: "POST",
       body: { room: $("room").value, name: $("name").value.trim(), age_band: $("band").value } });
-    for (const key of ["lastSeq", "transcript", "removed", "removedText", "ignored", "helpOpen"]) {
+    for (const key of ["lastSeq", "transcript", "removed", "removedText", "ignored", "helpOpen",
+      "privateRoom", "privateEnded"]) {
       sessionStorage.removeItem(key);
     }
     sessionStorage.setItem("token", res.token);
@@ -436,13 +582,12 @@ $("compose").addEventListener("submit", (ev) => {
   const text = $("text").value.trim();
   if (!text || state.removed) return;
   const id = newId();
-  const target = state.privateRoom && $("target").value === "private" ?
-    state.privateRoom : state.room.id;
-  if (!state.conn || !state.conn.send({ type: "send", room: target, id, text })) {
+  const room = target();
+  if (!state.conn || !state.conn.send({ type: "send", room, id, text })) {
     system("You're offline right now; we'll reconnect in a moment.", "error");
     return;
   }
-  add({ t: "own", k: `own:${id}`, id, room: target, text, status: "sending" });
+  add({ t: "own", k: `own:${id}`, id, room, text, status: "sending" });
   $("text").value = "";
 });
 

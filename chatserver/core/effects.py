@@ -102,6 +102,9 @@ class CaseRecord:
     private_room: RoomId | None = None
     outcome: str | None = None
     context: tuple[Message, ...] = ()
+    held: tuple[HeldRecord, ...] = ()
+    """The young person's messages still held when the case opened (issue 16): the
+    counsellor's hand-over includes disclosures no facilitator has decided yet."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -192,10 +192,12 @@ class Notice(Event):
     room: RoomId | None = None
     resources: tuple[Resource, ...] | None = None
     case: CaseId | None = None
+    held: HeldId | None = None
+    """``held_rejected``: which of the young person's held messages (their ``ack held``)."""
 
     def to_wire(self) -> Wire:
         d = _drop_none({"type": "notice", "kind": self.kind, "text": self.text,
-                        "room": self.room, "case": self.case})
+                        "room": self.room, "case": self.case, "held": self.held})
         if self.resources is not None:
             d["resources"] = [r.to_wire() for r in self.resources]
         return d
@@ -291,14 +293,19 @@ class CaseView(Event):
     counsellor: ParticipantId | None = None
     private_room: RoomId | None = None
     context: tuple[Message, ...] = ()
+    name: str | None = None
+    """The young person's display name (counsellors never need the internal id)."""
+    held: tuple[HeldView, ...] = ()
+    """Their messages still held when the case opened (docs/protocol.md § Cases)."""
 
     def body(self) -> Wire:
         """The case object as ``GET /api/cases`` and the ``case`` frame show it."""
         d = _drop_none({"id": self.id, "room": self.room, "participant": self.participant,
-                        "urgency": self.urgency, "status": self.status, "note": self.note,
-                        "ts": self.ts, "counsellor": self.counsellor,
+                        "name": self.name, "urgency": self.urgency, "status": self.status,
+                        "note": self.note, "ts": self.ts, "counsellor": self.counsellor,
                         "private_room": self.private_room})
         d["context"] = [m.to_wire() for m in self.context]
+        d["held"] = [h.to_wire() for h in self.held]
         return d
 
     def to_wire(self) -> Wire:

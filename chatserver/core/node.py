@@ -1066,8 +1066,8 @@ class ChatCore:
                                     self.rules.version, cmd.reason if masked else None))),
                 Measure(Measurement.HELD_DECIDED, room.profile, _seconds(now_ms, held.ts),
                         "reject"),
-                Publish(room.id, self._notice("held_rejected", room.id), Audience.PARTICIPANT,
-                        held.sender.id)]
+                Publish(room.id, Notice("held_rejected", self._text("held_rejected"), room.id,
+                                        held=held.id), Audience.PARTICIPANT, held.sender.id)]
 
     # ------------------------------------------------------------------- cases
     def _case_queue(self) -> list[CaseRecord]:
@@ -1077,13 +1077,19 @@ class ChatCore:
 
     def _case_view(self, k: CaseRecord) -> CaseView:
         return CaseView(k.id, k.room, k.participant, k.urgency, k.status, k.note, k.ts,
-                        k.counsellor, k.private_room, k.context)
+                        k.counsellor, k.private_room, k.context, k.participant_name,
+                        tuple(self._held_view(h) for h in k.held))
 
     def _open_case(self, room: Room, person: Person, urgency: c.Urgency, note: str,
                    opened_by: ParticipantId, now_ms: int) -> CaseRecord:
         context = tuple(list(room.recent)[-self.config.rooms.case_context:])
+        # Issue 16: a disclosure still waiting in the review queue is part of what the
+        # counsellor must know; the room's recent messages alone would leave it out.
+        held = tuple(sorted((h for h in room.held.values() if h.sender.id == person.id),
+                            key=lambda h: h.ts))
         case = CaseRecord(CaseId(self.ids.new("case")), room.id, person.id, person.name,
-                          urgency.value, "open", note, now_ms, opened_by, context=context)
+                          urgency.value, "open", note, now_ms, opened_by, context=context,
+                          held=held)
         self.cases[case.id] = case
         return case
 

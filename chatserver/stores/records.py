@@ -36,7 +36,10 @@ def room_from(raw: str) -> RoomRecord:
 
 
 def held_from(raw: str) -> HeldRecord:
-    d = orjson.loads(raw)
+    return _held(orjson.loads(raw))
+
+
+def _held(d: dict[str, Any]) -> HeldRecord:
     return HeldRecord(HeldId(d["id"]), RoomId(d["room"]), _person(d["sender"]),
                       MessageId(d["msg_id"]), d["text"],
                       tuple((r[0], r[1]) for r in d["rules"]), d["ts"], d["approvable"])
@@ -49,7 +52,9 @@ def case_from(raw: str) -> CaseRecord:
         participant_name=d["participant_name"], urgency=d["urgency"], status=d["status"],
         note=d["note"], ts=d["ts"], opened_by=d["opened_by"], counsellor=d["counsellor"],
         private_room=d["private_room"], outcome=d["outcome"],
-        context=tuple(message_from(m) for m in d["context"]))
+        context=tuple(message_from(m) for m in d["context"]),
+        # Cases stored before issue 16 have no held messages in their hand-over.
+        held=tuple(_held(h) for h in d.get("held", ())))
 
 
 def _maybe_person(d: dict[str, Any] | None) -> Person | None:

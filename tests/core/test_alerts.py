@@ -229,3 +229,34 @@ def test_staff_cannot_request_support(h: RoomHarness) -> None:
     fac = h.connect("Fac", Role.FACILITATOR)
     h.send(fac, c.RequestSupport(R))
     assert h.of(fac, "error")[-1]["code"] == "forbidden"
+
+
+def test_the_hand_over_names_the_young_person_and_carries_what_is_still_held(
+        h: RoomHarness) -> None:
+    """Issue 16 § 3: the counsellor sees the display name, not only the internal id, and
+    a disclosure no facilitator has decided yet (it is in no room's recent messages)."""
+    cou = h.connect("Cou", Role.COUNSELLOR)
+    ben = h.connect("Ben")
+    ana = raise_risk(h, now=1_000)
+    assert h.say(ana, "hi everyone", "Ana-2", now=1_500)["status"] == "sent"
+    h.say(ben, "how old are you?", "b1", now=1_600)  # held too, but not Ana's
+    h.send(ana, c.RequestSupport(R), now=2_000)
+    [case] = [f["case"] for f in h.of(cou, "case")]
+    assert case["name"] == "Ana"
+    assert [m["text"] for m in case["context"]] == ["hi everyone"]
+    assert [(x["text"], x["from"]["name"], x["ts"]) for x in case["held"]] == \
+        [(RISK, "Ana", 1_000)]
+    assert [r["category"] for r in case["held"][0]["rules"]] == ["risk"]
+    # Stored with the case, so a restart or another node hands over the same.
+    from chatserver.stores.records import case_from, dumps
+    assert case_from(dumps(_case(h))) == _case(h)
+
+
+def test_a_rejection_notice_names_the_held_message(h: RoomHarness) -> None:
+    fac = h.connect("Fac", Role.FACILITATOR)
+    ana = h.connect("Ana")
+    first = h.say(ana, "how old are you?", "a1")["held"]
+    second = h.say(ana, "how old are you really", "a2")["held"]
+    h.send(fac, c.Reject(R, held=second))
+    [notice] = [n for n in h.of(ana, "notice") if n["kind"] == "held_rejected"]
+    assert notice["held"] == second != first

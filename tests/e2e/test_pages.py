@@ -145,7 +145,8 @@ async def test_counsellor_claims_a_case_and_chats_one_to_one(
     await row.get_by_role("button", name="Escalate").click()
     case = cou.locator("#cases li", has_text="urgent")
     await case.get_by_role("button", name="Claim").click()
-    await expect(ana.locator("#target-row")).to_be_visible()
+    await expect(ana.get_by_role("tab", name="Counsellor (private)")).to_have_attribute(
+        "aria-selected", "true")
     await send(ana, "thank you for talking with me")
     await expect(cou.locator("#private .text", has_text="thank you")).to_be_visible()
     await cou.get_by_label("Message to the young person").fill("i'm here, take your time")
