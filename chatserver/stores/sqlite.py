@@ -32,6 +32,7 @@ from chatserver.core.effects import (
 )
 from chatserver.core.events import Message, Person
 from chatserver.core.ids import MessageId, ParticipantId, RoomId
+from chatserver.core.scopes import AuditScope
 from chatserver.ports import AuditRow, Cutoffs, StoreConflict, StoreError, UserRow
 from chatserver.stores.groupcommit import Append, GroupCommit
 from chatserver.stores.records import alert_from, case_from, dumps, held_from, room_from
@@ -67,6 +68,7 @@ MIGRATIONS: Final = (  # columns added after the first release: (table, column, 
     ("cases", "ts", "INTEGER NOT NULL DEFAULT 0"),
     ("cases", "status", "TEXT NOT NULL DEFAULT ''"),
     ("users", "version", "INTEGER NOT NULL DEFAULT 0"),
+    ("users", "display_name", "TEXT NOT NULL DEFAULT ''"),
 )
 
 Write = Callable[[aiosqlite.Connection], Awaitable[Any]]
@@ -105,7 +107,8 @@ def _audit_fields(e: AuditEntry, extra: dict[str, object] | None = None
              e.version), e.text)
 
 
-_USER_COLUMNS: Final = "SELECT id, username, role, password_hash, disabled, version"
+_USER_COLUMNS: Final = ("SELECT id, username, role, password_hash, disabled, version, "
+                         "display_name")
 
 
 class SqliteStore:
@@ -394,11 +397,19 @@ class SqliteStore:
                                    "ORDER BY ts, id") as cur:
             return [alert_from(r[0]) async for r in cur]
 
-    async def audit(self, room: str | None, since: int, limit: int) -> list[AuditRow]:
-        sql = ("SELECT id, ts, room, actor, action, target, detail FROM audit WHERE ts >= ?"
-               + (" AND room = ?" if room else "") + " ORDER BY id LIMIT ?")
-        args: tuple[object, ...] = (since, room, limit) if room else (since, limit)
-        async with self.db.execute(sql, args) as cur:
+    async def audit(self, room: str | None, since: int, limit: int,
+                    scope: AuditScope | None = None) -> list[AuditRow]:
+        sql, args = "SELECT id, ts, room, actor, action, target, detail FROM audit " \
+            "WHERE ts >= ?", list[object]([since])
+        if room:
+            sql, args = sql + " AND room = ?", [*args, room]
+        if scope is not None and scope.rooms is not None:
+            sql += f" AND room IN ({','.join('?' * len(scope.rooms)) or 'NULL'})"
+            args += sorted(scope.rooms)
+        if scope is not None and scope.hidden_actions:
+            sql += f" AND action NOT IN ({','.join('?' * len(scope.hidden_actions))})"
+            args += sorted(scope.hidden_actions)
+        async with self.db.execute(sql + " ORDER BY id LIMIT ?", (*args, limit)) as cur:
             return [AuditRow(r[0], r[1], r[2], r[3], r[4], r[5], orjson.loads(r[6]))
                     async for r in cur]
 
@@ -406,16 +417,18 @@ class SqliteStore:
     async def add_user(self, user: UserRow) -> None:
         async def write(db: aiosqlite.Connection) -> None:
             await db.execute(
-                "INSERT INTO users (id, username, role, password_hash, disabled) "
-                "VALUES (?,?,?,?,?) ON CONFLICT (username) DO UPDATE SET role=excluded.role,"
-                " password_hash=excluded.password_hash, disabled=excluded.disabled,"
+                "INSERT INTO users (id, username, role, password_hash, disabled, display_name)"
+                " VALUES (?,?,?,?,?,?) ON CONFLICT (username) DO UPDATE SET"
+                " role=excluded.role, password_hash=excluded.password_hash,"
+                " disabled=excluded.disabled, display_name=excluded.display_name,"
                 " version=users.version + 1",  # a reset ends every session (issue 14)
-                (user.id, user.username, user.role, user.password_hash, int(user.disabled)))
+                (user.id, user.username, user.role, user.password_hash, int(user.disabled),
+                 user.display_name))
 
         await self._submit(_Call(write))
 
     def _user(self, r: Any) -> UserRow:
-        return UserRow(r[0], r[1], r[2], r[3], bool(r[4]), int(r[5]))
+        return UserRow(r[0], r[1], r[2], r[3], bool(r[4]), int(r[5]), r[6] or "")
 
     async def user(self, username: str) -> UserRow | None:
         async with self.db.execute(_USER_COLUMNS + " FROM "
