@@ -258,7 +258,8 @@ def users(args: argparse.Namespace, config: Config) -> int:
                 existing = await store.user(args.name)
                 uid = existing.id if existing else f"u_{secrets.token_urlsafe(6)}"
                 await store.add_user(UserRow(uid, args.name, args.role,
-                                             Passwords.hash(password), False))
+                                             Passwords.hash(password), False,
+                                             display_name=args.display_name.strip()))
                 print(f"user {args.name} ({args.role}) saved")
             elif args.users_cmd == "list":
                 for u in await store.users():
@@ -478,6 +479,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_add.add_argument("name")
     p_add.add_argument("--role", choices=ROLES, required=True)
     p_add.add_argument("--password-stdin", action="store_true")
+    p_add.add_argument("--display-name", default="",
+                       help="what young people see in rooms (never the login name); "
+                            "default: the role's name, such as 'Facilitator'")
     us.add_parser("list", parents=[common])
     p_dis = us.add_parser("disable", parents=[common])
     p_dis.add_argument("name")

@@ -160,6 +160,23 @@ class LimitsConfig:
     """A welcome's history holds at most this many bytes of messages (newest kept;
     a resume cut short is marked ``gap``): a small hello cannot fetch megabytes."""
     idempotency_keys: int = 100_000
+    alert_coalesce_s: int = 60
+    """Issue 14: an alert of the same kind about the same participant in the same room,
+    within this long of an unresolved one's first occurrence, is counted into it (its
+    ``count``) instead of raising a new one. 0: every occurrence is its own alert."""
+    reports_per_window: int = 5
+    report_window_s: int = 60
+    """Issue 14: a reporter may ``report`` this many times per window; past that,
+    ``error rate_limited`` (nothing stored, nobody alerted)."""
+    denied_audit_window_s: int = 60
+    """Issue 14: of a participant's forbidden commands, the window's first is audited
+    (``denied``) and the rest counted into one ``denied_summary`` entry per window."""
+    departed_keep_s: int = 600
+    """Issue 14: someone who left a room (every socket gone) stays known to it this long
+    (resume, staff acting on them, their ignore list, slow mode); then the room forgets
+    them. What safety needs stays: removals, mutes, open alerts."""
+    departed_kept: int = 500
+    """... and at most this many departed per room (the oldest forgotten first)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from chatserver.auditchain import ChainRow
 from chatserver.core.effects import (
@@ -18,6 +18,7 @@ from chatserver.core.effects import (
 )
 from chatserver.core.events import Event, Message, Person
 from chatserver.core.ids import MessageId, ParticipantId, RoomId
+from chatserver.core.scopes import AuditScope
 from chatserver.core.sync import Sync
 
 __all__ = [
@@ -140,6 +141,17 @@ class UserRow:
     version: int = 0
     """Bumped by logout, password reset and disable: a token carries the version it
     was issued under and is refused once it moves (issue 14)."""
+    display_name: str = ""
+    """What everyone in a room sees (issue 14): never the login ``username``. Empty:
+    the role's friendly name (``shown_name``)."""
+
+    def shown_name(self) -> str:
+        return self.display_name or ROLE_NAMES.get(self.role, "Staff")
+
+
+ROLE_NAMES: Final = {"facilitator": "Facilitator", "counsellor": "Counsellor",
+                     "ops": "Support team"}
+"""A staff account's display name when none was given (``users add --display-name``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,9 +195,12 @@ class Store(Protocol):
     async def alerts(self) -> list[AlertRecord]:
         """Alerts not yet resolved, oldest first (the facilitators' backlog)."""
     async def audit(self, room: str | None, since: int, limit: int,
-                    action: str | None = None) -> list[AuditRow]:
+                    action: str | None = None, scope: AuditScope | None = None
+                    ) -> list[AuditRow]:
         """Entries from ``since`` (ms), oldest first, of one room and one action when
-        given (``feedback``: what the "Tell us" page received)."""
+        given (``feedback``: what the "Tell us" page received); ``scope``
+        (``core/scopes.py``): only what the reader's role may see, applied before
+        ``limit``."""
     async def purge(self, cutoffs: Cutoffs, dry_run: bool) -> dict[str, int]:
         """Remove what is past retention (or count it, ``dry_run``): messages, held and
         blocked text in audit entries (the entries stay), decided held messages, closed

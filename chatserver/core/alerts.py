@@ -66,8 +66,11 @@ class AlertWritten:
 class AlertBook:
     """Unresolved alerts of every room on this node, and the signals seen per person."""
 
-    def __init__(self, ids: IdFactory) -> None:
+    def __init__(self, ids: IdFactory, coalesce_ms: int = 0) -> None:
         self.ids = ids
+        self.coalesce_ms = coalesce_ms
+        """Issue 14: an alert of the same kind about the same participant in the same
+        room, within this long of an unresolved one, is counted into it (0: never)."""
         self.open: dict[AlertId, AlertRecord] = {}
         """Unresolved alerts by id (resolved ones leave; the store keeps them)."""
         self._signals: dict[tuple[RoomId, ParticipantId], set[str]] = {}
@@ -96,14 +99,41 @@ class AlertBook:
     def raise_alert(self, room: RoomId, kind: str, person: Person, excerpt: str,
                     rules: tuple[RuleRef, ...], now_ms: int, *, seq: int | None = None,
                     held: HeldId | None = None, message: MessageId | None = None
-                    ) -> AlertRecord:
-        """A new alert: remembered here; the caller writes and publishes it."""
+                    ) -> tuple[AlertRecord, bool]:
+        """A new alert, or an occurrence counted into an unresolved one of the same
+        kind, room and participant raised within ``coalesce_ms`` (issue 14: one
+        participant's report spam raised 267 alerts in 5 s). Remembered here; the
+        caller writes and publishes it.
+
+        Returns:
+            The record, and whether it was coalesced (then publish ``repeated``, and
+            write it unless ``pending_write`` says its first write is still queued).
+        """
+        same = self._coalescing(room, kind, person.id, now_ms)
+        if same is not None:
+            record = dataclasses.replace(same, count=same.count + 1, last_ts=now_ms)
+            self.open[record.id] = record
+            return record, True
         record = AlertRecord(AlertId(self.ids.new("al")), room, kind, person.id, person.name,
                              excerpt, tuple((r.id, r.category) for r in rules), now_ms, seq,
                              held, message)
         self.apply(record)
         self._unwritten.add(record.id)
-        return record
+        return record, False
+
+    def _coalescing(self, room: RoomId, kind: str, pid: ParticipantId, now_ms: int
+                    ) -> AlertRecord | None:
+        if self.coalesce_ms <= 0:
+            return None
+        # Counted from the first occurrence: a steady trickle still raises a fresh alert
+        # once per window, so a new event never hides for long behind an old one.
+        return next((r for r in self.open.values()
+                     if (r.room, r.kind, r.participant) == (room, kind, pid)
+                     and 0 <= now_ms - r.ts < self.coalesce_ms), None)
+
+    def pending_write(self, alert: AlertId) -> bool:
+        """Its first write is still queued (``written`` writes the latest after it)."""
+        return alert in self._unwritten
 
     def written(self, token: AlertWritten) -> AlertRecord | None:
         """The first write is done; returns the record to write again if it changed
@@ -177,7 +207,14 @@ class AlertBook:
         return Alert(record.room, record.kind, record.participant, record.excerpt,
                      tuple(RuleRef(i, k) for i, k in record.rules), record.seq, record.held,
                      record.id, record.ts, record.name, record.message, record.status,
-                     record.acknowledged_by, record.acknowledged_ts, backlog)
+                     record.acknowledged_by, record.acknowledged_ts, backlog, record.count,
+                     record.last_ts)
+
+    @staticmethod
+    def repeated(record: AlertRecord) -> AlertUpdate:
+        """A coalesced occurrence: the alert's count moved (no new alert to sound)."""
+        return AlertUpdate(record.room, record.id, "repeated", None,
+                           record.last_ts or record.ts, record.count)
 
     @staticmethod
     def update(record: AlertRecord) -> AlertUpdate:
@@ -201,6 +238,13 @@ class AlertBook:
         if seen & _URGENT:
             return Urgency.URGENT
         return Urgency.ROUTINE
+
+    def forget(self, room: RoomId, pid: ParticipantId) -> None:
+        """The room forgot this person (issue 14): their signals go too, unless an alert
+        about them there is still open (what safety needs stays, and comes back from
+        the store's open alerts after a restart anyway)."""
+        if not any(r.room == room and r.participant == pid for r in self.open.values()):
+            self._signals.pop((room, pid), None)
 
     def signals(self, room: RoomId, pid: ParticipantId) -> list[str]:
         return sorted(self._signals.get((room, pid), set()))

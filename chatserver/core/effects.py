@@ -57,6 +57,7 @@ class Audience(StrEnum):
     PARTICIPANT = "participant"  # one participant's connections (``target``)
     COUNSELLORS = "counsellors"  # every counsellor (with ``ALL_ROOMS``)
     FACILITATORS = "facilitators"  # every facilitator and ops (with ``ALL_ROOMS``)
+    CASE_TAKEN = "case_taken"  # every counsellor who may not see ``target``'s case in full
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +132,11 @@ class AlertRecord:
     acknowledged_ts: int | None = None
     resolved_by: Person | None = None
     resolved_ts: int | None = None
+    count: int = 1
+    """Occurrences coalesced into this alert (issue 14: same kind, room and participant
+    within ``limits.alert_coalesce_s`` of ``ts``), this first one included."""
+    last_ts: int | None = None
+    """When the latest coalesced occurrence happened (None: only the first)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ event, never once per recipient. Optional fields that are ``None`` are left out.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -31,10 +32,22 @@ __all__ = [
     "RuleRef",
     "Welcome",
     "Wire",
+    "public_id",
 ]
 
 Wire = dict[str, object]
 """A JSON-ready object: only ``wire.py`` and the ``to_wire`` methods build these."""
+
+
+def public_id(pid: str, role: str) -> str:
+    """The id a room shows for someone (issue 14): a participant's own id; for staff a
+    stable pseudonym, never the internal account id the audit log and cases use (the
+    member list showed young people staff account ids). One-way: nothing on the wire
+    leads back to an account."""
+    if role == "participant":
+        return pid
+    return "staff-" + hashlib.blake2s(pid.encode(), digest_size=6,
+                                      person=b"chatstaf").hexdigest()
 
 
 def _drop_none(d: Wire) -> Wire:
@@ -61,7 +74,8 @@ class MemberView:
     muted: bool
 
     def to_wire(self) -> Wire:
-        return {"id": self.id, "name": self.name, "role": self.role, "muted": self.muted}
+        return {"id": public_id(self.id, self.role), "name": self.name, "role": self.role,
+                "muted": self.muted}
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +127,9 @@ class Message(Event):
 
     def to_wire(self) -> Wire:
         return {"type": "message", "room": self.room, "seq": self.seq, "id": self.id,
-                "from": self.sender.to_wire(), "text": self.text, "ts": self.ts}
+                "from": {"id": public_id(self.sender.id, self.sender.role),
+                         "name": self.sender.name, "role": self.sender.role},
+                "text": self.text, "ts": self.ts}
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +263,9 @@ class Alert(Event):
     acknowledged_ts: int | None = None
     backlog: bool = False
     """Raised before this connection signed in (sent with the welcome)."""
+    count: int = 1
+    """Occurrences coalesced into it (issue 14); on the wire only when over 1."""
+    last_ts: int | None = None
 
     def to_wire(self) -> Wire:
         d = _drop_none({"type": "alert", "room": self.room, "kind": self.kind,
@@ -254,7 +273,10 @@ class Alert(Event):
                         "held": self.held, "excerpt": self.excerpt,
                         "rules": [r.to_wire() for r in self.rules], "id": self.id,
                         "ts": self.ts, "name": self.name, "message": self.message,
-                        "status": self.status, "acknowledged_ts": self.acknowledged_ts})
+                        "status": self.status, "acknowledged_ts": self.acknowledged_ts,
+                        "last_ts": self.last_ts})
+        if self.count > 1:
+            d["count"] = self.count
         if self.acknowledged_by is not None:
             d["acknowledged_by"] = self.acknowledged_by.to_wire()
         if self.backlog:
@@ -264,18 +286,27 @@ class Alert(Event):
 
 @dataclass(frozen=True, slots=True)
 class AlertUpdate(Event):
-    """A stored alert was acknowledged or resolved: every facilitator's list follows."""
+    """A stored alert was acknowledged or resolved, or happened again (coalesced):
+    every facilitator's list follows."""
 
     TYPE: ClassVar[str] = "alert_update"
     room: RoomId
     alert: AlertId
-    status: str  # acknowledged | resolved
-    by: Person
+    status: str  # acknowledged | resolved | repeated
+    by: Person | None
+    """Who acknowledged or resolved it; None for ``repeated``."""
     ts: int
+    count: int | None = None
+    """``repeated``: the occurrences now coalesced into the alert."""
 
     def to_wire(self) -> Wire:
-        return {"type": "alert_update", "room": self.room, "alert": self.alert,
-                "status": self.status, "by": self.by.to_wire(), "ts": self.ts}
+        d: Wire = {"type": "alert_update", "room": self.room, "alert": self.alert,
+                   "status": self.status, "ts": self.ts}
+        if self.by is not None:
+            d["by"] = self.by.to_wire()
+        if self.count is not None:
+            d["count"] = self.count
+        return d
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,9 +328,19 @@ class CaseView(Event):
     """The young person's display name (counsellors never need the internal id)."""
     held: tuple[HeldView, ...] = ()
     """Their messages still held when the case opened (docs/protocol.md § Cases)."""
+    brief: bool = False
+    """Only that the case left the queue (``scopes.sees_case``): id, room, urgency,
+    status and ts, for counsellors who may not see it in full."""
+
+    def brief_view(self) -> CaseView:
+        return CaseView(self.id, self.room, ParticipantId(""), self.urgency, self.status, "",
+                        self.ts, brief=True)
 
     def body(self) -> Wire:
         """The case object as ``GET /api/cases`` and the ``case`` frame show it."""
+        if self.brief:
+            return {"id": self.id, "room": self.room, "urgency": self.urgency,
+                    "status": self.status, "ts": self.ts}
         d = _drop_none({"id": self.id, "room": self.room, "participant": self.participant,
                         "name": self.name, "urgency": self.urgency, "status": self.status,
                         "note": self.note, "ts": self.ts, "counsellor": self.counsellor,

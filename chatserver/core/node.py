@@ -12,7 +12,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from chatserver.config import Config
 from chatserver.core import commands as c
@@ -51,6 +51,7 @@ from chatserver.core.events import (
     Ack,
     Alert,
     CaseView,
+    Encoded,
     ErrorEvent,
     Event,
     HeldEvent,
@@ -65,7 +66,9 @@ from chatserver.core.ids import CaseId, ConnId, HeldId, IdFactory, MessageId, Pa
 from chatserver.core.ratelimit import SlidingWindow, TokenBucket
 from chatserver.core.roles import STAFF, Role, may
 from chatserver.core.room import Member, Room
+from chatserver.core.scopes import sees_case
 from chatserver.core.session import Conn, Identity, State
+from chatserver.core.summary import AuditSummary
 from chatserver.core.sync import Sync, SyncRecord
 from chatserver.moderation.context import MODEL_SIGNAL, Conversation, Fragment, Grooming
 from chatserver.moderation.engine import MASK_CHAR, Hit, RuleSet, Verdict
@@ -148,6 +151,8 @@ class _Person:
     """Per-participant state shared by all their sockets (the limit is per participant)."""
 
     window: SlidingWindow
+    reports: SlidingWindow
+    """Issue 14: ``limits.reports_per_window`` per ``report_window_s``."""
     conns: set[ConnId] = field(default_factory=set)
     strikes: int = 0
     flood_alerted: bool = False
@@ -206,10 +211,12 @@ class ChatCore:
         """Messages this node delivered, until it observes them: an unanswered post is
         counted by the node that delivered it, once for the cluster (every node that
         serves the room observes it)."""
-        self.alerts = AlertBook(self.ids)
+        self.alerts = AlertBook(self.ids, config.limits.alert_coalesce_s * 1000)
         """Issue 16: unresolved alerts (the backlog) and the signals seen per person."""
         self.nodes: dict[str, int] = {}
         """Other nodes of a cluster, when each was last heard from (ms)."""
+        self._denied = AuditSummary(config.limits.denied_audit_window_s * 1000)
+        """Issue 14: forbidden commands, summarised per participant and room."""
         self._handlers: Mapping[type[c.Command], Callable[[Conn, Identity, Any, int],
                                                              list[Effect]]] = {
             c.Join: self._join, c.Leave: self._leave, c.Send: self._send,
@@ -329,7 +336,8 @@ class ChatCore:
             effects.append(Publish(rid, self.rooms[rid].state(now_ms)))
             effects += self._held_for(conn, ident, self.rooms[rid])
         if ident.role in (Role.COUNSELLOR, Role.OPS):
-            effects += [Emit(conn_id, self._case_view(k)) for k in self._case_queue()]
+            effects += [Emit(conn_id, self._case_view(k)) for k in self._case_queue()
+                        if sees_case(ident.role, ident.id, k.status, k.counsellor)]
         # Issue 16: what was raised before this sign-in and is not yet resolved.
         effects += [Emit(conn_id, a) for a in self.alerts.backlog(
             lambda rid: rid in self.rooms and self._staff_may_enter(ident, self.rooms[rid]))]
@@ -353,6 +361,7 @@ class ChatCore:
                 continue
             member.conns.discard(conn_id)
             if not member.conns:
+                room.depart(conn.identity.id, now_ms)
                 effects.append(Publish(rid, room.state(now_ms)))
         return effects
 
@@ -374,14 +383,9 @@ class ChatCore:
             if isinstance(command, c.Hello):
                 raise ChatError(ErrorCode.BAD_REQUEST, "This connection already said hello.")
             if not may(ident.role, type(command)):
-                return [
-                    Persist((AuditEntry(now_ms, getattr(command, "room", None), ident.id,
-                                        "denied", None,
-                                        {"command": type(command).__name__.lower(),
-                                         "role": ident.role.value}),)),
-                    self._error(conn_id, command,
-                                ChatError(ErrorCode.FORBIDDEN, "Your role can't do that.")),
-                ]
+                return [*self._denied_audit(ident, command, now_ms),
+                        self._error(conn_id, command,
+                                    ChatError(ErrorCode.FORBIDDEN, "Your role can't do that."))]
             if over_budget and isinstance(command, c.Send) and \
                     (ident.id, command.id) not in self._idem:  # a resend is answered as before
                 return self._flooding(conn, ident, self._room_of(conn, command.room), command,
@@ -391,6 +395,34 @@ class ChatCore:
             return writes_last(self._handlers[type(command)](conn, ident, command, now_ms))
         except ChatError as e:
             return [self._error(conn_id, command, e)]
+
+    def _denied_audit(self, ident: Identity, command: c.Command, now_ms: int
+                      ) -> list[Effect]:
+        """A command the role may not give: the window's first is audited ``denied``;
+        the rest of the window is one ``denied_summary`` (issue 14: 100 forbidden staff
+        commands were 100 rows), written when it ends (``tick``)."""
+        room = getattr(command, "room", None)
+        name = type(command).__name__.lower()
+        effects = self._denied_summaries(now_ms)
+        if self._denied.count((ident.id, room), "denied", name, now_ms):
+            effects.append(Persist((AuditEntry(now_ms, room, ident.id, "denied", None,
+                                               {"command": name,
+                                                "role": ident.role.value}),)))
+        return effects
+
+    def _denied_summaries(self, now_ms: int, force: bool = False) -> list[Effect]:
+        """``denied_summary`` entries of the windows that have ended (``force``: all)."""
+        entries = []
+        for s in self._denied.due(now_ms, force):
+            if s.total > 1:  # a lone denial is already its own entry
+                pid, room = cast(tuple[ParticipantId, RoomId | None], s.key)
+                entries.append(AuditEntry(now_ms, room, pid, "denied_summary", None, {
+                    "since": s.since, "denied": s.total, "commands": list(s.names)}))
+        return [Persist(tuple(entries))] if entries else []
+
+    def flush_audit(self, now_ms: int) -> list[Effect]:
+        """Shutting down: every open summary window is written now."""
+        return self._denied_summaries(now_ms, force=True)
 
     def _undoable(self, conn: Conn, ident: Identity, command: Any, now_ms: int
                   ) -> list[Effect]:
@@ -478,6 +510,7 @@ class ChatCore:
 
     def _enter(self, conn: Conn, ident: Identity, room: Room, now_ms: int,
                announce: bool = True) -> list[Effect]:
+        room.departed.pop(ident.id, None)  # back (a resume): known as before
         member = room.members.setdefault(ident.id, Member(self._person_view(ident)))
         member.conns.add(conn.id)
         conn.rooms.add(room.id)
@@ -509,6 +542,7 @@ class ChatCore:
         if member is not None:
             member.conns.discard(conn.id)
             if not member.conns:
+                room.depart(ident.id, now_ms)
                 self.context.forget(ident.id)  # nothing of a sender who left is kept
         return [Publish(room.id, room.state(now_ms))]
 
@@ -732,8 +766,14 @@ class ChatCore:
         if kind not in STORED_KINDS:
             return [Publish(room.id, Alert(room.id, kind, person.id, excerpt, rules, seq, held),
                             Audience.STAFF)]
-        record = self.alerts.raise_alert(room.id, kind, person, excerpt, rules, now_ms,
-                                         seq=seq, held=held, message=message)
+        record, coalesced = self.alerts.raise_alert(room.id, kind, person, excerpt, rules,
+                                                    now_ms, seq=seq, held=held,
+                                                    message=message)
+        if coalesced:
+            # Counted into the open alert (issue 14): facilitators see its count move;
+            # nothing new sounds. A first write still queued writes this after it.
+            return [audience(room.kind, room.id, self.alerts.repeated(record)),
+                    *([] if self.alerts.pending_write(record.id) else [Persist((record,))])]
         # The write goes last in its batch (``_alert_writes_last``): a store failure
         # then costs the backlog entry, never the live alert or what follows it.
         return [audience(room.kind, room.id, self.alerts.view(record)),
@@ -844,6 +884,16 @@ class ChatCore:
                    target: ParticipantId | None) -> list[ConnId]:
         """Local connections that get a published event (encoded once for all of them)."""
         if room_id == ALL_ROOMS:
+            kind = event.kind if isinstance(event, Encoded) else event.TYPE
+            if kind == CaseView.TYPE and (target is not None or
+                                                audience == Audience.CASE_TAKEN):
+                # A claimed or closed case (``_publish_case``): the one rule decides who
+                # sees it in full; the other counsellors get the brief.
+                full = audience == Audience.COUNSELLORS
+                return [cid for cid, conn in self.conns.items()
+                        if (i := conn.identity) is not None and
+                        i.role in (Role.COUNSELLOR, Role.OPS) and
+                        sees_case(i.role, i.id, "claimed", target) == full]
             want = {Audience.COUNSELLORS: {Role.COUNSELLOR, Role.OPS},
                     Audience.FACILITATORS: {Role.FACILITATOR, Role.OPS}}.get(audience, set())
             return [cid for cid, conn in self.conns.items()
@@ -869,6 +919,11 @@ class ChatCore:
         msg = next((m for m in room.recent if m.seq == cmd.seq), None)
         if msg is None:
             raise ChatError(ErrorCode.NOT_FOUND, "That message isn't available to report.")
+        person = self._person(ident.id)
+        if not person.reports.try_take(now_ms):
+            # Issue 14: one participant's report spam raised 267 alerts in 5 s.
+            raise ChatError(ErrorCode.RATE_LIMITED, "You've reported a lot just now. A "
+                                                    "facilitator has your reports.")
         reason, masked, signpost = self._free_text(cmd.reason)
         detail: dict[str, object] = {"seq": cmd.seq, "reason": reason}
         if masked:
@@ -1007,6 +1062,7 @@ class ChatCore:
         on those connections: by the time a published event is fanned out, they are no
         longer members."""
         member = room.members.pop(pid, None)
+        room.departed.pop(pid, None)
         self.context.forget(pid)
         if member is None:
             return []
@@ -1074,6 +1130,15 @@ class ChatCore:
         rank = {"emergency": 0, "urgent": 1, "routine": 2}
         return sorted((k for k in self.cases.values() if k.status != "closed"),
                       key=lambda k: (rank.get(k.urgency, 3), k.ts))
+
+    def _publish_case(self, case: CaseRecord) -> list[Effect]:
+        """A case that left the queue: in full to its counsellor (and ops), as a brief
+        "taken" to every other counsellor (``scopes.sees_case``: one rule on every path).
+        The counsellor travels as the envelope's ``target``, so every node applies the
+        same rule to the already-encoded frame."""
+        view = self._case_view(case)
+        return [Publish(ALL_ROOMS, view, Audience.COUNSELLORS, case.counsellor),
+                Publish(ALL_ROOMS, view.brief_view(), Audience.CASE_TAKEN, case.counsellor)]
 
     def _case_view(self, k: CaseRecord) -> CaseView:
         return CaseView(k.id, k.room, k.participant, k.urgency, k.status, k.note, k.ts,
@@ -1210,7 +1275,7 @@ class ChatCore:
             Publish(case.room, self._notice("escalated", room.id, case=case.id),
                     Audience.PARTICIPANT, case.participant),
             Publish(room.id, room.state(now_ms)),
-            Publish(ALL_ROOMS, self._case_view(case), Audience.COUNSELLORS)]
+            *self._publish_case(case)]
         return effects
 
     def _close_case(self, conn: Conn, ident: Identity, cmd: c.CloseCase, now_ms: int
@@ -1235,7 +1300,7 @@ class ChatCore:
         effects.append(Persist(tuple(ops)))
         if room is not None:
             effects += self._close_locally(room, now_ms)
-        effects.append(Publish(ALL_ROOMS, self._case_view(case), Audience.COUNSELLORS))
+        effects += self._publish_case(case)
         return effects
 
     def _close_locally(self, room: Room, now_ms: int) -> list[Effect]:
@@ -1250,6 +1315,7 @@ class ChatCore:
                     their.rooms.discard(room.id)
         room.members.clear()
         room.remote.clear()
+        room.departed.clear()
         return effects
 
     # ----------------------------------------------------------------- cluster
@@ -1371,10 +1437,11 @@ class ChatCore:
         break reminders and unclaimed emergencies. Mute expiry and emergencies run on the
         ``leader`` only; unanswered alerts and break reminders go to this node's own
         connections."""
-        effects: list[Effect] = []
+        effects: list[Effect] = self._denied_summaries(now_ms)
         self.context.prune(now_ms)
         wb = self.config.rooms
         for room in self.rooms.values():
+            self._forget_departed(room, now_ms)
             msg = room.unanswered
             if msg is not None and now_ms - msg.ts >= wb.unanswered_s * 1000:
                 room.unanswered = None
@@ -1421,6 +1488,19 @@ class ChatCore:
                             OpsAlert("emergency_unclaimed", case.id)]
         return effects
 
+    def _forget_departed(self, room: Room, now_ms: int) -> None:
+        """Issue 14: the room forgets who left long enough ago; so does this node, once
+        no room knows them and no socket of theirs is open (their send and report
+        windows have long ended). Risk signals stay while an alert about them is open."""
+        lim = self.config.limits
+        for pid in room.forget_departed(now_ms, lim.departed_keep_s * 1000,
+                                        lim.departed_kept):
+            self.alerts.forget(room.id, pid)
+            person = self._people.get(pid)
+            if person is not None and not person.conns and not any(
+                    pid in r.members or pid in r.departed for r in self.rooms.values()):
+                del self._people[pid]
+
     def _streak(self, person: _Person, now_ms: int) -> None:
         if person.streak_start is None or now_ms - person.last_send >= STREAK_GAP_MS:
             person.streak_start, person.reminded = now_ms, False
@@ -1433,7 +1513,8 @@ class ChatCore:
         if person is None:
             lim = self.config.limits
             person = self._people[pid] = _Person(
-                SlidingWindow(lim.rate_messages, lim.rate_window_s * 1000))
+                SlidingWindow(lim.rate_messages, lim.rate_window_s * 1000),
+                SlidingWindow(lim.reports_per_window, lim.report_window_s * 1000))
         return person
 
     def _person_view(self, ident: Identity) -> Person:

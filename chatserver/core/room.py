@@ -62,14 +62,52 @@ class Room:
     """For case rooms: the two people who may be in it."""
     remote: dict[str, tuple[Person, ...]] = field(default_factory=dict)
     """Members connected to other nodes, by node (cluster presence)."""
+    departed: dict[ParticipantId, tuple[Person, int]] = field(default_factory=dict)
+    """Issue 14: who left (every socket of theirs here gone) and when, oldest first.
+    ``members`` holds only the connected, so each message's fan-out and member list cost
+    what the room holds now, not every identity it has ever seen; a departed person is
+    still known (``person``) for ``limits.departed_keep_s``, so staff can act on someone
+    who just dropped and a resume finds their ignore list and slow mode as they were."""
 
     def person(self, pid: ParticipantId) -> Person | None:
-        """A member connected here or on another node."""
+        """A member connected here or on another node, or one who recently left."""
         member = self.members.get(pid)
         if member is not None:
             return member.person
-        return next((p for people in self.remote.values() for p in people if p.id == pid),
-                    None)
+        remote = next((p for people in self.remote.values() for p in people if p.id == pid),
+                      None)
+        if remote is not None:
+            return remote
+        gone = self.departed.get(pid)
+        return gone[0] if gone is not None else None
+
+    def depart(self, pid: ParticipantId, now_ms: int) -> None:
+        """Their last socket here left: out of ``members``, into ``departed``."""
+        member = self.members.pop(pid, None)
+        if member is not None:
+            self.departed.pop(pid, None)
+            self.departed[pid] = (member.person, now_ms)
+
+    def forget_departed(self, now_ms: int, keep_ms: int, kept: int) -> list[ParticipantId]:
+        """Forget those who left over ``keep_ms`` ago (or beyond the ``kept`` newest):
+        their slow-mode clock, their own ignore list, and their place in others'. What
+        safety needs is not here and stays: ``removed`` and ``mutes`` travel in the
+        room record for the room's life. Returns who was forgotten."""
+        gone = [pid for pid, (_, left) in self.departed.items()
+                if not 0 <= now_ms - left < keep_ms]
+        extra = len(self.departed) - len(gone) - kept
+        if extra > 0:
+            gone += [pid for pid in self.departed if pid not in gone][:extra]
+        if not gone:
+            return []
+        for pid in gone:
+            del self.departed[pid]
+            self.last_send.pop(pid, None)
+            self.ignores.pop(pid, None)
+        forgotten = set(gone)
+        for ignored in self.ignores.values():
+            ignored -= forgotten
+        return gone
 
     def remove(self, pid: ParticipantId) -> None:
         """``remove`` sticks for the room's life (issue 14): the identity, and the

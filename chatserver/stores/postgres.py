@@ -28,6 +28,7 @@ from chatserver.core.effects import (
 )
 from chatserver.core.events import Message, Person
 from chatserver.core.ids import MessageId, ParticipantId, RoomId
+from chatserver.core.scopes import AuditScope
 from chatserver.ports import AuditRow, Cutoffs, StoreConflict, StoreError, UserRow
 from chatserver.stores.groupcommit import Append, GroupCommit
 from chatserver.stores.records import alert_from, case_from, dumps, held_from, room_from
@@ -62,12 +63,14 @@ ALTER TABLE cases ADD COLUMN IF NOT EXISTS status TEXT NOT NULL DEFAULT '';
 CREATE TABLE IF NOT EXISTS users (id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE,
     role TEXT NOT NULL, password_hash TEXT NOT NULL, disabled BOOLEAN NOT NULL DEFAULT FALSE);
 ALTER TABLE users ADD COLUMN IF NOT EXISTS version BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN IF NOT EXISTS display_name TEXT NOT NULL DEFAULT '';
 """
 _AUDIT_LOCK: Final = 0x43484154  # "CHAT": the advisory lock key of the audit chain
 _SCHEMA_NAME: Final = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
-_USER_COLUMNS: Final = "SELECT id, username, role, password_hash, disabled, version"
+_USER_COLUMNS: Final = ("SELECT id, username, role, password_hash, disabled, version, "
+                         "display_name")
 
 
 class PostgresStore:
@@ -347,16 +350,17 @@ class PostgresStore:
             "SELECT record FROM alerts WHERE status != 'resolved' ORDER BY ts, id")]
 
     async def audit(self, room: str | None, since: int, limit: int,
-                    action: str | None = None) -> list[AuditRow]:
-        args: list[object] = [since]
-        where = "ts >= $1"
-        for column, value in (("room", room), ("action", action)):
-            if value:
-                args.append(value)
-                where += f" AND {column} = ${len(args)}"
-        args.append(limit)
-        rows = await self._fetch("SELECT id, ts, room, actor, action, target, detail FROM audit"
-                                 f" WHERE {where} ORDER BY id LIMIT ${len(args)}", *args)
+                    action: str | None = None, scope: AuditScope | None = None
+                    ) -> list[AuditRow]:
+        rooms = sorted(scope.rooms) if scope is not None and scope.rooms is not None else None
+        hidden = sorted(scope.hidden_actions) if scope is not None else []
+        rows = await self._fetch(
+            "SELECT id, ts, room, actor, action, target, detail FROM audit "
+            "WHERE ts >= $1 AND ($2::text IS NULL OR room = $2) "
+            "AND ($3::text IS NULL OR action = $3) "
+            "AND ($4::text[] IS NULL OR room = ANY($4::text[])) "
+            "AND NOT (action = ANY($5::text[])) ORDER BY id LIMIT $6",
+            since, room or None, action or None, rooms, hidden, limit)
         return [AuditRow(int(r[0]), int(r[1]), r[2], r[3], r[4], r[5], orjson.loads(r[6]))
                 for r in rows]
 
@@ -364,17 +368,19 @@ class PostgresStore:
     async def add_user(self, user: UserRow) -> None:
         async def write(conn: asyncpg.Connection) -> None:
             await conn.execute(
-                "INSERT INTO users (id, username, role, password_hash, disabled) "
-                "VALUES ($1,$2,$3,$4,$5) ON CONFLICT (username) DO UPDATE SET "
+                "INSERT INTO users (id, username, role, password_hash, disabled, display_name)"
+                " VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (username) DO UPDATE SET "
                 "role=excluded.role, password_hash=excluded.password_hash, "
-                "disabled=excluded.disabled, version=users.version + 1",
-                user.id, user.username, user.role, user.password_hash, user.disabled)
+                "disabled=excluded.disabled, display_name=excluded.display_name, "
+                "version=users.version + 1",
+                user.id, user.username, user.role, user.password_hash, user.disabled,
+                user.display_name)
 
         await self._tx(write)
 
     @staticmethod
     def _user(r: asyncpg.Record) -> UserRow:
-        return UserRow(r[0], r[1], r[2], r[3], bool(r[4]), int(r[5]))
+        return UserRow(r[0], r[1], r[2], r[3], bool(r[4]), int(r[5]), r[6] or "")
 
     async def user(self, username: str) -> UserRow | None:
         rows = await self._fetch(_USER_COLUMNS + " FROM users"

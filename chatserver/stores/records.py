@@ -71,4 +71,4 @@ def alert_from(raw: str) -> AlertRecord:
         message=MessageId(d["message"]) if d["message"] is not None else None,
         status=d["status"], acknowledged_by=_maybe_person(d["acknowledged_by"]),
         acknowledged_ts=d["acknowledged_ts"], resolved_by=_maybe_person(d["resolved_by"]),
-        resolved_ts=d["resolved_ts"])
+        resolved_ts=d["resolved_ts"], count=d.get("count", 1), last_ts=d.get("last_ts"))

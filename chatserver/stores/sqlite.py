@@ -32,6 +32,7 @@ from chatserver.core.effects import (
 )
 from chatserver.core.events import Message, Person
 from chatserver.core.ids import MessageId, ParticipantId, RoomId
+from chatserver.core.scopes import AuditScope
 from chatserver.ports import AuditRow, Cutoffs, StoreConflict, StoreError, UserRow
 from chatserver.stores.groupcommit import Append, GroupCommit
 from chatserver.stores.records import alert_from, case_from, dumps, held_from, room_from
@@ -68,6 +69,7 @@ MIGRATIONS: Final = (  # columns added after the first release: (table, column, 
     ("cases", "ts", "INTEGER NOT NULL DEFAULT 0"),
     ("cases", "status", "TEXT NOT NULL DEFAULT ''"),
     ("users", "version", "INTEGER NOT NULL DEFAULT 0"),
+    ("users", "display_name", "TEXT NOT NULL DEFAULT ''"),
 )
 
 Write = Callable[[aiosqlite.Connection], Awaitable[Any]]
@@ -106,7 +108,8 @@ def _audit_fields(e: AuditEntry, extra: dict[str, object] | None = None
              e.version), e.text)
 
 
-_USER_COLUMNS: Final = "SELECT id, username, role, password_hash, disabled, version"
+_USER_COLUMNS: Final = ("SELECT id, username, role, password_hash, disabled, version, "
+                         "display_name")
 
 
 class SqliteStore:
@@ -396,12 +399,21 @@ class SqliteStore:
             return [alert_from(r[0]) async for r in cur]
 
     async def audit(self, room: str | None, since: int, limit: int,
-                    action: str | None = None) -> list[AuditRow]:
-        sql = ("SELECT id, ts, room, actor, action, target, detail FROM audit WHERE ts >= ?"
-               + (" AND room = ?" if room else "") + (" AND action = ?" if action else "")
-               + " ORDER BY id LIMIT ?")
-        args = (since, *([room] if room else []), *([action] if action else []), limit)
-        async with self.db.execute(sql, args) as cur:
+                    action: str | None = None, scope: AuditScope | None = None
+                    ) -> list[AuditRow]:
+        sql, args = "SELECT id, ts, room, actor, action, target, detail FROM audit " \
+            "WHERE ts >= ?", list[object]([since])
+        if room:
+            sql, args = sql + " AND room = ?", [*args, room]
+        if action:
+            sql, args = sql + " AND action = ?", [*args, action]
+        if scope is not None and scope.rooms is not None:
+            sql += f" AND room IN ({','.join('?' * len(scope.rooms)) or 'NULL'})"
+            args += sorted(scope.rooms)
+        if scope is not None and scope.hidden_actions:
+            sql += f" AND action NOT IN ({','.join('?' * len(scope.hidden_actions))})"
+            args += sorted(scope.hidden_actions)
+        async with self.db.execute(sql + " ORDER BY id LIMIT ?", (*args, limit)) as cur:
             return [AuditRow(r[0], r[1], r[2], r[3], r[4], r[5], orjson.loads(r[6]))
                     async for r in cur]
 
@@ -409,16 +421,18 @@ class SqliteStore:
     async def add_user(self, user: UserRow) -> None:
         async def write(db: aiosqlite.Connection) -> None:
             await db.execute(
-                "INSERT INTO users (id, username, role, password_hash, disabled) "
-                "VALUES (?,?,?,?,?) ON CONFLICT (username) DO UPDATE SET role=excluded.role,"
-                " password_hash=excluded.password_hash, disabled=excluded.disabled,"
+                "INSERT INTO users (id, username, role, password_hash, disabled, display_name)"
+                " VALUES (?,?,?,?,?,?) ON CONFLICT (username) DO UPDATE SET"
+                " role=excluded.role, password_hash=excluded.password_hash,"
+                " disabled=excluded.disabled, display_name=excluded.display_name,"
                 " version=users.version + 1",  # a reset ends every session (issue 14)
-                (user.id, user.username, user.role, user.password_hash, int(user.disabled)))
+                (user.id, user.username, user.role, user.password_hash, int(user.disabled),
+                 user.display_name))
 
         await self._submit(_Call(write))
 
     def _user(self, r: Any) -> UserRow:
-        return UserRow(r[0], r[1], r[2], r[3], bool(r[4]), int(r[5]))
+        return UserRow(r[0], r[1], r[2], r[3], bool(r[4]), int(r[5]), r[6] or "")
 
     async def user(self, username: str) -> UserRow | None:
         async with self.db.execute(_USER_COLUMNS + " FROM "

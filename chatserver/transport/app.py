@@ -167,6 +167,8 @@ class Server:
                 await asyncio.wait_for(sock.ws.close(code=CloseCode.RESTARTING,
                                                      message=b"server restarting"),
                                        self.config.server.shutdown_grace_s)
+        with contextlib.suppress(Exception):  # open denial windows: summarised now
+            await self.run(self.core.flush_audit(self.now()))
         await self.broker.close()
         await self.store.close()
         log.info("server_stopped", node=self.node_id)

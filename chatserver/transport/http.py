@@ -18,6 +18,7 @@ from chatserver.core.effects import AuditEntry, RoomRecord
 from chatserver.core.errors import ChatError, ErrorCode
 from chatserver.core.ids import ParticipantId, RoomId
 from chatserver.core.roles import Role
+from chatserver.core.scopes import audit_scope, sees_case
 from chatserver.core.session import Identity
 from chatserver.core.wire import decode_object, parse_decimal
 from chatserver.moderation.contact import digits_view
@@ -267,11 +268,13 @@ async def login(request: web.Request) -> web.Response:
         raise ChatError(ErrorCode.UNAUTHORIZED, "Wrong username or password.")
     with contextlib.suppress(BrokerError):
         await throttle.login_succeeded(attempt)
-    ident = Identity(ParticipantId(user.id), user.username, Role(user.role),
+    # Issue 14: rooms show the display name, never the login name.
+    ident = Identity(ParticipantId(user.id), user.shown_name(), Role(user.role),
                      version=user.version)
     await server.store.apply([AuditEntry(now, None, user.id, "login")])
     return web.json_response({"token": server.tokens.issue(ident, int(time.time())),
                               "user": {"id": user.id, "name": user.username,
+                                       "display_name": user.shown_name(),
                                        "role": user.role}})
 
 
@@ -382,9 +385,12 @@ async def audit(request: web.Request) -> web.Response:
     if action == "feedback" and ident.role != Role.OPS:
         # Feedback may be about a facilitator: it is for ops (GET /api/feedback).
         raise ChatError(ErrorCode.FORBIDDEN, "Feedback is read by ops.")
-    rows = await server.store.audit(room, since, limit, action=action)
-    if ident.role != Role.OPS:
-        rows = [r for r in rows if r.action not in ("feedback", "feedback_blocked")]
+    # Issue 14: scoped by role (core/scopes.py): a facilitator never reads counselling.
+    scope = audit_scope(ident.role, (r.id for r in server.core.rooms.values()
+                                     if r.kind == "group"))
+    if scope is None:
+        raise ChatError(ErrorCode.FORBIDDEN, "Your role can't read the audit log.")
+    rows = await server.store.audit(room, since, limit, action=action, scope=scope)
     # SG-18: reading the audit log is itself audited.
     await server.store.apply([AuditEntry(server.now(), RoomId(room) if room else None, ident.id,
                                          "audit_read", None, {"since": since,
@@ -410,8 +416,8 @@ async def cases(request: web.Request) -> web.Response:
     for k in sorted(server.core.cases.values(), key=lambda k: (rank.get(k.urgency, 3), k.ts)):
         if status and k.status != status:
             continue
-        if ident.role == Role.COUNSELLOR and k.status != "open" and k.counsellor != ident.id:
-            continue  # SG-18: a counsellor sees the queue and their own cases only
+        if not sees_case(ident.role, ident.id, k.status, k.counsellor):
+            continue  # SG-18: the one rule (core/scopes.py) the WebSocket path uses too
         body = {"id": k.id, "ts": k.ts, "room": k.room, "participant": k.participant,
                 "urgency": k.urgency, "status": k.status, "note": k.note}
         if k.counsellor:

@@ -22,6 +22,7 @@ from aiohttp import web
 from chatserver.config import AuthConfig, LimitsConfig
 from chatserver.core.effects import AuditEntry
 from chatserver.core.errors import ChatError, ErrorCode
+from chatserver.core.summary import AuditSummary
 from chatserver.ports import Allowance, Broker, Store
 
 __all__ = ["THROTTLE_KEY", "LoginAttempt", "LoginAudit", "Throttle", "VerifyPool",
@@ -102,58 +103,36 @@ class VerifyPool:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-ACCOUNTS_NAMED: Final = 20
-"""A summary names at most this many distinct accounts (and counts the rest)."""
-
-
 class LoginAudit:
     """Failed and locked-out logins audited as a summary per window, not a row each
     (issue 14: 3,000 failures were 3,000 rows). In each window the first failure and
     the first lockout are written at once (SEC-27: the lockout is audited); when the
-    window ends, one ``login_failures`` entry counts everything in it."""
+    window ends, one ``login_failures`` entry counts everything in it. The counting is
+    the core's ``AuditSummary`` (denied commands are summarised the same way)."""
 
     def __init__(self, store: Store, window_s: int) -> None:
-        self.store, self.window_ms = store, window_s * 1000
-        self.started: int | None = None
-        self.failed = self.locked_out = 0
-        self.accounts: set[str] = set()
-        self.more_accounts = 0
-
-    def _count(self, username: str, now_ms: int) -> None:
-        if self.started is None:
-            self.started = now_ms
-        if username in self.accounts or len(self.accounts) < ACCOUNTS_NAMED:
-            self.accounts.add(username)
-        else:
-            self.more_accounts += 1
+        self.store = store
+        self.summary = AuditSummary(window_s * 1000)
 
     async def failed_login(self, username: str, now_ms: int) -> None:
         await self.flush(now_ms)
-        self._count(username, now_ms)
-        self.failed += 1
-        if self.failed == 1:
+        if self.summary.count(None, "failed", username, now_ms):
             await self.store.apply([AuditEntry(now_ms, None, username, "login_failed")])
 
     async def locked(self, username: str, now_ms: int) -> None:
         await self.flush(now_ms)
-        self._count(username, now_ms)
-        self.locked_out += 1
-        if self.locked_out == 1:
+        if self.summary.count(None, "locked", username, now_ms):
             await self.store.apply([AuditEntry(now_ms, None, username, "login_locked")])
 
     async def flush(self, now_ms: int, force: bool = False) -> None:
         """Write the window's summary once it has ended (or now, ``force``)."""
-        if self.started is None or (not force and now_ms - self.started < self.window_ms):
-            return
-        started, failed, locked, accounts, more = (self.started, self.failed,
-                                                   self.locked_out, self.accounts,
-                                                   self.more_accounts)
-        self.started, self.failed, self.locked_out = None, 0, 0
-        self.accounts, self.more_accounts = set(), 0
-        if failed + locked > 1:  # a lone failure is already its own entry
-            await self.store.apply([AuditEntry(now_ms, None, "system", "login_failures", None, {
-                "since": started, "failed": failed, "locked": locked,
-                "accounts": sorted(accounts), "other_accounts": more})])
+        for s in self.summary.due(now_ms, force):
+            if s.total > 1:  # a lone failure is already its own entry
+                await self.store.apply([AuditEntry(
+                    now_ms, None, "system", "login_failures", None, {
+                        "since": s.since, "failed": s.counts.get("failed", 0),
+                        "locked": s.counts.get("locked", 0), "accounts": list(s.names),
+                        "other_accounts": s.other_names})])
 
 
 class Throttle:

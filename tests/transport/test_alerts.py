@@ -33,7 +33,7 @@ async def test_the_backlog_survives_a_restart_and_an_ack_reaches_every_facilitat
         await fac.send(type="alert_ack", room="lounge", alert=alert["id"])
         update = await other.expect("alert_update")
         assert (update["alert"], update["status"], update["by"]["name"]) == \
-            (alert["id"], "acknowledged", "facilitator")
+            (alert["id"], "acknowledged", "Facilitator")  # the display name
         await fac.send(type="alert_ack", room="lounge")
         assert (await fac.expect("error"))["code"] == "bad_request"  # no alert named
         entries = await running.server.store.audit("lounge", 0, 100)
