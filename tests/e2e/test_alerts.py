@@ -54,7 +54,7 @@ async def test_backlog_acknowledge_and_resolve_seen_by_every_facilitator(
     await sam.keyboard.press("Enter")
     for page in (sam, nadia):
         await expect(page.locator("#alerts .alert-risk .acked")).to_contain_text(
-            "Acknowledged by facilitator")
+            "Acknowledged by Facilitator")
     await expect(sam.locator("#room-heading")).to_have_text("Lounge")  # it opened the room
     await expect(nadia.get_by_role("button", name="Acknowledge risk alert about Ana")) \
         .to_have_count(0)
@@ -63,7 +63,7 @@ async def test_backlog_acknowledge_and_resolve_seen_by_every_facilitator(
     # Someone signing in now sees who has it; then Nadia resolves it with the keyboard.
     late = await sign_in(await context(browser, DESKTOP), site, "facilitator")
     await expect(late.locator("#alerts .alert-risk .acked")).to_contain_text(
-        "Acknowledged by facilitator")
+        "Acknowledged by Facilitator")
     resolve = nadia.get_by_role("button", name="Resolve risk alert about Ana")
     await resolve.focus()
     await nadia.keyboard.press("Enter")

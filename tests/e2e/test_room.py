@@ -339,7 +339,7 @@ async def test_welcome_shows_guidelines_who_is_here_and_a_kind_unstaffed_answer(
     await expect(members).to_contain_text("Ana (you)")
     await expect(members).to_contain_text("Ben")
     fac = await facilitator(site, "quiet")
-    await expect(ana.locator("#presence")).to_have_text("A facilitator is here: facilitator.")
+    await expect(ana.locator("#presence")).to_have_text("A facilitator is here: Facilitator.")
     await expect(members.locator("li", has_text="facilitator")).to_contain_text("Facilitator")
     await expect(ana.locator("#banner")).to_be_hidden()
     await clean(ana, "welcome, staffed")
