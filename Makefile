@@ -46,7 +46,7 @@ model: $(TEST_STAMP)
 	$(BIN)/python -m chatserver.moderation.training
 
 unit: $(TEST_STAMP) $(if $(NPM),node_modules/.installed)
-	PYTHONASYNCIODEBUG=1 $(BIN)/pytest -q
+	PYTHONASYNCIODEBUG=1 $(BIN)/pytest -q --durations=25
 
 test: lint typecheck rules-check unit
 

@@ -6,7 +6,13 @@ Two sets of one-vs-rest logistic heads, trained together by ``training.py``:
   line under every gate is one no full head would flag (chosen in training so that at
   most ``training.GATE_LOSS`` of harmful training lines fall under it, out of fold).
 * **full** heads read the n-grams and the USE sentence vector (~3.5 ms). Their
-  thresholds are the ones that act.
+  thresholds are the ones that act. Each full score is the mean of two readings of the
+  same features: the head's own one-vs-rest logistic regression, and a *joint*
+  (multinomial) one over the seven labels, where a head's score is the probability of
+  its labels. The joint reading makes "method" and "everyday" compete for "how do i hang
+  a picture", which one-vs-rest heads, each trained alone, cannot; out of fold by
+  author the mean caught 3.5 points more risk lines at a lower false-positive rate than
+  either reading alone.
 
 Committed as one small ``.npz`` (``model/heads.npz``) with the corpus hash, the
 encoder's version, the seed, the gates and the thresholds. Loading checks the encoder
@@ -38,8 +44,8 @@ from chatserver.moderation.features import (
     prepare,
 )
 
-__all__ = ["DEFAULT_MODEL", "HEADS", "Classifier", "Heads", "ModelInfo", "ModelLoadError",
-           "load_classifier"]
+__all__ = ["DEFAULT_MODEL", "HEADS", "Classifier", "Heads", "JointHead", "ModelInfo",
+           "ModelLoadError", "load_classifier"]
 
 HEADS: Final = ("risk", "method", "support", "abuse", "contact", "grooming", "everyday")
 """``risk``: the sender's own risk (a method question counts too); ``support``: recovery
@@ -85,13 +91,34 @@ class Heads:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class JointHead:
+    """A multinomial logistic regression over the labels; ``members`` maps each head
+    to the labels whose probabilities make its score (risk: risk and method)."""
+
+    w_hash: FloatArray
+    w_embed: FloatArray
+    bias: FloatArray
+    members: FloatArray
+    """(labels, heads): 1 where a label counts towards a head."""
+
+    def __call__(self, idx: npt.NDArray[np.int64], val: FloatArray,
+                 embedding: FloatArray) -> FloatArray:
+        z = val @ self.w_hash[idx] + embedding @ self.w_embed + self.bias
+        e = np.exp(z - z.max())
+        out: FloatArray = ((e / e.sum()) @ self.members).astype(np.float32)
+        return out
+
+
 class Classifier:
     def __init__(self, featurizer: Featurizer, encoder: SentenceEncoder, fast: Heads,
-                 full: Heads, heads: tuple[str, ...], info: ModelInfo) -> None:
+                 full: Heads, heads: tuple[str, ...], info: ModelInfo,
+                 joint: JointHead | None = None) -> None:
         self.featurizer = featurizer
         self.encoder = encoder
         self.fast = fast
         self.full = full
+        self.joint = joint
         self.heads = heads
         self.info = info
 
@@ -115,7 +142,10 @@ class Classifier:
 
     def full_scores(self, folded: str, embedding: FloatArray) -> dict[str, float]:
         idx, val = self.featurizer.ngrams(folded)
-        return self._named(self.full(idx, val, embedding))
+        p = self.full(idx, val, embedding)
+        if self.joint is not None:
+            p = ((p + self.joint(idx, val, embedding)) / 2).astype(np.float32)
+        return self._named(p)
 
     def score(self, text: str) -> dict[str, float]:
         """The full heads' scores for one message (``rules eval``, tests)."""
@@ -149,6 +179,12 @@ def load_classifier(where: str | None = None) -> Classifier:
             fast = Heads(z["fast_w"].astype(np.float32), z["fast_b"].astype(np.float32))
             full = Heads(z["full_w"].astype(np.float32), z["full_b"].astype(np.float32),
                          z["full_e"].astype(np.float32))
+            joint = None
+            if "joint_w" in z.files:
+                joint = JointHead(z["joint_w"].astype(np.float32),
+                                  z["joint_e"].astype(np.float32),
+                                  z["joint_b"].astype(np.float32),
+                                  z["joint_members"].astype(np.float32))
     except (OSError, KeyError, ValueError, TypeError) as e:
         raise ModelLoadError(f"moderation model {path}: cannot be read ({e}); "
                              "run `make model`") from e
@@ -157,6 +193,11 @@ def load_classifier(where: str | None = None) -> Classifier:
             raise ModelLoadError(f"moderation model {path}: shapes do not match the features")
     if full.w_embed is None or full.w_embed.shape != (EMBED_DIM, len(heads)):
         raise ModelLoadError(f"moderation model {path}: shapes do not match the encoder")
+    if joint is not None:
+        n = joint.bias.shape[0]
+        if joint.w_hash.shape != (HASH_SIZE, n) or joint.w_embed.shape != (EMBED_DIM, n) \
+                or joint.members.shape != (n, len(heads)):
+            raise ModelLoadError(f"moderation model {path}: joint head shapes do not match")
     try:
         installed = encoder_version()
         if installed != meta["encoder"]:
@@ -169,4 +210,4 @@ def load_classifier(where: str | None = None) -> Classifier:
                      corpus_hash=meta["corpus_hash"], seed=int(meta["seed"]),
                      thresholds=dict(meta["thresholds"]), gates=dict(meta["gates"]),
                      trained=dict(meta["trained"]))
-    return Classifier(Featurizer(vocab), encoder, fast, full, heads, info)
+    return Classifier(Featurizer(vocab), encoder, fast, full, heads, info, joint)

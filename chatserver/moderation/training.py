@@ -75,6 +75,23 @@ def _fit(x: Any, y: npt.NDArray[np.bool_]) -> Any:
                               random_state=SEED).fit(x, y)
 
 
+def _fit_joint(x: Any, labels: npt.NDArray[np.str_]) -> Any:
+    """The multinomial reading over the seven labels (classifier.JointHead)."""
+    from sklearn.linear_model import LogisticRegression
+    return LogisticRegression(C=C, max_iter=3000, class_weight="balanced",
+                              random_state=SEED).fit(x, labels)
+
+
+def _members(classes: Sequence[str]) -> npt.NDArray[np.float32]:
+    """(labels, heads): which labels' probabilities make each head's score."""
+    return np.array([[c in POSITIVES[h] for h in HEADS] for c in classes], dtype=np.float32)
+
+
+def _joint_scores(model: Any, x: Any) -> npt.NDArray[np.float64]:
+    out: npt.NDArray[np.float64] = model.predict_proba(x) @ _members(list(model.classes_))
+    return out
+
+
 def _top(scores: npt.NDArray[np.float64], share: float) -> float:
     """The lowest threshold at which at most ``share`` of ``scores`` reach it."""
     ordered = np.sort(scores)[::-1]
@@ -105,7 +122,13 @@ def _arrays(data: _Data) -> dict[str, Any]:
     fast = [_fit(data.x_fast, data.ys[h]) for h in HEADS]
     full = [_fit(data.x_full, data.ys[h]) for h in HEADS]
     full_coef = np.stack([m.coef_[0] for m in full], axis=1)
-    return {"fast_w": np.stack([m.coef_[0] for m in fast], axis=1).astype(np.float16),
+    joint = _fit_joint(data.x_full, data.labels)
+    joint_coef = joint.coef_.T  # (features, labels)
+    return {"joint_w": joint_coef[:HASH_SIZE].astype(np.float16),
+            "joint_e": joint_coef[HASH_SIZE:HASH_SIZE + EMBED_DIM].astype(np.float32),
+            "joint_b": joint.intercept_.astype(np.float32),
+            "joint_members": _members(list(joint.classes_)),
+            "fast_w": np.stack([m.coef_[0] for m in fast], axis=1).astype(np.float16),
             "fast_b": np.array([m.intercept_[0] for m in fast], dtype=np.float32),
             "full_w": full_coef[:HASH_SIZE].astype(np.float16),
             "full_e": full_coef[HASH_SIZE:HASH_SIZE + EMBED_DIM].astype(np.float32),
@@ -149,6 +172,10 @@ def train(rows: Sequence[Row], corpus_hash: str, rules_dir: str,
                     data.x_fast[held])[:, 1]
             oof_full[h][held] = _fit(data.x_full[~held], y).predict_proba(
                 data.x_full[held])[:, 1]
+        joint = _joint_scores(_fit_joint(data.x_full[~held], labels[~held]),
+                              data.x_full[held])
+        for j, h in enumerate(HEADS):  # as classifier.full_scores: the mean of both
+            oof_full[h][held] = (oof_full[h][held] + joint[:, j]) / 2
     if oof_out is not None:  # for choosing budgets: scores no head saw in training
         arrays: dict[str, Any] = {"labels": labels, "authors": authors,
                                   **{f"fast_{h}": v for h, v in oof_fast.items()},
