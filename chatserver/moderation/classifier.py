@@ -54,6 +54,8 @@ DEFAULT_MODEL: Final = "model/heads.npz"
 """Inside the ``chatserver.moderation`` package (so a wheel carries it)."""
 
 FloatArray = npt.NDArray[np.float32]
+NGrams = tuple[npt.NDArray[np.int64], FloatArray]
+"""Hashed n-gram indices and their weights (``Featurizer.ngrams``)."""
 
 
 class ModelLoadError(RuntimeError):
@@ -129,8 +131,12 @@ class Classifier:
     def _named(self, p: FloatArray) -> dict[str, float]:
         return {h: round(float(s), 4) for h, s in zip(self.heads, p, strict=True)}
 
-    def fast_scores(self, folded: str) -> dict[str, float]:
-        return self._named(self.fast(*self.featurizer.ngrams(folded)))
+    def ngrams(self, folded: str) -> NGrams:
+        """The hashed n-gram features both tiers read (computed once per line)."""
+        return self.featurizer.ngrams(folded)
+
+    def fast_scores(self, folded: str, grams: NGrams | None = None) -> dict[str, float]:
+        return self._named(self.fast(*(grams or self.ngrams(folded))))
 
     def past_gate(self, fast: Mapping[str, float]) -> bool:
         """Would any full head need a look? (Otherwise the line is everyday.)"""
@@ -140,8 +146,9 @@ class Classifier:
         """Sentence vectors for prepared texts (batched: the slow part)."""
         return self.encoder.encode(folded)
 
-    def full_scores(self, folded: str, embedding: FloatArray) -> dict[str, float]:
-        idx, val = self.featurizer.ngrams(folded)
+    def full_scores(self, folded: str, embedding: FloatArray,
+                    grams: NGrams | None = None) -> dict[str, float]:
+        idx, val = grams or self.ngrams(folded)
         p = self.full(idx, val, embedding)
         if self.joint is not None:
             p = ((p + self.joint(idx, val, embedding)) / 2).astype(np.float32)

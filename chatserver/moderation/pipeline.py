@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from chatserver.config import ModelConfig
-from chatserver.moderation.classifier import Classifier, FloatArray
+from chatserver.moderation.classifier import Classifier, FloatArray, NGrams
 from chatserver.moderation.engine import Hit, RuleSet, Verdict
 from chatserver.moderation.features import prepare
 from chatserver.moderation.rules import Action, Rule
@@ -56,6 +56,7 @@ class _Prepared:
     the event loop) does not compute it again: the folded text, the fast heads' scores,
     the rules' verdict (with no category disabled) and, once ready, the sentence vector."""
     folded: str
+    grams: NGrams
     fast: dict[str, float]
     rules: Verdict
     vector: FloatArray | None = None
@@ -119,9 +120,10 @@ class Moderator:
         if clf is None:
             return None
         folded = prepare(text)
-        fast = clf.fast_scores(folded)
+        grams = clf.ngrams(folded)
+        fast = clf.fast_scores(folded, grams)
         rules = self.ruleset.check(text, role)
-        self._prepared[(text, role)] = _Prepared(folded, fast, rules)
+        self._prepared[(text, role)] = _Prepared(folded, grams, fast, rules)
         self._prepared.move_to_end((text, role))
         while len(self._prepared) > PREPARED:
             self._prepared.popitem(last=False)
@@ -146,7 +148,7 @@ class Moderator:
         vector = ready.vector
         if vector is None:  # not prepared ahead (rules try, tests): computed here
             vector = clf.embed([ready.folded])[0]
-        return clf.full_scores(ready.folded, vector), True
+        return clf.full_scores(ready.folded, vector, ready.grams), True
 
     def check(self, text: str, role: str = "participant",
               disabled: frozenset[str] = frozenset(), profile: str = "default") -> Verdict:
@@ -161,7 +163,8 @@ class Moderator:
             return dataclasses.replace(v, stage=stage)
         if ready is None:
             folded = prepare(text)
-            ready = _Prepared(folded, clf.fast_scores(folded), v)
+            grams = clf.ngrams(folded)
+            ready = _Prepared(folded, grams, clf.fast_scores(folded, grams), v)
         scores, full = self._scores(clf, ready, self._clearable(v))
         th = self.thresholds(profile) if full else {}
         bar = dict(th)
