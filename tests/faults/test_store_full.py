@@ -128,6 +128,7 @@ async def test_fl08_reconnect_storm_after_a_restart_is_served(tmp_path: Path,
     for c in clients:
         await c.expect("message", lambda e: e["id"] == "b0")
     await running.runner.cleanup()  # the server restarts: every socket closes 1012
+    await running.metrics_runner.cleanup()  # and its metrics listener with it
     for c in clients:
         assert await c.closed_with() == 1012
     await running.close_clients()  # every client closes what it opened
