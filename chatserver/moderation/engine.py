@@ -7,12 +7,15 @@ database; a message is scanned once, over ``folded + "\\n" + words`` (see
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import itertools
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Final
 
@@ -72,8 +75,10 @@ def combine_pattern(slots: tuple[tuple[str, ...], ...]) -> str | None:
     patterns, optional when it lists ``""``; slots follow each other, spaces optional."""
     pieces: list[str] = []
     for slot in slots:
+        # Longest first; ties by text, so the pattern is the same in every process (a
+        # set's order is not: the compiled matcher is cached by its patterns).
         alts = sorted({b for b in (_letters_body(w) for w in slot if w.strip()) if b},
-                      key=len, reverse=True)
+                      key=lambda b: (-len(b), b))
         if not alts:
             continue
         group = "(?:" + "|".join(alts) + ")"
@@ -319,10 +324,34 @@ class RuleSet:
         )
 
 
+def _cache_dir() -> Path:
+    """Where compiled matchers are kept between processes (``CHATSERVER_RULES_CACHE``,
+    else the user's cache directory)."""
+    if where := os.environ.get("CHATSERVER_RULES_CACHE"):
+        return Path(where)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "chatserver"
+
+
 def _hs_compile(expressions: list[bytes], flags: list[int]) -> object:
+    """A compiled matcher: hyperscan's compile takes seconds for the shipped rules, so
+    the serialized database is kept on disk by a hash of exactly what was compiled (and
+    the hyperscan version), and a restart loads it in milliseconds. Any problem reading
+    or writing the cache only means compiling; ``load_rules`` still proves every example
+    on what it got."""
+    key = hashlib.sha256(repr((metadata.version("hyperscan"), expressions, flags)).encode())
+    path = _cache_dir() / f"hs-{key.hexdigest()[:32]}.db"
+    with contextlib.suppress(OSError, hyperscan.error):
+        loaded = hyperscan.loadb(path.read_bytes(), hyperscan.HS_MODE_BLOCK)
+        loaded.scratch = hyperscan.Scratch(loaded)  # compile makes one; loadb does not
+        return loaded
     db = hyperscan.Database()
     db.compile(expressions=expressions, ids=list(range(len(expressions))),
                elements=len(expressions), flags=flags)
+    with contextlib.suppress(OSError, hyperscan.error):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(hyperscan.dumpb(db))
+        tmp.replace(path)  # atomic: a concurrent reader sees all of it or nothing
     return db
 
 
