@@ -50,6 +50,30 @@ HELPLINES: Final = frozenset({
     "08088005000",   # NSPCC
     "08000684141",   # PAPYRUS HOPELINE247
     "08088025544",   # Young Minds parents' helpline
+    "88247",         # PAPYRUS HOPELINE247 (text)
+    "0800585858",    # CALM (Campaign Against Living Miserably)
+    "08088084994",   # The Mix
+    "03001233393",   # Mind infoline
+    "03003047000",   # SANEline
+    "08088010677",   # Beat (eating disorders)
+    "03003300630",   # Switchboard LGBT+
+    "08082000247",   # Refuge, national domestic abuse helpline
+    "08081689111",   # Victim Support
+    "08088082008",   # Muslim Youth Helpline
+    "03444775774",   # Anxiety UK
+    # Wales, Scotland, Northern Ireland
+    "0800132737",    # C.A.L.L. (Community Advice and Listening Line, Wales)
+    "08088023456",   # Meic (under-25s, Wales)
+    "08081640123",   # Samaritans Welsh-language line
+    "0800838587",    # Breathing Space (Scotland)
+    "08088088000",   # Lifeline (Northern Ireland)
+    # Ireland
+    "1800247247",    # Pieta
+    "1800666666",    # Childline Ireland (ISPCC)
+    "50808",         # 50808 text line
+    # a young person abroad
+    "988",           # US Suicide & Crisis Lifeline
+    "741741",        # Crisis Text Line (US)
 })
 """Public helpline numbers as digits: never reported, so signposting is never blocked."""
 PHONE_REGIONS: Final = ("GB", "IE", "US")
@@ -80,6 +104,10 @@ _REPEAT: Final = {"double": 2, "dbl": 2, "treble": 3, "triple": 3}
 _LETTER_DIGITS: Final = str.maketrans({"o": "0", "l": "1", "i": "1", "|": "1", "z": "2",
                                        "s": "5", "b": "8", "g": "9"})
 """Letters standing for digits, read so only inside a token that has digits in it."""
+_LOOK_ALIKE_WORD: Final = frozenset("oli|")
+"""A token of letters alone is read as digits after a digit only when made of these
+(O for 0, l or I for 1): "is", "so" and "go" are words ("HOPELINE247 is 0800 068 4141"
+is a helpline, not one long number)."""
 _TOKEN: Final = re.compile(r"[a-z0-9|]+|\+")
 _NUMBER_WORDS: Final = frozenset({*_UNITS, *_TENS})
 _DIGIT: Final = re.compile(r"\d")
@@ -123,7 +151,7 @@ def _token_digits(tok: str, prev_digit: bool) -> tuple[str, bool] | None:
         if mapped.isdigit():
             return mapped, True
         return None
-    if prev_digit and len(tok) <= 3 and set(tok) <= set("olizsbg|"):
+    if prev_digit and len(tok) <= 3 and set(tok) <= _LOOK_ALIKE_WORD:
         mapped = tok.translate(_LETTER_DIGITS)
         return (mapped, True) if mapped.isdigit() else None
     return None
