@@ -2,9 +2,9 @@
 a backlog at sign-in, acknowledged and resolved, and the risk signals that set the
 urgency of a case a young person asks for themselves. Pure: no I/O, no clock.
 
-``Alerting`` (``core/alerting.py``) owns one ``AlertBook`` and turns what it returns into
-effects: the record
-is written (``Persist``) and the change published to the room's facilitators.
+``Alerting`` (``core/alerting.py``) owns one ``AlertBook`` and turns what it returns
+into effects: the record is written (``Persist``) and the change published to the
+room's facilitators.
 """
 
 from __future__ import annotations
