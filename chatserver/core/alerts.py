@@ -2,15 +2,15 @@
 a backlog at sign-in, acknowledged and resolved, and the risk signals that set the
 urgency of a case a young person asks for themselves. Pure: no I/O, no clock.
 
-``ChatCore`` owns one ``AlertBook`` and turns what it returns into effects: the record
-is written (``Persist``) and the change published to the room's facilitators.
+``Alerting`` (``core/alerting.py``) owns one ``AlertBook`` and turns what it returns
+into effects: the record is written (``Persist``) and the change published to the
+room's facilitators.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Final
 
 from chatserver.core.commands import Urgency
@@ -34,6 +34,7 @@ from chatserver.core.ids import (
     ParticipantId,
     RoomId,
 )
+from chatserver.core.tokens import AlertUndo, AlertWritten
 
 __all__ = ["STORED_KINDS", "AlertBook", "AlertUndo", "AlertWritten", "audience", "decided",
            "writes_last"]
@@ -47,20 +48,6 @@ _EMERGENCY: Final = frozenset({"method"})
 """Signals that make a self-requested case an emergency: method or means detail."""
 _URGENT: Final = frozenset({"risk", "grooming"})
 """... urgent: a risk disclosure, or grooming signals that added up."""
-
-
-@dataclass(frozen=True, slots=True)
-class AlertUndo:
-    """The audit write of an acknowledge or resolve failed: the record as it was."""
-
-    record: AlertRecord
-
-
-@dataclass(frozen=True, slots=True)
-class AlertWritten:
-    """A new alert's first write is done (``Persist.then``)."""
-
-    record: AlertRecord
 
 
 class AlertBook:
@@ -194,12 +181,9 @@ class AlertBook:
         self.apply(after)
         return before, after
 
-    def undo(self, token: object) -> bool:
+    def undo(self, token: AlertUndo) -> None:
         """Put back an alert whose acknowledge or resolve was not written."""
-        if not isinstance(token, AlertUndo):
-            return False
         self.open[token.record.id] = token.record
-        return True
 
     # ----------------------------------------------------------------- views
     @staticmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from chatserver.core.errors import CloseCode
 from chatserver.core.events import Event, Message, Person, RoomState
@@ -22,6 +23,9 @@ from chatserver.core.ids import (
     ParticipantId,
     RoomId,
 )
+
+if TYPE_CHECKING:  # tokens.py holds records defined here
+    from chatserver.core.tokens import Then, Undo
 
 __all__ = [
     "ALL_ROOMS",
@@ -43,6 +47,7 @@ __all__ = [
     "RoomRecord",
     "StoreOp",
     "Welcome",
+    "elapsed_s",
 ]
 
 ALL_ROOMS = RoomId("*")
@@ -207,8 +212,8 @@ class Persist(Effect):
     ops: tuple[StoreOp, ...]
     ref: str | None = None
     conn: ConnId | None = None
-    undo: object = None
-    then: object = None
+    undo: Undo | None = None
+    then: Then | None = None
     """Once written, the shell hands this to ``ChatCore.complete``: a command that may
     only change anything if its write wins (a case claimed on two nodes at once)."""
 
@@ -233,7 +238,7 @@ class Deliver(Effect):
     masked: bool = False
     also: tuple[StoreOp, ...] = ()
     """Records written in the same transaction (an approval's ``HeldDecided``)."""
-    undo: object = None
+    undo: Undo | None = None
     actor: ConnId | None = None
     """Staff who caused it (approve): told ``internal`` if the write fails."""
 
@@ -295,3 +300,9 @@ class Measure(Effect):
     """For the timed measurements; never negative (a clock stepping back counts 0)."""
     kind: str = ""
     """``approve``/``reject`` for HELD_DECIDED, the urgency for CASE_CLAIMED."""
+
+
+def elapsed_s(now_ms: int, then_ms: int) -> float:
+    """Seconds from ``then_ms`` to ``now_ms`` for a ``Measure`` or a gauge; 0 if the
+    clock stepped back (F-14)."""
+    return max(0, now_ms - then_ms) / 1000

@@ -11,11 +11,11 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from chatserver.core.effects import HeldRecord, RoomRecord
-from chatserver.core.events import MemberView, Message, Person, RoomState
+from chatserver.core.events import HeldView, MemberView, Message, Person, RoomState, RuleRef
 from chatserver.core.ids import CaseId, ConnId, HeldId, ParticipantId, RoomId
 from chatserver.core.roles import Role
 
-__all__ = ["Member", "Room", "removed_name"]
+__all__ = ["Member", "Room", "held_view", "removed_name"]
 
 
 @dataclass(slots=True)
@@ -26,6 +26,11 @@ class Member:
     @property
     def role(self) -> str:
         return self.person.role
+
+
+def held_view(h: HeldRecord) -> HeldView:
+    """A held message as staff see it in the review queue (and in a case's hand-over)."""
+    return HeldView(h.id, h.sender, h.text, tuple(RuleRef(r, k) for r, k in h.rules), h.ts)
 
 
 def removed_name(name: str) -> ParticipantId:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from chatserver.core.events import Person
 from chatserver.core.ids import ConnId, ParticipantId, RoomId
 from chatserver.core.ratelimit import TokenBucket
 from chatserver.core.roles import Role
@@ -31,6 +32,10 @@ class Identity:
     version: int = 0
     """Staff: the account version the token was issued under (``ver``); refused once
     the account's version moves (logout, password reset, disable)."""
+
+    def person(self) -> Person:
+        """How others see them: in member lists, on their messages and alerts."""
+        return Person(self.id, self.name, self.role.value)
 
 
 @dataclass(slots=True)

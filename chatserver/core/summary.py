@@ -4,7 +4,7 @@ A burst of the same kind of event (3,000 failed logins in 1.3 s; 100 forbidden s
 commands from one participant) must not add a row each. Per key, the first event of
 each kind in a window is written on its own (so the audit shows at once that it began);
 when the window ends, one summary counts everything in it. Failed logins
-(``transport/throttle.py``, one key) and denied commands (``core/node.py``, one key per
+(``transport/throttle.py``, one key) and denied commands (``core/guard.py``, one key per
 participant and room) both count through this.
 """
 

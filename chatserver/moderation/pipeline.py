@@ -30,11 +30,11 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Final
 
-from chatserver.config import ModelConfig
 from chatserver.moderation.classifier import Classifier, FloatArray, NGrams
 from chatserver.moderation.engine import Hit, RuleSet, Verdict
 from chatserver.moderation.features import prepare
 from chatserver.moderation.rules import Action, Rule
+from chatserver.settings import ModelConfig
 
 __all__ = ["ACTING_HEADS", "Moderator"]
 

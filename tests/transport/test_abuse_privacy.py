@@ -116,7 +116,7 @@ async def test_departed_participants_leave_the_rooms_state_but_resume_and_remova
         await stay.expect("notice", lambda e: e["kind"] == "unmuted")
         assert not room.departed and me not in room.ignores
         assert gone in room.removed
-        assert me not in running.server.core._people  # nor does the node
+        assert not running.server.core.remembers(me)  # nor does the node
     finally:
         await running.stop()
 
