@@ -103,9 +103,10 @@ def serve(args: argparse.Namespace, config: Config) -> int:
 
     from chatserver.brokers.memory import MemoryBroker
     from chatserver.observability import announce, configure_logging, log
-    from chatserver.transport.app import Server
+    from chatserver.runtime.server import Server
+    from chatserver.transport.app import build_app
     from chatserver.transport.auth import Tokens, load_secret
-    from chatserver.transport.http import build_app, reload_rules
+    from chatserver.transport.http import reload_rules
     from chatserver.transport.metrics import build_metrics_app
 
     configure_logging()

@@ -31,10 +31,11 @@ from chatserver.moderation.classifier import Classifier, load_classifier
 from chatserver.moderation.engine import RuleSet, load_rules
 from chatserver.moderation.pipeline import Moderator
 from chatserver.ports import Broker
+from chatserver.runtime.server import Server, now_ms
 from chatserver.stores.sqlite import SqliteStore
-from chatserver.transport.app import APP_KEY, Server, now_ms
+from chatserver.transport.app import build_app
 from chatserver.transport.auth import Passwords, Tokens
-from chatserver.transport.http import build_app
+from chatserver.transport.keys import APP_KEY
 from chatserver.transport.metrics import build_metrics_app
 from tests import logscan
 

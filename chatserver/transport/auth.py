@@ -18,9 +18,9 @@ from argon2.exceptions import VerificationError, VerifyMismatchError
 from chatserver.config import AuthConfig
 from chatserver.core.errors import ChatError, CloseCode, ErrorCode
 from chatserver.core.ids import ParticipantId, RoomId
+from chatserver.core.policy import session_current  # re-exported: the shells' import
 from chatserver.core.roles import Role
 from chatserver.core.session import Identity
-from chatserver.ports import UserRow
 
 __all__ = ["Passwords", "TokenError", "Tokens", "load_secret", "session_current"]
 
@@ -108,12 +108,6 @@ class Tokens:
                         RoomId(room) if isinstance(room, str) else None,
                         claims.get("band") if isinstance(claims.get("band"), str) else None,
                         version if type(version) is int else 0)
-
-
-def session_current(ident: Identity, user: UserRow | None) -> bool:
-    """A staff token is good while its account exists, is enabled and has the version
-    the token was issued under (logout, reset and disable move it; issue 14)."""
-    return user is not None and not user.disabled and user.version == ident.version
 
 
 class Passwords:

@@ -27,7 +27,7 @@ from chatserver.moderation.engine import MASK_CHAR, Hit
 from chatserver.moderation.rules import Action
 from chatserver.observability import log
 from chatserver.ports import BrokerError
-from chatserver.transport.app import APP_KEY
+from chatserver.transport.keys import APP_KEY
 from chatserver.transport.throttle import THROTTLE_KEY, client_address
 
 __all__ = ["ACTION", "list_feedback", "mask", "post_feedback"]

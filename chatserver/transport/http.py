@@ -1,109 +1,59 @@
-"""HTTP routes of PROTOCOL.md § HTTP, the static client, and security headers."""
+"""HTTP routes of PROTOCOL.md § HTTP and the static client: parse, call, answer.
+
+What a route decides is the core's (``core/policy.py``, ``core/views.py``); the routes
+are listed in ``app.py``.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import re
 import time
 import unicodedata
-from collections.abc import Awaitable, Callable
 from typing import Final
 
 from aiohttp import web
 
 from chatserver.config import packaged
-from chatserver.core.effects import AuditEntry, RoomRecord
+from chatserver.core.effects import AuditEntry
 from chatserver.core.errors import ChatError, ErrorCode
 from chatserver.core.ids import ParticipantId, RoomId
+from chatserver.core.policy import (
+    admit_join,
+    check_display_name,
+    check_room_fields,
+    group_room,
+    is_open_group,
+    session_current,
+)
 from chatserver.core.roles import Role
-from chatserver.core.scopes import audit_scope, sees_case
+from chatserver.core.scopes import audit_scope
 from chatserver.core.session import Identity
+from chatserver.core.views import (
+    group_room_ids,
+    open_rooms as open_room_list,
+    staff_rooms,
+    visible_cases,
+)
 from chatserver.core.wire import decode_object, parse_decimal
-from chatserver.moderation.contact import digits_view
-from chatserver.moderation.normalize import normalize, words_view
 from chatserver.moderation.rules import Action, RuleLoadError
 from chatserver.observability import log
 from chatserver.ports import BrokerError
-from chatserver.transport.app import APP_KEY, Server
-from chatserver.transport.auth import Passwords, TokenError, session_current
-from chatserver.transport.feedback import list_feedback, post_feedback
-from chatserver.transport.proxy import forwarded_middleware
-from chatserver.transport.throttle import THROTTLE_KEY, Throttle, client_address
-from chatserver.transport.ws import ws_handler
+from chatserver.runtime.server import Server
+from chatserver.transport.auth import Passwords, TokenError
+from chatserver.transport.feedback import list_feedback
+from chatserver.transport.keys import APP_KEY
+from chatserver.transport.throttle import THROTTLE_KEY, client_address
 
-__all__ = ["build_app", "reload_rules", "security_headers"]
+__all__ = [
+    "CLIENT_DIR", "audit", "cases", "create_room", "feedback", "healthz", "index", "join",
+    "list_rooms", "login", "logout", "open_rooms", "public_room", "readyz", "reload_rules",
+    "resources", "rules_reload", "rules_try",
+]
 
 CLIENT_DIR: Final = packaged("client_web")
 """The pages, package data (a wheel serves them too)."""
-NAME_CHARS: Final = re.compile(r"^[A-Za-z0-9 _.\-]{1,24}$")
-"""PROTOCOL.md: 1–24 characters after trimming, letters, digits, spaces, _ - ."""
-RESERVED_NAMES: Final = frozenset({
-    "admin", "administrator", "facilitator", "counsellor", "counselor", "childline",
-    "samaritans", "moderator", "mod", "staff", "shout", "system", "support", "kooth",
-    "nspcc", "police", "helpline", "official", "modteam", "mods", "moderation", "moderators",
-    "safeguarding", "papyrus", "hopeline", "youngminds", "facilitators", "counsellors",
-})
-"""SG-21: nobody may impersonate staff or a helpline, nor a look-alike spelling."""
-NAME_MAX_DIGITS: Final = 6
-"""A display name with this many digits (also spelt: "oh seven nine ...") could carry a
-phone number in pieces (SG-05)."""
-ROOM_ID: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,47}")
-"""docs/protocol.md: a room id is lower-case letters, digits, ``-`` and ``_``."""
-CSP: Final = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-              "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-SERVER_HEADER: Final = "chatserver"
-"""The ``Server`` header: no product versions for an attacker to match (ASVS 13.4.6)."""
-
-
-def _error(code: ErrorCode, message: str, status: int | None = None) -> web.Response:
-    return web.json_response({"error": {"code": code.value, "message": message}},
-                             status=status or code.http_status)
-
-
-@web.middleware
-async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Errors under ``/api/`` answer PROTOCOL.md's JSON shape; other paths keep aiohttp's
-    plain pages (headers come from ``security_headers`` either way)."""
-    try:
-        return await handler(request)
-    except ChatError as e:
-        return _error(e.code, e.message)
-    except web.HTTPException as e:
-        if e.status >= 400 and request.path.startswith("/api/"):
-            code = {404: ErrorCode.NOT_FOUND,
-                    413: ErrorCode.TOO_LARGE}.get(e.status, ErrorCode.BAD_REQUEST)
-            # 405 keeps its status and its Allow header (RFC 9110 § 15.5.6).
-            response = _error(code, e.reason, e.status if e.status == 405 else None)
-            if "Allow" in e.headers:
-                response.headers["Allow"] = e.headers["Allow"]
-            return response
-        raise
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("http_failed", path=request.path)
-        return _error(ErrorCode.INTERNAL, "Something went wrong on our side.")
-
-
-async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: every response this app sends (routes, static files, the
-    WebSocket handshake, and the 404/405 pages aiohttp makes itself) gets the same
-    headers."""
-    h = response.headers
-    h["Server"] = SERVER_HEADER
-    h.setdefault("Content-Security-Policy", CSP)
-    h.setdefault("X-Content-Type-Options", "nosniff")
-    h.setdefault("Referrer-Policy", "no-referrer")
-    h.setdefault("X-Frame-Options", "DENY")
-    h.setdefault("Cache-Control", "no-store")
-    if request.app[APP_KEY].config.server.hsts:
-        h.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
 
 
 async def _body(request: web.Request) -> dict[str, object]:
@@ -143,50 +93,16 @@ async def staff(request: web.Request, *roles: Role) -> Identity:
     return ident
 
 
-PLATFORM_WORDS: Final = frozenset({
-    "snap", "snapchat", "insta", "instagram", "ig", "tiktok", "discord", "whatsapp", "kik",
-    "telegram", "facebook", "fb", "twitter", "sc", "onlyfans", "signal",
-})
-"""A display name is no place for a social handle (SG-05): "sn4p jsmith07" is refused."""
-
-
-_LOOKALIKE: Final = str.maketrans({"1": "l", "|": "l", "i": "l", "!": "l", "0": "o"})
-"""ASCII look-alikes a name can swap (I/l/1/|, O/0) read as one letter (SG-21)."""
-_RESERVED_SKELETONS: Final = frozenset(w.translate(_LOOKALIKE) for w in RESERVED_NAMES)
-
-
-def _name_views(name: str) -> list[str]:
-    """The words view of the confusable skeleton, and the same with look-alike letters
-    read as one ("ChildIine", "Chi1dline", "M0d team"; issue 13 § 4)."""
-    folded = normalize(name).folded
-    return [words_view(folded), words_view(folded.translate(_LOOKALIKE))]
-
-
-def _looks_reserved(name: str) -> bool:
-    plain, swapped = ("".join(v.split()) for v in _name_views(name))
-    skeleton = swapped.translate(_LOOKALIKE)
-    for joined, reserved in ((plain, RESERVED_NAMES), (skeleton, _RESERVED_SKELETONS)):
-        if joined in reserved or any(w in joined for w in reserved if len(w) > 3):
-            return True
-    return False
-
-
-def _names_a_platform(name: str) -> bool:
-    return any(token in PLATFORM_WORDS for view in _name_views(name) for token in view.split())
-
-
-def _removed_token(request: web.Request, server: Server, room: RoomId) -> bool:
-    """A join that shows a participant token already removed from this room (a client
-    asking for a fresh identity with its old one) is refused too."""
+def _shown_token(request: web.Request, server: Server) -> Identity | None:
+    """A participant token a join also shows (a client asking for a fresh identity with
+    its old one): if it was removed from the room, the join is refused too."""
     auth = request.headers.get("Authorization", "")
     if not auth.startswith("Bearer "):
-        return False
+        return None
     try:
-        ident = server.tokens.verify(auth.removeprefix("Bearer ").strip())
+        return server.tokens.verify(auth.removeprefix("Bearer ").strip())
     except TokenError:
-        return False
-    target = server.core.rooms.get(room)
-    return ident.room == room and target is not None and ident.id in target.removed
+        return None
 
 
 async def join(request: web.Request) -> web.Response:
@@ -208,32 +124,9 @@ async def join(request: web.Request) -> web.Response:
     name = unicodedata.normalize("NFC", _str_field(body, "name")).strip()
     band = _str_field(body, "age_band")
     # SG-01: only name and age band are kept (inside the token); extra fields are ignored.
-    if not NAME_CHARS.match(name):
-        raise ChatError(ErrorCode.BAD_REQUEST, "Names can be 1 to 24 letters, numbers, "
-                                               "spaces, dots, dashes or underscores.")
-    if _looks_reserved(name):
-        raise ChatError(ErrorCode.BAD_REQUEST, "That name is kept for staff. Please pick "
-                                               "another.")
-    spoken = sum(len(r.digits) for r in digits_view(normalize(name).folded))
-    if _names_a_platform(name) or spoken >= NAME_MAX_DIGITS:
-        raise ChatError(ErrorCode.BAD_REQUEST, "Please leave social media names and numbers "
-                                               "out of your display name, to keep you safe.")
-    if server.core.rules.check(name, "participant").action >= Action.MASK:
-        raise ChatError(ErrorCode.BAD_REQUEST, "Please pick a different name.")
-    room = server.core.rooms.get(RoomId(room_id))
-    if room is None or room.kind != "group" or room.closed:
-        raise ChatError(ErrorCode.NOT_FOUND, "No such room.")
-    if band not in server.config.rooms.age_bands:
-        raise ChatError(ErrorCode.BAD_REQUEST, "Unknown age band.")
-    if band not in room.age_bands:
-        raise ChatError(ErrorCode.FORBIDDEN, "This room is for a different age group.")
-    if room.name_removed(name) or _removed_token(request, server, room.id):
-        # Issue 14: a removal sticks for the room's life, not only for one token.
-        raise ChatError(ErrorCode.FORBIDDEN, "A facilitator has asked you to leave this "
-                                             "room for now. The 'Get help now' options are "
-                                             "always there for you.")
-    if any(p.name.casefold() == name.casefold() for p in room.present()):  # any node
-        raise ChatError(ErrorCode.CONFLICT, "Someone is already using that name here.")
+    check_display_name(name, server.core.rules)
+    room = admit_join(server.core.rooms.get(RoomId(room_id)), name, band,
+                      server.config.rooms.age_bands, _shown_token(request, server))
     pid = ParticipantId(server.core.ids.new("p"))
     ident = Identity(pid, name, Role.PARTICIPANT, room.id, band)
     token = server.tokens.issue(ident, int(time.time()))
@@ -291,27 +184,13 @@ async def logout(request: web.Request) -> web.Response:
 async def list_rooms(request: web.Request) -> web.Response:
     server = request.app[APP_KEY]
     await staff(request, Role.FACILITATOR, Role.COUNSELLOR, Role.OPS)
-    now = server.now()
-    rooms = []
-    for room in server.core.rooms.values():
-        if room.kind != "group" or room.closed:
-            continue
-        present = room.present()  # on every node of a cluster
-        rooms.append({
-            "id": room.id, "title": room.title, "age_bands": list(room.age_bands),
-            "paused": room.state(now).paused, "slow_mode_s": room.slow_mode_s,
-            "participants": sum(1 for m in present if m.role == Role.PARTICIPANT),
-            "facilitators": sum(1 for m in present if m.role == Role.FACILITATOR),
-        })
-    return web.json_response({"rooms": rooms})
+    return web.json_response({"rooms": staff_rooms(server.core.rooms.values(), server.now())})
 
 
 async def open_rooms(request: web.Request) -> web.Response:
     """The rooms a young person may pick from at join: titles and age bands only."""
     server = request.app[APP_KEY]
-    return web.json_response({"rooms": [
-        {"id": r.id, "title": r.title, "age_bands": list(r.age_bands)}
-        for r in server.core.rooms.values() if r.kind == "group" and not r.closed]})
+    return web.json_response({"rooms": open_room_list(server.core.rooms.values())})
 
 
 PUBLIC_NOTICES: Final = ("held", "blocked", "paused", "muted", "unmuted", "removed",
@@ -326,7 +205,7 @@ async def public_room(request: web.Request) -> web.Response:
     no counts, no members; the welcome says who is there once joined)."""
     server = request.app[APP_KEY]
     room = server.core.rooms.get(RoomId(request.match_info["id"]))
-    if room is None or room.kind != "group" or room.closed:
+    if room is None or not is_open_group(room):
         raise ChatError(ErrorCode.NOT_FOUND, "No such room.")
     cfg = server.config
     return web.json_response({
@@ -344,26 +223,15 @@ async def create_room(request: web.Request) -> web.Response:
     ident = await staff(request, Role.FACILITATOR, Role.OPS)
     body = await _body(request)
     title = _str_field(body, "title").strip()
-    bands = body.get("age_bands")
-    if not title or len(title) > 80:
-        raise ChatError(ErrorCode.BAD_REQUEST, "A room needs a title of up to 80 characters.")
-    if not isinstance(bands, list) or not bands or \
-            any(b not in server.config.rooms.age_bands for b in bands):
-        raise ChatError(ErrorCode.BAD_REQUEST, "age_bands must be a list of configured bands.")
+    bands = check_room_fields(title, body.get("age_bands"), server.config.rooms)
     # A generated id is made to pass the same check as a chosen one (issue 14).
     rid = _str_field(body, "id", required=False) or \
         server.core.ids.new("room").lower().replace("_", "-")
-    if not ROOM_ID.fullmatch(rid):
-        raise ChatError(ErrorCode.BAD_REQUEST, "Room ids are lower-case letters, digits, - "
-                                               "and _.")
-    if rid in server.core.rooms:
-        raise ChatError(ErrorCode.CONFLICT, "That room already exists.")
-    profile = "adult" if bands == ["18-25"] else "default"
-    record = RoomRecord(RoomId(rid), title, tuple(bands), profile, "group", False, 0, {}, (),
-                        server.config.rooms.require_facilitator)
+    record = group_room(rid, title, bands, server.config.rooms, server.core.rooms)
     await server.create_room(record, AuditEntry(server.now(), RoomId(rid), ident.id,
                                                 "room_created", None, {"title": title}))
-    return web.json_response({"id": rid, "title": title, "age_bands": bands, "paused": False,
+    return web.json_response({"id": rid, "title": title, "age_bands": list(bands),
+                              "paused": False,
                               "slow_mode_s": 0, "participants": 0, "facilitators": 0},
                              status=201)
 
@@ -386,8 +254,7 @@ async def audit(request: web.Request) -> web.Response:
         # Feedback may be about a facilitator: it is for ops (GET /api/feedback).
         raise ChatError(ErrorCode.FORBIDDEN, "Feedback is read by ops.")
     # Issue 14: scoped by role (core/scopes.py): a facilitator never reads counselling.
-    scope = audit_scope(ident.role, (r.id for r in server.core.rooms.values()
-                                     if r.kind == "group"))
+    scope = audit_scope(ident.role, group_room_ids(server.core.rooms.values()))
     if scope is None:
         raise ChatError(ErrorCode.FORBIDDEN, "Your role can't read the audit log.")
     rows = await server.store.audit(room, since, limit, action=action, scope=scope)
@@ -408,22 +275,13 @@ async def feedback(request: web.Request) -> web.Response:
 
 
 async def cases(request: web.Request) -> web.Response:
+    """The cases the caller may see, each as its ``case`` frame shows it (SG-18: the one
+    rule, core/scopes.py, the WebSocket path uses too)."""
     server = request.app[APP_KEY]
     ident = await staff(request, Role.COUNSELLOR, Role.OPS)
     status = request.query.get("status") or None
-    rank = {"emergency": 0, "urgent": 1, "routine": 2}
-    out = []
-    for k in sorted(server.core.cases.values(), key=lambda k: (rank.get(k.urgency, 3), k.ts)):
-        if status and k.status != status:
-            continue
-        if not sees_case(ident.role, ident.id, k.status, k.counsellor):
-            continue  # SG-18: the one rule (core/scopes.py) the WebSocket path uses too
-        body = {"id": k.id, "ts": k.ts, "room": k.room, "participant": k.participant,
-                "urgency": k.urgency, "status": k.status, "note": k.note}
-        if k.counsellor:
-            body["counsellor"] = k.counsellor
-        out.append(body)
-    return web.json_response({"cases": out})
+    views = visible_cases(server.core.cases.values(), ident.role, ident.id, status)
+    return web.json_response({"cases": [v.body() for v in views]})
 
 
 async def rules_try(request: web.Request) -> web.Response:
@@ -500,66 +358,3 @@ async def index(request: web.Request) -> web.FileResponse:
     if not re.fullmatch(r"[a-z]+", page) or not path.exists():
         raise web.HTTPNotFound()
     return web.FileResponse(path)
-
-
-def build_app(server: Server) -> web.Application:
-    # Behind a trusted proxy, the client as the proxy saw it (issue 15), for every
-    # handler: the Origin check and the per-address budgets included. Inside ``errors``,
-    # so a malformed forwarded header on /api/ answers in PROTOCOL.md's JSON shape.
-    forwarded = forwarded_middleware(server.config.server.trusted_proxies)
-    app = web.Application(middlewares=[errors, *([forwarded] if forwarded else [])],
-                          client_max_size=64 * 1024)
-    app.on_response_prepare.append(security_headers)
-    app[APP_KEY] = server
-    throttle = Throttle(server.broker, server.config.auth, server.config.limits, server.store)
-    app[THROTTLE_KEY] = throttle
-    app.router.add_get("/ws", ws_handler)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/api/resources", resources)
-    app.router.add_post("/api/join", join)
-    app.router.add_post("/api/login", login)
-    app.router.add_post("/api/logout", logout)
-    app.router.add_get("/api/rooms", list_rooms)
-    app.router.add_get("/api/rooms/open", open_rooms)
-    app.router.add_get("/api/rooms/{id}/public", public_room)
-    app.router.add_post("/api/rooms", create_room)
-    app.router.add_get("/api/audit", audit)
-    app.router.add_get("/api/cases", cases)
-    app.router.add_post("/api/feedback", post_feedback)
-    app.router.add_get("/api/feedback", feedback)
-    app.router.add_post("/api/rules/try", rules_try)
-    app.router.add_post("/api/rules/reload", rules_reload)
-    app.router.add_get("/", index)
-    app.router.add_get("/{page:[a-z]+}", index)
-    if CLIENT_DIR.exists():
-        app.router.add_static("/static/", CLIENT_DIR, show_index=False)
-
-    summaries: list[asyncio.Task[None]] = []
-
-    async def summarise_logins() -> None:
-        """A window of failed logins is summarised even if nobody tries again."""
-        while True:
-            await asyncio.sleep(server.config.server.tick_s)
-            try:
-                await throttle.audit.flush(server.now())
-            except Exception:
-                log.exception("login_audit_failed")
-
-    async def on_startup(_: web.Application) -> None:
-        await server.start()
-        summaries.append(asyncio.create_task(summarise_logins(), name="login-audit"))
-
-    async def on_shutdown(_: web.Application) -> None:
-        for task in summaries:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        with contextlib.suppress(Exception):
-            await throttle.audit.flush(server.now(), force=True)
-        await server.stop()
-        throttle.pool.close()
-
-    app.on_startup.append(on_startup)
-    app.on_shutdown.append(on_shutdown)
-    return app

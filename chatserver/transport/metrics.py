@@ -10,8 +10,9 @@ from aiohttp import web
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from chatserver.transport.app import APP_KEY, Server
-from chatserver.transport.http import security_headers
+from chatserver.runtime.server import Server
+from chatserver.transport.app import security_headers
+from chatserver.transport.keys import APP_KEY
 
 __all__ = ["build_metrics_app"]
 

@@ -15,11 +15,14 @@ from chatserver.core import commands as c
 from chatserver.core.errors import ChatError, CloseCode, ErrorCode
 from chatserver.core.events import ErrorEvent
 from chatserver.core.ids import ConnId
+from chatserver.core.policy import session_current
 from chatserver.core.wire import decode_object, frame_ref, parse
 from chatserver.observability import log
 from chatserver.ports import BrokerError
-from chatserver.transport.app import APP_KEY, Server, Socket
-from chatserver.transport.auth import TokenError, session_current
+from chatserver.runtime.delivery import Socket
+from chatserver.runtime.server import Server
+from chatserver.transport.auth import TokenError
+from chatserver.transport.keys import APP_KEY
 from chatserver.transport.throttle import THROTTLE_KEY, Throttle, client_address
 
 __all__ = ["origin_allowed", "ws_handler"]
@@ -79,7 +82,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     sock = Socket(ws, asyncio.Queue(maxsize=cfg.server.outbox_frames), request.transport)
     cid = server.new_conn(sock)
     structlog.contextvars.bind_contextvars(conn=cid)
-    sock.writer = asyncio.create_task(server.write_loop(sock), name=f"writer-{cid}")
+    sock.writer = asyncio.create_task(server.delivery.write_loop(sock), name=f"writer-{cid}")
     try:
         if await _hello(server, sock, cid, client_address(request),
                         request.app[THROTTLE_KEY]):
@@ -88,7 +91,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         raise
     except Exception:
         log.exception("connection_failed")
-        server.close_soon(cid, CloseCode.PROTOCOL_ERROR, "internal error")
+        server.delivery.close_soon(cid, CloseCode.PROTOCOL_ERROR, "internal error")
     finally:
         await server.drop_conn(cid)
         if sock.close_task is not None:
@@ -98,7 +101,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
                 await asyncio.shield(sock.close_task)
         if sock.writer is not None:
             sock.writer.cancel()
-        server.cut_if_unread(sock)
+        server.delivery.cut_if_unread(sock)
         structlog.contextvars.unbind_contextvars("conn", "user", "role")
     return ws
 
@@ -109,7 +112,7 @@ async def _hello(server: Server, sock: Socket, cid: int, address: str,
     try:
         msg = await sock.ws.receive(timeout=server.config.server.hello_timeout_s)
     except TimeoutError:
-        server.close_soon(conn, CloseCode.NO_HELLO, "no hello")
+        server.delivery.close_soon(conn, CloseCode.NO_HELLO, "no hello")
         return False
     if msg.type != WSMsgType.TEXT:
         _close_for(server, conn, msg.type)
@@ -119,27 +122,27 @@ async def _hello(server: Server, sock: Socket, cid: int, address: str,
     except ChatError:
         command = None
     if not isinstance(command, c.Hello):
-        server.close_soon(conn, CloseCode.NO_HELLO, "the first frame must be hello")
+        server.delivery.close_soon(conn, CloseCode.NO_HELLO, "the first frame must be hello")
         return False
     # Issue 14: hellos (each may fetch a welcome's history) per client address.
     with contextlib.suppress(BrokerError):  # without Redis nothing is served anyway
         if not await throttle.take("hello", address, server.now()):
             log.info("hello_refused", reason="address_budget")
-            server.emit(conn, ErrorEvent(ErrorCode.RATE_LIMITED.value,
+            server.delivery.emit(conn, ErrorEvent(ErrorCode.RATE_LIMITED.value,
                                          "Too many connections. Try again in a minute."))
-            server.close_soon(conn, CloseCode.POLICY, "too many connections")
+            server.delivery.close_soon(conn, CloseCode.POLICY, "too many connections")
             return False
     try:
         ident = server.tokens.verify(command.token)
     except TokenError as e:
         log.info("token_refused", reason=e.reason)
-        server.close_soon(conn, CloseCode.BAD_TOKEN, "invalid token")
+        server.delivery.close_soon(conn, CloseCode.BAD_TOKEN, "invalid token")
         return False
     if ident.role.value != "participant":
         user = await server.store.user_by_id(ident.id)
         if not session_current(ident, user):
             log.info("token_refused", reason="account_changed")
-            server.close_soon(conn, CloseCode.BAD_TOKEN, "invalid token")
+            server.delivery.close_soon(conn, CloseCode.BAD_TOKEN, "invalid token")
             return False
     structlog.contextvars.bind_contextvars(user=ident.id, role=ident.role.value)
     await server.hello(conn, ident, dict(command.resume))
@@ -148,9 +151,10 @@ async def _hello(server: Server, sock: Socket, cid: int, address: str,
 
 def _close_for(server: Server, conn: int, kind: WSMsgType) -> None:
     if kind == WSMsgType.BINARY:
-        server.close_soon(ConnId(conn), CloseCode.UNSUPPORTED_DATA, "binary frames")
+        server.delivery.close_soon(ConnId(conn), CloseCode.UNSUPPORTED_DATA, "binary frames")
     elif kind not in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
-        server.close_soon(ConnId(conn), CloseCode.NO_HELLO, "the first frame must be hello")
+        server.delivery.close_soon(ConnId(conn), CloseCode.NO_HELLO,
+                                   "the first frame must be hello")
 
 
 async def _read_loop(server: Server, sock: Socket, cid: int) -> None:
@@ -159,7 +163,7 @@ async def _read_loop(server: Server, sock: Socket, cid: int) -> None:
         msg = await sock.ws.receive()
         if msg.type == WSMsgType.BINARY:
             # RFC 6455 § 7.4.1: 1003, we only accept text.
-            server.close_soon(conn, CloseCode.UNSUPPORTED_DATA, "binary frames")
+            server.delivery.close_soon(conn, CloseCode.UNSUPPORTED_DATA, "binary frames")
             return
         if msg.type != WSMsgType.TEXT:
             return  # closed, closing or a frame-layer error aiohttp already answered
@@ -182,7 +186,7 @@ async def _read_loop(server: Server, sock: Socket, cid: int) -> None:
 
 async def _reject(server: Server, sock: Socket, conn: ConnId, error: ChatError,
                   ref: str | None) -> None:
-    await server.run(server.core.reject_frame(conn, error, ref, server.now()))
+    await server.reject(conn, error, ref)
     await _yield_if_replies(sock)
 
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from chatserver.transport.vectors import VectorBatcher, Vectors
+from chatserver.runtime.vectors import VectorBatcher, Vectors
 
 
 class GatedEncoder:

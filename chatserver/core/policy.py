@@ -1,0 +1,197 @@
+"""Decisions the HTTP routes ask for: who may join a room under which name, what a new
+room is, whether a staff session still holds. Pure: the shells parse the request and
+pass what they read; these functions answer or raise ``ChatError``.
+
+They lived in the route handlers once; here, one rule serves every caller and the core
+tests can reach it without a socket.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Container, Sequence
+from typing import Final, Protocol
+
+from chatserver.config import RoomsConfig
+from chatserver.core.effects import RoomRecord
+from chatserver.core.errors import ChatError, ErrorCode
+from chatserver.core.ids import RoomId
+from chatserver.core.room import Room
+from chatserver.core.session import Identity
+from chatserver.moderation.contact import digits_view
+from chatserver.moderation.engine import RuleSet
+from chatserver.moderation.normalize import normalize, words_view
+from chatserver.moderation.rules import Action
+
+__all__ = [
+    "NAME_CHARS", "NAME_MAX_DIGITS", "PLATFORM_WORDS", "RESERVED_NAMES", "ROOM_ID", "Account",
+    "admit_join", "check_display_name", "check_room_fields", "group_room", "is_open_group",
+    "room_profile", "session_current",
+]
+
+NAME_CHARS: Final = re.compile(r"^[A-Za-z0-9 _.\-]{1,24}$")
+"""PROTOCOL.md: 1–24 characters after trimming, letters, digits, spaces, _ - ."""
+RESERVED_NAMES: Final = frozenset({
+    "admin", "administrator", "facilitator", "counsellor", "counselor", "childline",
+    "samaritans", "moderator", "mod", "staff", "shout", "system", "support", "kooth",
+    "nspcc", "police", "helpline", "official", "modteam", "mods", "moderation", "moderators",
+    "safeguarding", "papyrus", "hopeline", "youngminds", "facilitators", "counsellors",
+})
+"""SG-21: nobody may impersonate staff or a helpline, nor a look-alike spelling."""
+NAME_MAX_DIGITS: Final = 6
+"""A display name with this many digits (also spelt: "oh seven nine ...") could carry a
+phone number in pieces (SG-05)."""
+PLATFORM_WORDS: Final = frozenset({
+    "snap", "snapchat", "insta", "instagram", "ig", "tiktok", "discord", "whatsapp", "kik",
+    "telegram", "facebook", "fb", "twitter", "sc", "onlyfans", "signal",
+})
+"""A display name is no place for a social handle (SG-05): "sn4p jsmith07" is refused."""
+ROOM_ID: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,47}")
+"""docs/protocol.md: a room id is lower-case letters, digits, ``-`` and ``_``."""
+ADULT_BANDS: Final = ("18-25",)
+"""A room for these bands only runs the ``adult`` moderation profile; any room a younger
+person may join keeps the default one."""
+
+_LOOKALIKE: Final = str.maketrans({"1": "l", "|": "l", "i": "l", "!": "l", "0": "o"})
+"""ASCII look-alikes a name can swap (I/l/1/|, O/0) read as one letter (SG-21)."""
+_RESERVED_SKELETONS: Final = frozenset(w.translate(_LOOKALIKE) for w in RESERVED_NAMES)
+
+
+def _name_views(name: str) -> list[str]:
+    """The words view of the confusable skeleton, and the same with look-alike letters
+    read as one ("ChildIine", "Chi1dline", "M0d team"; issue 13 § 4)."""
+    folded = normalize(name).folded
+    return [words_view(folded), words_view(folded.translate(_LOOKALIKE))]
+
+
+def _looks_reserved(name: str) -> bool:
+    plain, swapped = ("".join(v.split()) for v in _name_views(name))
+    skeleton = swapped.translate(_LOOKALIKE)
+    for joined, reserved in ((plain, RESERVED_NAMES), (skeleton, _RESERVED_SKELETONS)):
+        if joined in reserved or any(w in joined for w in reserved if len(w) > 3):
+            return True
+    return False
+
+
+def _names_a_platform(name: str) -> bool:
+    return any(token in PLATFORM_WORDS for view in _name_views(name) for token in view.split())
+
+
+def check_display_name(name: str, rules: RuleSet) -> None:
+    """A young person's display name, already NFC-normalized and trimmed.
+
+    Raises:
+        ChatError: ``bad_request`` with the words the join page shows, for a name that
+            breaks the character rules, looks like staff or a helpline (SG-21), carries
+            a social handle or a phone number in pieces (SG-05), or that a participant's
+            message rules would mask or worse.
+    """
+    if not NAME_CHARS.match(name):
+        raise ChatError(ErrorCode.BAD_REQUEST, "Names can be 1 to 24 letters, numbers, "
+                                               "spaces, dots, dashes or underscores.")
+    if _looks_reserved(name):
+        raise ChatError(ErrorCode.BAD_REQUEST, "That name is kept for staff. Please pick "
+                                               "another.")
+    spoken = sum(len(r.digits) for r in digits_view(normalize(name).folded))
+    if _names_a_platform(name) or spoken >= NAME_MAX_DIGITS:
+        raise ChatError(ErrorCode.BAD_REQUEST, "Please leave social media names and numbers "
+                                               "out of your display name, to keep you safe.")
+    if rules.check(name, "participant").action >= Action.MASK:
+        raise ChatError(ErrorCode.BAD_REQUEST, "Please pick a different name.")
+
+
+def is_open_group(room: Room | None) -> bool:
+    """A group room still open: the only kind anyone may pick, join or read about."""
+    return room is not None and room.kind == "group" and not room.closed
+
+
+def admit_join(room: Room | None, name: str, band: str, bands: Sequence[str],
+               shown: Identity | None) -> Room:
+    """Whether a young person may join ``room`` as ``name`` in age band ``band``.
+
+    Args:
+        room: The room asked for, None when there is no such room.
+        name: The display name, already passed by ``check_display_name``.
+        band: The age band asked for.
+        bands: The age bands configured (``rooms.age_bands``).
+        shown: A participant token the client also showed, verified by the shell (a
+            client asking for a fresh identity with its old one), or None.
+
+    Returns:
+        The room to issue a token for.
+
+    Raises:
+        ChatError: ``not_found``, ``bad_request``, ``forbidden`` (another age group; a
+            removal) or ``conflict`` (the name is in use on some node).
+    """
+    if room is None or not is_open_group(room):
+        raise ChatError(ErrorCode.NOT_FOUND, "No such room.")
+    if band not in bands:
+        raise ChatError(ErrorCode.BAD_REQUEST, "Unknown age band.")
+    if band not in room.age_bands:
+        raise ChatError(ErrorCode.FORBIDDEN, "This room is for a different age group.")
+    removed_token = shown is not None and shown.room == room.id and shown.id in room.removed
+    if room.name_removed(name) or removed_token:
+        # Issue 14: a removal sticks for the room's life, not only for one token.
+        raise ChatError(ErrorCode.FORBIDDEN, "A facilitator has asked you to leave this "
+                                             "room for now. The 'Get help now' options are "
+                                             "always there for you.")
+    if any(p.name.casefold() == name.casefold() for p in room.present()):  # any node
+        raise ChatError(ErrorCode.CONFLICT, "Someone is already using that name here.")
+    return room
+
+
+def check_room_fields(title: str, bands: object, rooms: RoomsConfig) -> tuple[str, ...]:
+    """A new room's title (trimmed) and age bands, as ``POST /api/rooms`` sent them.
+
+    Returns:
+        The age bands, typed.
+
+    Raises:
+        ChatError: ``bad_request`` for an empty or long title, or bands that are not a
+            non-empty list of configured bands.
+    """
+    if not title or len(title) > 80:
+        raise ChatError(ErrorCode.BAD_REQUEST, "A room needs a title of up to 80 characters.")
+    if not isinstance(bands, list) or not bands or \
+            any(b not in rooms.age_bands for b in bands):
+        raise ChatError(ErrorCode.BAD_REQUEST, "age_bands must be a list of configured bands.")
+    return tuple(bands)
+
+
+def room_profile(bands: Sequence[str]) -> str:
+    """The moderation profile of a group room for these age bands."""
+    return "adult" if tuple(bands) == ADULT_BANDS else "default"
+
+
+def group_room(rid: str, title: str, bands: tuple[str, ...], rooms: RoomsConfig,
+               existing: Container[str]) -> RoomRecord:
+    """The record of a new group room, its fields passed by ``check_room_fields``.
+
+    Raises:
+        ChatError: ``bad_request`` for an id outside ``ROOM_ID``, ``conflict`` for an id
+            in ``existing``.
+    """
+    if not ROOM_ID.fullmatch(rid):
+        raise ChatError(ErrorCode.BAD_REQUEST, "Room ids are lower-case letters, digits, - "
+                                               "and _.")
+    if rid in existing:
+        raise ChatError(ErrorCode.CONFLICT, "That room already exists.")
+    return RoomRecord(RoomId(rid), title, bands, room_profile(bands), "group", False, 0, {}, (),
+                      rooms.require_facilitator)
+
+
+class Account(Protocol):
+    """What a session check reads of a staff account (``ports.UserRow``)."""
+
+    @property
+    def disabled(self) -> bool: ...
+
+    @property
+    def version(self) -> int: ...
+
+
+def session_current(ident: Identity, user: Account | None) -> bool:
+    """A staff token is good while its account exists, is enabled and has the version
+    the token was issued under (logout, reset and disable move it; issue 14)."""
+    return user is not None and not user.disabled and user.version == ident.version
