@@ -56,7 +56,15 @@ from chatserver.moderation.engine import Verdict, load_rules
 from chatserver.moderation.pipeline import Moderator
 from chatserver.moderation.rules import Action, RuleLoadError
 from chatserver.observability import Metrics, log
-from chatserver.ports import Broker, BrokerError, Envelope, Store, StoreConflict, StoreError
+from chatserver.ports import (
+    Broker,
+    BrokerError,
+    ClusterState,
+    Envelope,
+    Store,
+    StoreConflict,
+    StoreError,
+)
 from chatserver.transport.auth import Tokens, session_current
 from chatserver.transport.vectors import VectorBatcher
 
@@ -107,13 +115,14 @@ class Socket:
 
 class Server:
     def __init__(self, config: Config, rules: Moderator, store: Store, broker: Broker,
-                 tokens: Tokens, node_id: str | None = None,
+                 cluster: ClusterState, tokens: Tokens, node_id: str | None = None,
                  clock: Callable[[], int] = now_ms) -> None:
         self.config = config
         self.now = clock
         """Wall-clock ms; tests pass a clock they move (timed mutes without waiting)."""
         self.store = store
         self.broker = broker
+        self.cluster = cluster
         self.tokens = tokens
         self.node_id = node_id or secrets.token_hex(4)
         self.core = ChatCore(config, rules)
@@ -170,6 +179,7 @@ class Server:
         with contextlib.suppress(Exception):  # open denial windows: summarised now
             await self.run(self.core.flush_audit(self.now()))
         await self.broker.close()
+        await self.cluster.close()
         await self.store.close()
         log.info("server_stopped", node=self.node_id)
 
@@ -262,14 +272,14 @@ class Server:
         if self.broker.shared:
             others = [n for n in self.core.nodes if n != self.node_id]
             with contextlib.suppress(BrokerError):  # sends fail anyway without Redis
-                elsewhere = await self.broker.sockets_elsewhere(ident.id, others)
+                elsewhere = await self.cluster.sockets_elsewhere(ident.id, others)
         await self.run(self.core.hello(cid, ident, resume, self.now(), elsewhere))
         conn, sock = self.core.conns.get(cid), self.sockets.get(cid)
         if self.broker.shared and conn is not None and conn.identity is not None and \
                 sock is not None and not sock.closing:
             sock.counted = ident.id
             with contextlib.suppress(BrokerError):
-                await self.broker.count_socket(self.node_id, ident.id, 1, self._expiry_ms)
+                await self.cluster.count_socket(self.node_id, ident.id, 1, self._expiry_ms)
 
     async def handle(self, cid: ConnId, command: c.Command) -> None:
         over = False
@@ -279,7 +289,7 @@ class Server:
             if ident is not None and ident.role == Role.PARTICIPANT:
                 lim = self.config.limits
                 with contextlib.suppress(BrokerError):  # the publish would fail anyway
-                    over = not await self.broker.take_budget(
+                    over = not await self.cluster.take_budget(
                         ident.id, command.id, lim.rate_messages, lim.rate_window_s * 1000,
                         self.now())
         if isinstance(command, c.Send):
@@ -327,8 +337,8 @@ class Server:
         sock = self.sockets.get(cid)
         if sock is not None and sock.counted is not None and not self.stopping:
             with contextlib.suppress(BrokerError):
-                await self.broker.count_socket(self.node_id, sock.counted, -1,
-                                               self._expiry_ms)
+                await self.cluster.count_socket(self.node_id, sock.counted, -1,
+                                                self._expiry_ms)
         self.sockets.pop(cid, None)
         self.metrics.connections.set(len(self.sockets))
         effects = self.core.disconnect(cid, self.now())
@@ -628,7 +638,7 @@ class Server:
                                                              full=True),
                                              Audience.MEMBERS, None, self.node_id))
                 with contextlib.suppress(BrokerError):
-                    await self.broker.keep_sockets(self.node_id, self._expiry_ms)
+                    await self.cluster.keep_sockets(self.node_id, self._expiry_ms)
                 if self.broker.ready() and _mono_ms() - self._echo_ms > self._expiry_ms:
                     # Subscribed, yet our own heartbeats stopped coming back: the link is
                     # silently dead (F-09). Everything else waits on the same subscription.
