@@ -21,7 +21,7 @@ from chatserver.moderation.engine import RuleSet, Verdict, load_rules
 from chatserver.moderation.evaluation import STAGES, Report, evaluate, predicted
 from chatserver.moderation.pipeline import Moderator
 from chatserver.moderation.rules import RuleLoadError
-from chatserver.ports import Broker, Store, UserRow
+from chatserver.ports import Broker, ClusterState, Store, UserRow
 from chatserver.stores.sqlite import SqliteStore
 
 __all__ = ["main"]
@@ -102,6 +102,7 @@ def serve(args: argparse.Namespace, config: Config) -> int:
     from aiohttp import web
 
     from chatserver.brokers.memory import MemoryBroker
+    from chatserver.brokers.memory_state import MemoryClusterState
     from chatserver.observability import announce, configure_logging, log
     from chatserver.runtime.server import Server
     from chatserver.transport.app import build_app
@@ -146,13 +147,17 @@ def serve(args: argparse.Namespace, config: Config) -> int:
     store = _store(config)
     secret = load_secret(config.auth, config.server.data_dir)
     broker: Broker = MemoryBroker(config.limits.history)
+    counts: ClusterState = MemoryClusterState()
     redis = None
     if cluster:
         from chatserver.brokers.redis import RedisBroker
+        from chatserver.brokers.redis_state import RedisClusterState
         broker = redis = RedisBroker(config.broker.url, history=config.limits.history,
                                      prefix=config.broker.prefix,
                                      timeout_s=config.broker.timeout_s)
-    server = Server(config, moderator, store, broker, Tokens(secret, config.auth),
+        counts = RedisClusterState(config.broker.url, prefix=config.broker.prefix,
+                                   timeout_s=config.broker.timeout_s)
+    server = Server(config, moderator, store, broker, counts, Tokens(secret, config.auth),
                     node_id=args.node_id)
     if redis is not None:
         redis.on_reset = server.on_broker_reset  # the node tells its clients to resume

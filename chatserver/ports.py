@@ -1,4 +1,4 @@
-"""The two ports every backend implements (STYLE.md example 7), with their guarantees."""
+"""The ports every backend implements (STYLE.md example 7), with their guarantees."""
 
 from __future__ import annotations
 
@@ -22,13 +22,15 @@ from chatserver.core.scopes import AuditScope
 from chatserver.core.sync import Sync
 
 __all__ = [
-    "Allowance", "AuditRow", "Broker", "BrokerError", "Cutoffs", "Envelope", "Store",
-    "StoreConflict", "StoreError", "UserRow",
+    "Allowance", "AuditRow", "Broker", "BrokerError", "ClusterState", "Cutoffs", "Envelope",
+    "Store", "StoreConflict", "StoreError", "UserRow",
 ]
 
 
 class BrokerError(Exception):
-    """The broker could not publish or answer; the caller answers ``internal``."""
+    """The broker or the cluster state could not publish or answer (Redis down or slower
+    than ``broker.timeout_s``); the caller answers ``internal``. A timeout may come after
+    Redis did the work, so a publish that raised is in doubt, not undone."""
 
 
 class StoreError(Exception):
@@ -64,37 +66,86 @@ class Allowance:
 
 
 class Broker(Protocol):
-    """Fan-out between nodes, and each room's recent history for resume.
+    """Fan-out between nodes, and each room's recent history for resume
+    (Centrifuge's ``Broker``: publish, subscribe, history).
 
-    Guarantees: ``publish`` delivers the envelope to every subscribed handler on every
-    node, at most once each, in publish order per room; the history keeps the last
-    ``history`` messages per room by ``seq``; a failure raises (``BrokerError``) instead
-    of dropping silently.
+    Guarantees:
+
+    - Delivery is at most once: ``publish`` hands the envelope to the ``start`` handler
+      of every node subscribed at that moment (following the room, or any node for
+      ``Sync`` and ``ALL_ROOMS``), once each, or not at all. A node that was not
+      subscribed (reconnecting) misses it for good; what it missed is found again by
+      seq (holes filled from the store, clients resuming), never redelivered.
+    - Order: a room's envelopes arrive in publish order; ``Sync`` and ``ALL_ROOMS``
+      envelopes in publish order among themselves, but not ordered against a room's.
+    - A ``Message`` is added to its room's history and published in one atomic step, so
+      history order is publish order is seq order (the seq is the store's), and a seq
+      already in history is neither kept nor delivered again: republishing what a node
+      is unsure of is safe.
+    - History keeps the last ``history`` messages of each room by seq; it is a cache of
+      the store (the record), rebuilt with ``seed``.
+    - A failure raises ``BrokerError`` instead of dropping silently.
+
+    On a Redis outage: ``ready`` turns False as soon as the subscription is lost, and
+    every call that needs Redis raises ``BrokerError`` within ``broker.timeout_s`` (the
+    server refuses sends ``internal``, /readyz answers 503). The subscriber reconnects
+    with backoff, subscribes again to control and every followed room, and then calls
+    the ``on_reset`` hook it was given, so the server reseeds history from the store and
+    tells its clients to resume (SECURITY.md F-04 to F-09).
     """
 
     shared: bool
-    """True when other nodes receive what this one publishes (a cluster)."""
+    """True when other nodes receive what this one publishes (a cluster): the server
+    then shares room state, presence and per-person counts (``ClusterState``)."""
 
     def ready(self) -> bool:
         """Whether a publish now would reach every node; no I/O (checked per send)."""
-    async def start(self, on_envelope: Callable[[Envelope], Awaitable[None] | None]) -> None: ...
+    async def ping(self) -> bool:
+        """Whether the broker answers now (I/O, bounded by its timeout): /readyz."""
+    async def start(self, on_envelope: Callable[[Envelope], Awaitable[None] | None]) -> None:
+        """Deliver what arrives to ``on_envelope``, one envelope at a time; returns once
+        subscribed, or after a bounded wait when the broker is down (it keeps trying)."""
     async def close(self) -> None: ...
     async def publish(self, envelope: Envelope) -> None:
         """Deliver to every node; a ``Message`` is first added to the room's history,
         in the same atomic step (seq order = history order = publish order)."""
+    async def follow(self, room: RoomId) -> bool:
+        """Receive this room's messages and events from now on (this node has members
+        in it); True if it did not already."""
+    async def unfollow(self, room: RoomId) -> None: ...
+    async def resubscribe(self) -> None:
+        """Drop the subscription and make it again (it went silent), then resync."""
     async def history(self, room: RoomId, after: int | None, limit: int
                       ) -> tuple[list[Message], bool]:
         """Messages after ``after`` (or the last ``limit``); True when history has a hole
         before them, so the client must be told ``gap``."""
-    async def redact(self, room: RoomId, seq: int) -> None: ...
+    async def redact(self, room: RoomId, seq: int) -> None:
+        """Remove one message from history: no resume or welcome sends it again."""
     async def seed(self, room: RoomId, messages: Sequence[Message]) -> None:
         """Merge the store's messages (the record) into a room's history, by seq, after
         a restart or a Redis outage; nothing is published."""
-    async def ping(self) -> bool: ...
-    async def take_budget(self, participant: str, msg_id: str, limit: int, window_ms: int,
-                          now_ms: int) -> bool:
-        """A send from a participant's budget shared by every node; True if within it.
-        (One node: always True, the core's own window is the whole budget.)"""
+
+
+class ClusterState(Protocol):
+    """The counts every node keeps together: attempt budgets (logins, per-address
+    joins, hellos and feedback), each participant's send budget, and how many sockets
+    each participant has open on each node.
+
+    Guarantees: each call is one atomic step for the whole cluster (a Lua script), so
+    parallel requests on several nodes cannot all slip under a limit; windows run in
+    the caller's clock (``now_ms``), not the backend's. Socket counts are kept per node
+    and go with the node: unless ``keep_sockets`` renews them, they expire after
+    ``expiry_ms``, so a killed node's sockets stop counting.
+
+    On a Redis outage every call raises ``BrokerError`` and each caller chooses: joins,
+    hellos and sends are let through (nothing is sent or stored without the broker
+    anyway, F-04), logins and feedback are refused ``internal`` (without the count
+    nobody could stop guessing or a flood). Redis restarting empty forgets every count:
+    windows start again, and the server closes every socket 1012 when the broker comes
+    back (``Broker`` ``on_reset``), so each socket is counted again as it reconnects.
+    """
+
+    async def close(self) -> None: ...
     async def take_attempts(self, allowances: Sequence[Allowance], now_ms: int) -> bool:
         """Atomically, on every node: if each allowance is under its limit, count one
         attempt on each and return True; otherwise count nothing and return False.
@@ -102,17 +153,21 @@ class Broker(Protocol):
     async def settle_attempts(self, clear: Sequence[str], refund: Sequence[str]) -> None:
         """Forget the attempts counted under ``clear``; give one back under ``refund``
         (never below zero, never reviving an expired window)."""
-    async def sockets_elsewhere(self, participant: str, nodes: Sequence[str]) -> int:
-        """How many sockets the participant has open on these other nodes."""
+    async def take_budget(self, participant: str, msg_id: str, limit: int, window_ms: int,
+                          now_ms: int) -> bool:
+        """One send from a participant's budget shared by every node (a sliding window
+        of ``limit`` ids per ``window_ms``); True if within it. A resend of an id
+        already counted is free. Asked only in a cluster: alone, the core's own window
+        is the whole budget."""
     async def count_socket(self, node: str, participant: str, delta: int,
-                           expiry_ms: int) -> None: ...
-    async def keep_sockets(self, node: str, expiry_ms: int) -> None: ...
-    async def resubscribe(self) -> None:
-        """Drop the subscription and make it again (it went silent), then resync."""
-    async def follow(self, room: RoomId) -> bool:
-        """Receive this room's messages and events from now on (this node has members
-        in it); True if it did not already."""
-    async def unfollow(self, room: RoomId) -> None: ...
+                           expiry_ms: int) -> None:
+        """Add ``delta`` to the participant's open sockets on ``node``; the node's counts
+        expire ``expiry_ms`` from now unless renewed."""
+    async def keep_sockets(self, node: str, expiry_ms: int) -> None:
+        """Heartbeat: this node is alive, its socket counts hold ``expiry_ms`` more."""
+    async def sockets_elsewhere(self, participant: str, nodes: Sequence[str]) -> int:
+        """How many sockets the participant has open on these other nodes (SEC-19: the
+        cap is per participant, not per node)."""
 
 
 @dataclass(frozen=True, slots=True)

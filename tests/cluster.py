@@ -14,9 +14,7 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import redis.asyncio as aioredis
-
-from tests.conftest import ROOT, Endpoint, redis_up, require
+from tests.conftest import ROOT, Endpoint, forget_redis_prefix, redis_up, require
 from tests.faults.test_restart import ServerProcess, free_port
 from tests.stores.test_contract import PG_DSN, _pg_available
 
@@ -84,11 +82,7 @@ class Cluster:
             await conn.execute(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
             await conn.close()
         with contextlib.suppress(Exception):
-            r = aioredis.Redis.from_url(self.redis_url, socket_connect_timeout=1)
-            keys = [k async for k in r.scan_iter(f"{self.prefix}:*")]
-            if keys:
-                await r.delete(*keys)
-            await r.aclose()
+            await forget_redis_prefix(self.redis_url, self.prefix)
 
 
 @contextlib.asynccontextmanager

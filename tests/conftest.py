@@ -16,6 +16,7 @@ import websockets
 from aiohttp import ClientSession, web
 
 from chatserver.brokers.memory import MemoryBroker
+from chatserver.brokers.memory_state import MemoryClusterState
 from chatserver.config import (
     AuthConfig,
     Config,
@@ -30,7 +31,7 @@ from chatserver.core.ids import RoomId
 from chatserver.moderation.classifier import Classifier, load_classifier
 from chatserver.moderation.engine import RuleSet, load_rules
 from chatserver.moderation.pipeline import Moderator
-from chatserver.ports import Broker
+from chatserver.ports import Broker, ClusterState
 from chatserver.runtime.server import Server, now_ms
 from chatserver.stores.sqlite import SqliteStore
 from chatserver.transport.app import build_app
@@ -51,6 +52,18 @@ async def redis_up(url: str) -> bool:
         return bool(await r.ping())
     except Exception:
         return False
+    finally:
+        await r.aclose()
+
+
+async def forget_redis_prefix(url: str, prefix: str) -> None:
+    """Delete every key a test made under its own prefix (brokers, cluster state)."""
+    import redis.asyncio as aioredis
+    r = aioredis.Redis.from_url(url, socket_connect_timeout=1)
+    try:
+        keys = [k async for k in r.scan_iter(f"{prefix}:*")]
+        if keys:
+            await r.delete(*keys)
     finally:
         await r.aclose()
 
@@ -243,12 +256,14 @@ class FakeClock:
 async def start_server(tmp: Path, rules: RuleSet, rules_dir: Path = RULES_DIR,
                        clock: Callable[[], int] | None = None, port: int = 0,
                        auth: AuthConfig | None = None, broker: Broker | None = None,
+                       counts: ClusterState | None = None,
                        trusted_proxies: tuple[str, ...] = (), **limits: Any) -> Running:
     config = make_config(tmp, rules_dir, auth, trusted_proxies, **limits)
     store = SqliteStore(tmp / "chat.db")
     server = Server(config, Moderator(rules, classifier(), config.moderation.model), store,
                     broker or MemoryBroker(config.limits.history),
-                    Tokens(SECRET, config.auth), clock=clock or now_ms)
+                    counts or MemoryClusterState(), Tokens(SECRET, config.auth),
+                    clock=clock or now_ms)
     app = build_app(server)
     runner = web.AppRunner(app)
     await runner.setup()

@@ -1,37 +1,47 @@
 """The embedded broker: one process, so publishing is a direct call.
 
-It keeps the same semantics as the Redis broker: per-room capped history with
-strictly increasing seq, at-most-once delivery in publish order, and a message
-published again (same seq) is not delivered again.
+It keeps the Redis broker's semantics (``Broker`` in ``ports.py``): per-room history
+capped by seq, delivery once each in publish order, and a message published again (same
+seq) is neither kept nor delivered again.
+
+What one process does not need, and why (the only place it is said):
+
+- ``ready``, ``ping``: there is no link to another node to lose, so always True.
+- ``follow``, ``unfollow``: every envelope is published by this process and handed to
+  its own handler, so every room is heard already: ``follow`` never newly hears one
+  (False) and ``unfollow`` stops nothing.
+- ``resubscribe``: there is no subscription that could go silent.
 """
 
 from __future__ import annotations
 
+import bisect
 import inspect
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
 from chatserver.core.events import Message
 from chatserver.core.ids import RoomId
-from chatserver.ports import Allowance, Envelope
+from chatserver.ports import Envelope
 
-__all__ = ["ATTEMPT_SWEEP", "MemoryBroker"]
+__all__ = ["MemoryBroker"]
 
-ATTEMPT_SWEEP = 4096
-"""Expired attempt counters are swept whenever this many more keys exist than after the
-last sweep, so a flood of random usernames or addresses cannot grow memory for ever."""
+
+def _seq(message: Message) -> int:
+    return message.seq
 
 
 class MemoryBroker:
+    shared = False
+    """One node: nobody else to tell about room state."""
+
     def __init__(self, history: int = 200, node: str = "local") -> None:
         self.node = node
         self._cap = history
-        self._history: dict[RoomId, deque[Message]] = {}
+        self._history: dict[RoomId, list[Message]] = {}
+        """Per room, the newest ``history`` messages, by seq."""
         self._floor: dict[RoomId, int] = {}
+        """Per room, the newest seq evicted from history: a resume older is a gap."""
         self._handler: Callable[[Envelope], Awaitable[None] | None] | None = None
-        self._attempts: dict[str, list[int]] = {}
-        """Attempt counters: key → [count, window end ms] (the Redis script's twin)."""
-        self._sweep_at = ATTEMPT_SWEEP
 
     async def start(self, on_envelope: Callable[[Envelope], Awaitable[None] | None]) -> None:
         self._handler = on_envelope
@@ -39,90 +49,49 @@ class MemoryBroker:
     async def close(self) -> None:
         self._handler = None
 
-    shared = False
-    """One node: nobody else to tell about room state."""
-
     def ready(self) -> bool:
         return True
 
     async def ping(self) -> bool:
         return True
 
-    # One node: the core's own counts are the whole picture.
-    async def take_budget(self, participant: str, msg_id: str, limit: int, window_ms: int,
-                          now_ms: int) -> bool:
-        return True
+    async def follow(self, room: RoomId) -> bool:
+        return False
 
-    async def take_attempts(self, allowances: Sequence[Allowance], now_ms: int) -> bool:
-        # One event loop, no await inside: the check and the count are one step.
-        counters = [self._attempts.get(a.key) for a in allowances]
-        live = [c is not None and c[1] > now_ms for c in counters]
-        for a, c, alive in zip(allowances, counters, live, strict=True):
-            if (c[0] if c is not None and alive else 0) >= a.limit:
-                return False
-        for a, c, alive in zip(allowances, counters, live, strict=True):
-            if c is not None and alive:
-                c[0] += 1
-            else:
-                self._attempts[a.key] = [1, now_ms + a.window_ms]
-        if len(self._attempts) >= self._sweep_at:
-            self._attempts = {k: c for k, c in self._attempts.items() if c[1] > now_ms}
-            self._sweep_at = len(self._attempts) + ATTEMPT_SWEEP
-        return True
-
-    async def settle_attempts(self, clear: Sequence[str], refund: Sequence[str]) -> None:
-        for key in clear:
-            self._attempts.pop(key, None)
-        for key in refund:
-            counter = self._attempts.get(key)
-            if counter is not None and counter[0] > 0:
-                counter[0] -= 1
-
-    def attempt_keys(self) -> int:
-        """How many attempt counters are held (tests: memory stays bounded)."""
-        return len(self._attempts)
-
-    async def sockets_elsewhere(self, participant: str, nodes: Sequence[str]) -> int:
-        return 0
-
-    async def count_socket(self, node: str, participant: str, delta: int,
-                           expiry_ms: int) -> None:
-        return None
-
-    async def keep_sockets(self, node: str, expiry_ms: int) -> None:
+    async def unfollow(self, room: RoomId) -> None:
         return None
 
     async def resubscribe(self) -> None:
         return None
 
-    async def follow(self, room: RoomId) -> bool:
-        return False  # one node hears every room
-
-    async def unfollow(self, room: RoomId) -> None:
-        return None
-
     async def publish(self, envelope: Envelope) -> None:
+        """Hand the envelope to the handler, inline: delivered when this returns."""
         if self._handler is None:
             raise RuntimeError("broker is not started")
-        if isinstance(envelope.event, Message) and not self._append(envelope.event):
+        if isinstance(envelope.event, Message) and not self._add(envelope.event):
             return  # already published: idempotent by seq, as the Redis script is
         result = self._handler(envelope)
         if inspect.isawaitable(result):
             await result
 
-    def _append(self, message: Message) -> bool:
-        hist = self._history.setdefault(message.room, deque(maxlen=self._cap))
-        if hist and message.seq <= hist[-1].seq:
-            # One node publishes in seq order, so an older seq is a republish.
+    def _add(self, message: Message) -> bool:
+        """Into history by seq, as ``publish.lua`` does; False when it is not taken (a
+        seq already there, or older than all of a full history)."""
+        hist = self._history.setdefault(message.room, [])
+        at = bisect.bisect_left(hist, message.seq, key=_seq)
+        if at < len(hist) and hist[at].seq == message.seq:
             return False
-        if len(hist) == hist.maxlen:
-            self._floor[message.room] = hist[0].seq
-        hist.append(message)
+        if len(hist) >= self._cap and hist and message.seq < hist[0].seq:
+            return False
+        hist.insert(at, message)
+        if len(hist) > self._cap:
+            evicted = hist.pop(0)
+            self._floor[message.room] = max(self._floor.get(message.room, 0), evicted.seq)
         return True
 
     async def history(self, room: RoomId, after: int | None, limit: int
                       ) -> tuple[list[Message], bool]:
-        hist = list(self._history.get(room, ()))
+        hist = self._history.get(room, [])
         if after is None:
             return hist[-limit:], False
         missed = [m for m in hist if m.seq > after]
@@ -133,12 +102,8 @@ class MemoryBroker:
     async def redact(self, room: RoomId, seq: int) -> None:
         hist = self._history.get(room)
         if hist is not None:
-            kept = [m for m in hist if m.seq != seq]
-            hist.clear()
-            hist.extend(kept)
+            hist[:] = [m for m in hist if m.seq != seq]
 
     async def seed(self, room: RoomId, messages: Sequence[Message]) -> None:
-        hist = self._history.setdefault(room, deque(maxlen=self._cap))
-        merged = {m.seq: m for m in (*messages, *hist)}
-        hist.clear()
-        hist.extend(merged[k] for k in sorted(merged))
+        for m in messages:
+            self._add(m)

@@ -1,9 +1,9 @@
 """The cluster broker: Redis pub/sub for fan-out, a sorted set per room for history.
 
-Envelopes are msgpack maps tagged with the sending node (never pickle); anything that
-does not decode into the typed envelope is logged and dropped (STYLE.md example 10).
-The subscriber reconnects with backoff and resubscribes by itself, and calls
-``on_reset`` so the server can tell its clients to resume (SECURITY.md F-05, F-08).
+Envelopes are encoded by ``brokers/envelope.py``; anything that does not decode is
+logged and dropped. The subscriber reconnects with backoff and resubscribes by itself,
+and calls ``on_reset`` so the server can tell its clients to resume (SECURITY.md F-05,
+F-08). The counts nodes share live next door (``brokers/redis_state.py``).
 """
 
 from __future__ import annotations
@@ -15,120 +15,22 @@ from collections.abc import Awaitable, Callable, Sequence
 from importlib.resources import files
 from typing import Any, Final
 
-import msgpack
-import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from chatserver.core.effects import (
-    ALL_ROOMS,
-    AlertRecord,
-    Audience,
-    CaseRecord,
-    HeldDecided,
-    HeldRecord,
-    RoomRecord,
-)
-from chatserver.core.events import Encoded, Message, Person
-from chatserver.core.ids import HeldId, MessageId, ParticipantId, RoomId
-from chatserver.core.sync import Sync, SyncRecord
-from chatserver.core.wire import encode
+from chatserver.brokers.envelope import decode_envelope, encode_envelope
+from chatserver.core.effects import ALL_ROOMS, Audience
+from chatserver.core.events import Message
+from chatserver.core.ids import RoomId
+from chatserver.core.sync import Sync
 from chatserver.observability import log
-from chatserver.ports import Allowance, BrokerError, Envelope
-from chatserver.stores.records import alert_from, case_from, dumps, held_from, room_from
+from chatserver.ports import BrokerError, Envelope
 
-__all__ = ["RedisBroker", "decode_envelope", "encode_envelope"]
+__all__ = ["RedisBroker"]
 
-MAX_ENVELOPE_BYTES: Final = 256 * 1024
-"""A frame is at most 32 KiB; an envelope far beyond that is not ours."""
 _SCRIPTS: Final = files("chatserver.brokers") / "redis_scripts"
 _PUBLISH_LUA: Final = (_SCRIPTS / "publish.lua").read_text()
-_BUDGET_LUA: Final = (_SCRIPTS / "budget.lua").read_text()
-_ATTEMPTS_LUA: Final = (_SCRIPTS / "attempts.lua").read_text()
-_REFUND_LUA: Final = (_SCRIPTS / "refund.lua").read_text()
-
-
-def _decided_from(raw: str) -> HeldDecided:
-    return HeldDecided(HeldId(orjson.loads(raw)["id"]))
-
-
-_RECORD_KINDS: Final[dict[str, Callable[[str], SyncRecord]]] = {
-    "room": room_from, "held": held_from, "case": case_from, "decided": _decided_from,
-    "alert": alert_from}
-
-
-def _record_kind(record: SyncRecord) -> str:
-    return {RoomRecord: "room", HeldRecord: "held", CaseRecord: "case",
-            HeldDecided: "decided", AlertRecord: "alert"}[type(record)]
-
-
-def _encode_sync(sync: Sync) -> list[Any]:
-    return [[[_record_kind(r), dumps(r)] for r in sync.records],
-            [[room, [[p.id, p.name, p.role] for p in people]] for room, people in sync.presence],
-            sync.full, list(sync.announce), sync.reload_rules]
-
-
-def _decode_sync(body: Any) -> Sync:
-    records, presence, full, announce, reload_rules = body
-    strings = list(announce) + [x for _, people in presence for p in people for x in p]
-    strings += [room for room, _ in presence] + [x for r in records for x in r]
-    if not (isinstance(full, bool) and isinstance(reload_rules, bool)
-            and all(isinstance(x, str) for x in strings)):
-        raise ValueError("bad sync")
-    return Sync(
-        tuple(_RECORD_KINDS[kind](raw) for kind, raw in records),
-        tuple((RoomId(room), tuple(Person(ParticipantId(i), n, r) for i, n, r in people))
-              for room, people in presence),
-        full, tuple(RoomId(r) for r in announce), reload_rules)
-
-
-def encode_envelope(env: Envelope) -> bytes:
-    body: dict[str, Any] = {"v": 1, "node": env.node, "room": env.room,
-                            "aud": env.audience.value, "target": env.target,
-                            "type": env.event.TYPE, "frame": b"", "msg": None}
-    if isinstance(env.event, Sync):
-        body["sync"] = _encode_sync(env.event)
-    else:
-        body["frame"] = encode(env.event)
-    if isinstance(env.event, Message):
-        m = env.event
-        body["msg"] = [m.seq, m.id, m.sender.id, m.sender.name, m.sender.role, m.text, m.ts]
-    packed: bytes = msgpack.packb(body, use_bin_type=True)
-    return packed
-
-
-def decode_envelope(data: bytes) -> Envelope | None:
-    """The typed envelope, or None for anything that is not exactly one."""
-    if len(data) > MAX_ENVELOPE_BYTES:
-        return None
-    try:
-        body = msgpack.unpackb(data, raw=False, strict_map_key=True,
-                               max_bin_len=MAX_ENVELOPE_BYTES, max_str_len=MAX_ENVELOPE_BYTES)
-        if not isinstance(body, dict) or body.get("v") != 1:
-            return None
-        room, node, aud = body["room"], body["node"], Audience(body["aud"])
-        target, frame, kind = body["target"], body["frame"], body["type"]
-        if not (isinstance(room, str) and isinstance(node, str) and isinstance(frame, bytes)
-                and isinstance(kind, str) and (target is None or isinstance(target, str))):
-            return None
-        msg = body["msg"]
-        if kind == Sync.TYPE:
-            event: Message | Encoded | Sync = _decode_sync(body["sync"])
-        elif msg is not None:
-            seq, mid, sid, name, role, text, ts = msg
-            if not (isinstance(seq, int) and isinstance(ts, int) and
-                    all(isinstance(x, str) for x in (mid, sid, name, role, text))):
-                return None
-            event = Message(
-                RoomId(room), seq, MessageId(mid), Person(ParticipantId(sid), name, role),
-                text, ts)
-        else:
-            event = Encoded(kind, frame)
-        return Envelope(RoomId(room), event, aud,
-                        ParticipantId(target) if target else None, node)
-    except (ValueError, KeyError, TypeError, AttributeError, msgpack.UnpackException,
-            orjson.JSONDecodeError):
-        return None
+"""History append and publish in one step (STYLE.md example 8)."""
 
 
 class RedisBroker:
@@ -139,9 +41,6 @@ class RedisBroker:
         self.redis = aioredis.Redis.from_url(url, socket_timeout=timeout_s,
                                              socket_connect_timeout=timeout_s)
         self._script = self.redis.register_script(_PUBLISH_LUA)
-        self._budget = self.redis.register_script(_BUDGET_LUA)
-        self._attempts = self.redis.register_script(_ATTEMPTS_LUA)
-        self._refund = self.redis.register_script(_REFUND_LUA)
         self._handler: Callable[[Envelope], Awaitable[None] | None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._pubsub: Any = None
@@ -324,84 +223,3 @@ class RedisBroker:
                 await pipe.execute()
         except (RedisError, OSError) as e:
             raise BrokerError(str(e)) from e
-
-    # ------------------------------------------------ per-participant, all nodes
-    async def take_budget(self, participant: str, msg_id: str, limit: int, window_ms: int,
-                          now_ms: int) -> bool:
-        """One send from a participant's budget, shared by every node (FL-03)."""
-        try:
-            taken = await self._budget(keys=[f"{self.prefix}:budget:{participant}"],
-                                       args=[now_ms, window_ms, limit, msg_id])
-        except (RedisError, OSError) as e:
-            raise BrokerError(str(e)) from e
-        return bool(taken)
-
-    def _attempt_key(self, key: str) -> str:
-        return f"{self.prefix}:att:{key}"
-
-    async def take_attempts(self, allowances: Sequence[Allowance], now_ms: int) -> bool:
-        """Check and count every allowance in one script, for every node (issue 14)."""
-        if not allowances:
-            return True
-        args: list[int] = [now_ms]
-        for a in allowances:
-            args += [a.limit, a.window_ms]
-        try:
-            taken = await self._attempts(keys=[self._attempt_key(a.key) for a in allowances],
-                                         args=args)
-        except (RedisError, OSError) as e:
-            raise BrokerError(str(e)) from e
-        return bool(taken)
-
-    async def settle_attempts(self, clear: Sequence[str], refund: Sequence[str]) -> None:
-        keys = [self._attempt_key(k) for k in (*clear, *refund)]
-        if not keys:
-            return
-        try:
-            await self._refund(keys=keys, args=[len(clear)])
-        except (RedisError, OSError) as e:
-            raise BrokerError(str(e)) from e
-
-    def _socks(self, node: str) -> str:
-        return f"{self.prefix}:socks:{node}"
-
-    async def sockets_elsewhere(self, participant: str, nodes: Sequence[str]) -> int:
-        """Open sockets of a participant on these other nodes (SEC-19: the cap is per
-        participant, not per node)."""
-        if not nodes:
-            return 0
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for node in nodes:
-                    pipe.hget(self._socks(node), participant)
-                counts = await pipe.execute()
-        except (RedisError, OSError) as e:
-            raise BrokerError(str(e)) from e
-        return sum(int(c) for c in counts if c is not None)
-
-    async def count_socket(self, node: str, participant: str, delta: int,
-                           expiry_ms: int) -> None:
-        """This node's socket count for a participant; the whole count expires with
-        the node (a killed node's sockets stop counting after ``node_expiry_s``)."""
-        key = self._socks(node)
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.hincrby(key, participant, delta)
-                pipe.pexpire(key, expiry_ms)
-                left, _ = await pipe.execute()
-                if int(left) <= 0:
-                    await self.redis.hdel(key, participant)
-        except (RedisError, OSError) as e:
-            raise BrokerError(str(e)) from e
-
-    async def keep_sockets(self, node: str, expiry_ms: int) -> None:
-        """Heartbeat: this node is alive, its socket counts still hold."""
-        try:
-            await self.redis.pexpire(self._socks(node), expiry_ms)
-        except (RedisError, OSError) as e:
-            raise BrokerError(str(e)) from e
-
-    async def flush_for_tests(self) -> None:
-        keys = [k async for k in self.redis.scan_iter(f"{self.prefix}:*")]
-        if keys:
-            await self.redis.delete(*keys)

@@ -12,7 +12,6 @@ import re
 from collections.abc import Container, Sequence
 from typing import Final, Protocol
 
-from chatserver.config import RoomsConfig
 from chatserver.core.effects import RoomRecord
 from chatserver.core.errors import ChatError, ErrorCode
 from chatserver.core.ids import RoomId
@@ -22,6 +21,7 @@ from chatserver.moderation.contact import digits_view
 from chatserver.moderation.engine import RuleSet
 from chatserver.moderation.normalize import normalize, words_view
 from chatserver.moderation.rules import Action
+from chatserver.settings import RoomsConfig
 
 __all__ = [
     "NAME_CHARS", "NAME_MAX_DIGITS", "PLATFORM_WORDS", "RESERVED_NAMES", "ROOM_ID", "Account",

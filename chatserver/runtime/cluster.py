@@ -24,7 +24,7 @@ from chatserver.core.sequencer import Sequencer
 from chatserver.core.sync import SYNC_RECORDS, Sync, SyncRecord
 from chatserver.moderation.rules import RuleLoadError
 from chatserver.observability import Metrics, log
-from chatserver.ports import Broker, BrokerError, Envelope, Store, StoreError
+from chatserver.ports import Broker, BrokerError, ClusterState, Envelope, Store, StoreError
 from chatserver.runtime.clock import mono_ms
 from chatserver.runtime.delivery import Delivery
 
@@ -38,12 +38,13 @@ Reload = Callable[[], Awaitable[tuple[int, str]]]
 
 class Cluster:
     def __init__(self, config: Config, core: ChatCore, store: Store, broker: Broker,
-                 delivery: Delivery, metrics: Metrics, node_id: str,
+                 counts: ClusterState, delivery: Delivery, metrics: Metrics, node_id: str,
                  now: Callable[[], int], run: Run, reload_rules: Reload) -> None:
         self.config = config
         self.core = core
         self.store = store
         self.broker = broker
+        self.counts = counts
         self.delivery = delivery
         self.metrics = metrics
         self.node_id = node_id
@@ -234,7 +235,7 @@ class Cluster:
                                                             full=True),
                                             Audience.MEMBERS, None, self.node_id))
                 with contextlib.suppress(BrokerError):
-                    await self.broker.keep_sockets(self.node_id, self.expiry_ms)
+                    await self.counts.keep_sockets(self.node_id, self.expiry_ms)
                 if self.broker.ready() and mono_ms() - self._echo_ms > self.expiry_ms:
                     # Subscribed, yet our own heartbeats stopped coming back: the link is
                     # silently dead (F-09). Everything else waits on the same subscription.

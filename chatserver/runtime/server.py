@@ -43,7 +43,15 @@ from chatserver.moderation.engine import Verdict, load_rules
 from chatserver.moderation.pipeline import Moderator
 from chatserver.moderation.rules import Action
 from chatserver.observability import Metrics, log
-from chatserver.ports import Broker, BrokerError, Envelope, Store, StoreConflict, StoreError
+from chatserver.ports import (
+    Broker,
+    BrokerError,
+    ClusterState,
+    Envelope,
+    Store,
+    StoreConflict,
+    StoreError,
+)
 from chatserver.runtime.clock import mono_ms, now_ms
 from chatserver.runtime.cluster import Cluster
 from chatserver.runtime.delivery import Delivery, Socket
@@ -64,21 +72,24 @@ class TokenService(Protocol):
 
 class Server:
     def __init__(self, config: Config, rules: Moderator, store: Store, broker: Broker,
-                 tokens: TokenService, node_id: str | None = None,
+                 counts: ClusterState, tokens: TokenService, node_id: str | None = None,
                  clock: Callable[[], int] = now_ms) -> None:
         self.config = config
         self.now = clock
         """Wall-clock ms; tests pass a clock they move (timed mutes without waiting)."""
         self.store = store
         self.broker = broker
+        self.counts = counts
+        """What every node counts together (sockets, attempts, send budgets)."""
         self.tokens = tokens
         self.node_id = node_id or secrets.token_hex(4)
         self.core = ChatCore(config, rules)
         self.metrics = Metrics()
         self.metrics.watch(lambda: self.core.waiting(self.now()))
         self.delivery = Delivery(self.core, self.metrics, config.server)
-        self.cluster = Cluster(config, self.core, store, broker, self.delivery, self.metrics,
-                               self.node_id, self.now, self.run, self.reload_rules)
+        self.cluster = Cluster(config, self.core, store, broker, counts, self.delivery,
+                               self.metrics, self.node_id, self.now, self.run,
+                               self.reload_rules)
         self.history = HistoryReader(config.limits, store, broker, self.delivery,
                                      self.cluster.track, self.now)
         self._tick: asyncio.Task[None] | None = None
@@ -113,6 +124,7 @@ class Server:
         with contextlib.suppress(Exception):  # open denial windows: summarised now
             await self.run(self.core.flush_audit(self.now()))
         await self.broker.close()
+        await self.counts.close()
         await self.store.close()
         log.info("server_stopped", node=self.node_id)
 
@@ -157,14 +169,14 @@ class Server:
         if self.broker.shared:
             others = [n for n in self.core.nodes if n != self.node_id]
             with contextlib.suppress(BrokerError):  # sends fail anyway without Redis
-                elsewhere = await self.broker.sockets_elsewhere(ident.id, others)
+                elsewhere = await self.counts.sockets_elsewhere(ident.id, others)
         await self.run(self.core.hello(cid, ident, resume, self.now(), elsewhere))
         conn, sock = self.core.conns.get(cid), self.delivery.sockets.get(cid)
         if self.broker.shared and conn is not None and conn.identity is not None and \
                 sock is not None and not sock.closing:
             sock.counted = ident.id
             with contextlib.suppress(BrokerError):
-                await self.broker.count_socket(self.node_id, ident.id, 1,
+                await self.counts.count_socket(self.node_id, ident.id, 1,
                                                self.cluster.expiry_ms)
 
     async def handle(self, cid: ConnId, command: c.Command) -> None:
@@ -175,7 +187,7 @@ class Server:
             if ident is not None and ident.role == Role.PARTICIPANT:
                 lim = self.config.limits
                 with contextlib.suppress(BrokerError):  # the publish would fail anyway
-                    over = not await self.broker.take_budget(
+                    over = not await self.counts.take_budget(
                         ident.id, command.id, lim.rate_messages, lim.rate_window_s * 1000,
                         self.now())
         if isinstance(command, c.Send):
@@ -219,7 +231,7 @@ class Server:
         sock = self.delivery.sockets.get(cid)
         if sock is not None and sock.counted is not None and not self.stopping:
             with contextlib.suppress(BrokerError):
-                await self.broker.count_socket(self.node_id, sock.counted, -1,
+                await self.counts.count_socket(self.node_id, sock.counted, -1,
                                                self.cluster.expiry_ms)
         self.delivery.discard(cid)
         effects = self.core.disconnect(cid, self.now())

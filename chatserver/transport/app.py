@@ -111,7 +111,7 @@ def build_app(server: Server) -> web.Application:
                           client_max_size=64 * 1024)
     app.on_response_prepare.append(security_headers)
     app[APP_KEY] = server
-    throttle = Throttle(server.broker, server.config.auth, server.config.limits, server.store)
+    throttle = Throttle(server.counts, server.config.auth, server.config.limits, server.store)
     app[THROTTLE_KEY] = throttle
     app.router.add_get("/ws", ws_handler)
     app.router.add_get("/healthz", healthz)

@@ -1,7 +1,7 @@
 """Who may try again: login lockout, per-address budgets, the bounded password pool.
 
-Issue 14. Every count is taken through the broker (``Broker.take_attempts``), checked
-and counted in one atomic step *before* the expensive or risky work, and shared by
+Issue 14. Every count is taken through ``ClusterState.take_attempts``, checked and
+counted in one atomic step *before* the expensive or risky work, and shared by
 every node of a cluster (Redis) or held by the one node (memory). Keys are per client
 address (``client_address``): a stranger can exhaust only their own address's budget,
 never lock a facilitator out of their account from elsewhere.
@@ -23,7 +23,7 @@ from chatserver.config import AuthConfig, LimitsConfig
 from chatserver.core.effects import AuditEntry
 from chatserver.core.errors import ChatError, ErrorCode
 from chatserver.core.summary import AuditSummary
-from chatserver.ports import Allowance, Broker, Store
+from chatserver.ports import Allowance, ClusterState, Store
 
 __all__ = ["THROTTLE_KEY", "LoginAttempt", "LoginAudit", "Throttle", "VerifyPool",
            "client_address"]
@@ -136,11 +136,11 @@ class LoginAudit:
 
 
 class Throttle:
-    """The budgets of issue 14, all through one atomic broker primitive."""
+    """The budgets of issue 14, all through one atomic primitive of the cluster state."""
 
-    def __init__(self, broker: Broker, auth: AuthConfig, limits: LimitsConfig,
+    def __init__(self, counts: ClusterState, auth: AuthConfig, limits: LimitsConfig,
                  store: Store) -> None:
-        self.broker, self.auth, self.limits = broker, auth, limits
+        self.counts, self.auth, self.limits = counts, auth, limits
         self.pool = VerifyPool(auth.verify_concurrency, auth.verify_queue)
         self.audit = LoginAudit(store, auth.login_audit_window_s)
 
@@ -150,7 +150,7 @@ class Throttle:
         limit = {"join": self.limits.joins_per_address,
                  "hello": self.limits.hellos_per_address,
                  "feedback": self.limits.feedback_per_address}[kind]
-        return await self.broker.take_attempts(
+        return await self.counts.take_attempts(
             [Allowance(f"{kind}:{_tag(address)}", limit, self.limits.address_window_s * 1000)],
             now_ms)
 
@@ -162,7 +162,7 @@ class Throttle:
         another address is not affected."""
         tag, window = _tag(address), self.auth.login_lockout_s * 1000
         attempt = LoginAttempt(f"login:{tag}:acct:{_account(username)}", f"login:{tag}:fail")
-        ok = await self.broker.take_attempts([
+        ok = await self.counts.take_attempts([
             Allowance(attempt.account_key, self.auth.login_max_failures, window),
             Allowance(attempt.address_key, self.auth.login_address_failures, window),
             Allowance(f"login:{tag}:all", self.limits.logins_per_address,
@@ -173,11 +173,11 @@ class Throttle:
     async def login_succeeded(self, attempt: LoginAttempt) -> None:
         """The right password: its account-and-address failures are forgotten and the
         address gets back the failure counted for this attempt."""
-        await self.broker.settle_attempts([attempt.account_key], [attempt.address_key])
+        await self.counts.settle_attempts([attempt.account_key], [attempt.address_key])
 
     async def not_verified(self, attempt: LoginAttempt) -> None:
         """The attempt never reached a verification (the pool was full): uncount it."""
-        await self.broker.settle_attempts([], [attempt.account_key, attempt.address_key])
+        await self.counts.settle_attempts([], [attempt.account_key, attempt.address_key])
 
 
 THROTTLE_KEY: Final = web.AppKey("throttle", Throttle)

@@ -120,3 +120,18 @@ def test_the_installed_wheel_serves_every_page(installed: Path, tmp_path: Path) 
             assert status == 200 and kind in ctype and body, asset
         assert _get(port, "/static/../pyproject.toml")[0] == 404
     assert (tmp_path / "data" / "chat.db").exists()  # data_dir is the working directory's
+
+
+def test_the_installed_wheel_holds_every_redis_script(installed: Path, tmp_path: Path) -> None:
+    """A cluster node loads its Lua scripts from package data when ``brokers/redis.py``
+    and ``brokers/redis_state.py`` are imported: each must be in the wheel."""
+    scripts = sorted(p.name for p in (ROOT / "chatserver/brokers/redis_scripts").glob("*.lua"))
+    assert scripts
+    listing = ("import chatserver.brokers.redis, chatserver.brokers.redis_state\n"
+               "from importlib.resources import files\n"
+               "print(*sorted(p.name for p in (files('chatserver.brokers') / 'redis_scripts')"
+               ".iterdir() if p.name.endswith('.lua')))")
+    done = subprocess.run([str(installed / "python"), "-c", listing], cwd=tmp_path, env=_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == scripts

@@ -17,12 +17,20 @@ import pytest
 from aiohttp import ClientSession, TCPConnector
 
 from chatserver.brokers.redis import RedisBroker
+from chatserver.brokers.redis_state import RedisClusterState
 from chatserver.config import AuthConfig
 from chatserver.moderation.engine import RuleSet
 from chatserver.transport.auth import Passwords
 from chatserver.transport.throttle import THROTTLE_KEY
 from tests.brokers.test_contract import REDIS_URL
-from tests.conftest import FakeClock, Running, redis_up, require, start_server
+from tests.conftest import (
+    FakeClock,
+    Running,
+    forget_redis_prefix,
+    redis_up,
+    require,
+    start_server,
+)
 from tests.safeguarding.test_safeguarding import run_cli
 
 RIGHT = "correct horse battery"
@@ -220,15 +228,14 @@ async def test_a_token_from_before_disable_stays_dead_after_re_enable(
 async def two_nodes(tmp_path: Path, rules: RuleSet) -> AsyncIterator[list[Running]]:
     require(await redis_up(REDIS_URL), f"Redis is not reachable at {REDIS_URL}")
     prefix = f"t{secrets.token_hex(4)}"
-    brokers = [RedisBroker(REDIS_URL, prefix=prefix) for _ in range(2)]
-    nodes = [await start_server(tmp_path / name, rules, broker=b)
-             for name, b in zip(("a", "b"), brokers, strict=True)]
+    nodes = [await start_server(tmp_path / name, rules,
+                                broker=RedisBroker(REDIS_URL, prefix=prefix),
+                                counts=RedisClusterState(REDIS_URL, prefix=prefix))
+             for name in ("a", "b")]
     yield nodes
     for node in nodes:
         await node.stop()
-    cleanup = RedisBroker(REDIS_URL, prefix=prefix)
-    await cleanup.flush_for_tests()
-    await cleanup.redis.aclose()
+    await forget_redis_prefix(REDIS_URL, prefix)
 
 
 async def test_login_failures_are_counted_once_for_the_whole_cluster(
