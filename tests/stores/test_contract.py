@@ -574,3 +574,54 @@ async def test_bumping_the_version_ends_the_sessions_of_one_account(store: Store
     assert await store.bump_version("u1")
     assert not await store.bump_version("nobody")
     assert [(u.username, u.version) for u in await store.users()] == [("kim", 0), ("sam", 2)]
+
+
+async def test_drift_storing_a_held_message_again_keeps_its_decision(store: Store) -> None:
+    """Drift: SQLite's INSERT OR REPLACE put a decided held message back in the queue
+    (PostgreSQL kept the decision). A decision once made is never silently undone."""
+    held = HeldRecord(HeldId("h1"), RoomId("a"), ALEX, MessageId("m1"), "how old are you",
+                      (("grooming.age", "grooming"),), 5)
+    await store.apply([held, HeldDecided(HeldId("h1"))])
+    await store.apply([held])
+    assert await store.held() == []
+    # And it is purged as a decided one.
+    from chatserver.ports import Cutoffs
+    assert (await store.purge(Cutoffs(10, 10, 10), dry_run=True))["held"] == 1
+
+
+async def test_drift_a_records_columns_follow_its_latest_version(store: Store) -> None:
+    """Drift: PostgreSQL kept the first ``ts`` of a case, alert or held message in the
+    columns that order and purge them, while the record moved on (SQLite followed the
+    record). The columns are the record's index: they always agree with it."""
+    from chatserver.ports import Cutoffs
+    day = 86_400_000
+    case = CaseRecord(CaseId("c1"), RoomId("a"), ALEX.id, "Alex", "urgent", "closed", "",
+                      10 * day, "u_fac")
+    held = HeldRecord(HeldId("h1"), RoomId("a"), ALEX, MessageId("m1"), "how old are you",
+                      (("grooming.age", "grooming"),), 10 * day)
+    await store.apply([case, held, HeldDecided(held.id)])
+    await store.apply([dataclasses.replace(case, ts=60 * day),
+                       dataclasses.replace(held, ts=60 * day)])
+    counts = await store.purge(Cutoffs(50 * day, 50 * day, 50 * day), dry_run=True)
+    assert (counts["cases"], counts["held"]) == (0, 0)
+    first, second = alert_record(5, "al_1"), alert_record(6, "al_2")
+    await store.apply([first, second])
+    later = dataclasses.replace(first, ts=7)
+    await store.apply([later])
+    assert await store.alerts() == [second, later]  # oldest first, by the record's ts
+
+
+async def test_drift_a_message_for_an_unknown_room_is_refused_alone(store: Store) -> None:
+    """Drift: SQLite stored a message in a room it had no record of (its seq counter
+    lived only in memory, so seqs restarted at 1 after a restart), PostgreSQL refused
+    it along with every other message in its batch. Now: refused, nothing of it written,
+    and only it."""
+    refused, stored = await asyncio.gather(
+        store.append_message(RoomId("nowhere"), ALEX, MessageId("m1"), "hi", 1,
+                             audit(room_id="nowhere")),
+        store.append_message(RoomId("a"), ALEX, MessageId("m1"), "hi", 1, audit()),
+        return_exceptions=True)
+    assert isinstance(refused, StoreError)
+    assert stored == (1, True)
+    assert await store.recent_messages(RoomId("nowhere"), 10) == []
+    assert [e.room for e in await store.audit(None, 0, 10)] == ["a"]
