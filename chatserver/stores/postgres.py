@@ -1,9 +1,12 @@
 """The cluster store: PostgreSQL through asyncpg, same port and guarantees as SQLite.
 
-Every node shares it, so it assigns each room's ``seq`` in the message's own
-transaction (``UPDATE rooms SET hwm = hwm + 1 … RETURNING``): the row lock orders
-concurrent senders on every node, and a seq is never reused, not even when Redis
-loses its data (SECURITY.md F-06), because the record is here.
+Every node shares it, so it assigns each room's ``seq`` in the messages' own
+transaction (the rooms' rows locked ``FOR UPDATE``, then their ``hwm`` moved): the row
+lock orders concurrent senders on every node, and a seq is never reused, not even when
+Redis loses its data (SECURITY.md F-06), because the record is here.
+
+The tables, statements and row mapping are SQLite's too (``stores/sql.py``); this
+module holds the pool, the group commit and the cluster's locks.
 """
 
 from __future__ import annotations
@@ -129,7 +132,7 @@ class PostgresStore:
         except _DRIVER_ERRORS as e:
             raise StoreError(str(e)) from e
 
-    async def _write(self, fn: Callable[Concatenate[_Connection, P], Awaitable[T]],
+    async def _write(self, fn: Callable[Concatenate[sql.Connection, P], Awaitable[T]],
                      *args: P.args, **kwargs: P.kwargs) -> T:
         """``fn`` in a transaction of its own; StoreConflict and StoreError roll it back."""
         async with self._connection(transaction=True) as conn:
@@ -161,7 +164,7 @@ class PostgresStore:
                 raise StoreConflict(str(e)) from e
             raise
 
-    async def _append_batch(self, conn: _Connection, items: list[Append]) -> list[object]:
+    async def _append_batch(self, conn: sql.Connection, items: list[Append]) -> list[object]:
         keys = list({(a.room, a.sender.id, a.msg_id) for a in items})
         stored: dict[sql.MessageKey, int] = {
             (r[0], r[1], r[2]): int(r[3]) for r in await conn.fetch(
@@ -202,7 +205,7 @@ class PostgresStore:
         return results
 
     async def apply(self, ops: Sequence[StoreOp]) -> None:
-        async def write(conn: _Connection) -> None:
+        async def write(conn: sql.Connection) -> None:
             for op in ops:
                 if not isinstance(op, AuditEntry):
                     await TABLES.write(conn, op)
@@ -211,7 +214,7 @@ class PostgresStore:
 
         await self._write(write)
 
-    async def _append_audit(self, conn: _Connection, entries: Sequence[sql.AuditItem]
+    async def _append_audit(self, conn: sql.Connection, entries: Sequence[sql.AuditItem]
                             ) -> None:
         if not entries:
             return

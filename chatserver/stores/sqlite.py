@@ -4,6 +4,10 @@ One writer task takes queued writes and commits them together, so a burst of sen
 costs one commit, not one each, while every caller still learns only after its own
 write is durable (DESIGN.md invariant 7). ``synchronous=NORMAL`` in WAL mode survives
 a process crash (SIGKILL); surviving power loss needs ``FULL`` (config, slower).
+
+The tables, statements and row mapping are PostgreSQL's too (``stores/sql.py``); this
+module holds the connection, the writer and each room's seq counter (in memory: one
+process owns the file).
 """
 
 from __future__ import annotations
