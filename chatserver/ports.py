@@ -224,9 +224,20 @@ class Store(Protocol):
     """The system of record (DESIGN.md invariant 7).
 
     Guarantees: every method that writes is one transaction, durable when it
-    returns; on failure it raises ``StoreError`` and nothing of the write remains.
+    returns; on failure it raises ``StoreError`` and nothing of the write remains. A
+    read the store cannot answer raises ``StoreError`` too.
     ``append_message`` assigns the room's next ``seq`` in the same transaction as the
     message and its audit entry, so a seq is never reused, across restarts too.
+
+    Records (``apply``): storing a record again replaces what it says, by id; what the
+    store keeps beside it (a room's seq counter, a held message's decision) is not
+    reset by that. A decision once made (``HeldDecided``) is never silently undone:
+    a held message stored again after it stays decided, out of ``held()``. A case is
+    claimed once (``StoreConflict`` for a claim on a case no longer open). What reads
+    order by and retention purges by (a record's ``ts``, its status) is always the
+    latest version's.
+
+    Every store (SQLite, PostgreSQL) passes one contract, tests/stores/test_contract.py.
     """
 
     async def open(self) -> None: ...
@@ -237,7 +248,13 @@ class Store(Protocol):
                              also: Sequence[StoreOp] = ()) -> tuple[int, bool]:
         """Store a message, its audit entry and ``also`` in one transaction; return
         (seq, True), or the original (seq, False) when this sender already sent this id
-        (idempotent resend)."""
+        (idempotent resend: nothing new is written, ``also`` neither).
+
+        Raises:
+            StoreError: ``room`` has no record in the store (``apply`` a ``RoomRecord``
+                first), or the write failed; nothing of it was written. Other callers'
+                messages committed alongside are not refused with it.
+            StoreConflict: a claim in ``also`` lost (see ``apply``)."""
     async def apply(self, ops: Sequence[StoreOp]) -> None: ...
     async def recent_messages(self, room: RoomId, limit: int) -> list[Message]: ...
     async def messages_between(self, room: RoomId, after: int, before: int
@@ -245,7 +262,8 @@ class Store(Protocol):
         """Messages with ``after < seq < before``, oldest first (a node fills a hole in
         what the broker delivered: a node that died between commit and publish)."""
     async def rooms(self) -> list[RoomRecord]: ...
-    async def held(self) -> list[HeldRecord]: ...
+    async def held(self) -> list[HeldRecord]:
+        """Held messages not yet decided (the approval queue)."""
     async def cases(self) -> list[CaseRecord]: ...
     async def alerts(self) -> list[AlertRecord]:
         """Alerts not yet resolved, oldest first (the facilitators' backlog)."""

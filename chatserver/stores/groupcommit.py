@@ -3,7 +3,9 @@
 A batch costs one transaction (one fsync, one hold of the audit chain's lock) whatever
 its size, so the store keeps up when many people send at once. Both stores use it; each
 supplies ``commit``, which writes a batch in one transaction and returns one result per
-item, or raises and leaves nothing of the batch behind.
+item, or raises and leaves nothing of the batch behind. A result that is a ``StoreError``
+is raised to that item's caller alone: it was refused, nothing of it was written, and the
+rest of its batch was not refused with it.
 """
 
 from __future__ import annotations
@@ -94,7 +96,11 @@ class GroupCommit(Generic[Item]):
             raise_into(batch, e if isinstance(e, StoreError) else StoreError(str(e)))
         else:
             for (_, fut), result in zip(batch, results, strict=True):
-                if not fut.done():
+                if fut.done():
+                    continue
+                if isinstance(result, StoreError):
+                    fut.set_exception(result)
+                else:
                     fut.set_result(result)
 
 

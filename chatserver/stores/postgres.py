@@ -1,76 +1,69 @@
 """The cluster store: PostgreSQL through asyncpg, same port and guarantees as SQLite.
 
-Every node shares it, so it assigns each room's ``seq`` in the message's own
-transaction (``UPDATE rooms SET hwm = hwm + 1 … RETURNING``): the row lock orders
-concurrent senders on every node, and a seq is never reused, not even when Redis
-loses its data (SECURITY.md F-06), because the record is here.
+Every node shares it, so it assigns each room's ``seq`` in the messages' own
+transaction (the rooms' rows locked ``FOR UPDATE``, then their ``hwm`` moved): the row
+lock orders concurrent senders on every node, and a seq is never reused, not even when
+Redis loses its data (SECURITY.md F-06), because the record is here.
+
+The tables, statements and row mapping are SQLite's too (``stores/sql.py``); this
+module holds the pool, the group commit and the cluster's locks.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from typing import Any, Final, cast
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Concatenate, Final, ParamSpec, TypeVar, cast
 
 import asyncpg
-import orjson
 
-from chatserver.auditchain import GENESIS, ChainRow, chain_hash, text_digest
+from chatserver.auditchain import GENESIS, ChainRow
 from chatserver.core.effects import (
     AlertRecord,
     AuditEntry,
     CaseRecord,
-    HeldDecided,
     HeldRecord,
-    RedactRecord,
     RoomRecord,
     StoreOp,
 )
 from chatserver.core.events import Message, Person
-from chatserver.core.ids import MessageId, ParticipantId, RoomId
+from chatserver.core.ids import MessageId, RoomId
 from chatserver.core.scopes import AuditScope
 from chatserver.ports import AuditRow, Cutoffs, StoreConflict, StoreError, UserRow
+from chatserver.stores import sql
 from chatserver.stores.groupcommit import Append, GroupCommit
-from chatserver.stores.records import alert_from, case_from, dumps, held_from, room_from
 
 __all__ = ["PostgresStore"]
 
-
-SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS rooms (id TEXT PRIMARY KEY, record TEXT NOT NULL,
-    hwm BIGINT NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS messages (room TEXT NOT NULL, seq BIGINT NOT NULL,
-    msg_id TEXT NOT NULL, sender_id TEXT NOT NULL, sender_name TEXT NOT NULL,
-    sender_role TEXT NOT NULL, text TEXT NOT NULL, ts BIGINT NOT NULL,
-    redacted BOOLEAN NOT NULL DEFAULT FALSE, PRIMARY KEY (room, seq));
-CREATE UNIQUE INDEX IF NOT EXISTS messages_idem ON messages (room, sender_id, msg_id);
-CREATE TABLE IF NOT EXISTS audit (id BIGSERIAL PRIMARY KEY, ts BIGINT NOT NULL, room TEXT,
-    actor TEXT NOT NULL, action TEXT NOT NULL, target TEXT, detail TEXT NOT NULL,
-    version TEXT NOT NULL, hash TEXT NOT NULL, text TEXT);
-CREATE INDEX IF NOT EXISTS audit_room ON audit (room, id);
-CREATE INDEX IF NOT EXISTS audit_action ON audit (action, id);
-CREATE TABLE IF NOT EXISTS held (id TEXT PRIMARY KEY, room TEXT NOT NULL, record TEXT NOT NULL,
-    decided BOOLEAN NOT NULL DEFAULT FALSE, ts BIGINT NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS cases (id TEXT PRIMARY KEY, record TEXT NOT NULL,
-    ts BIGINT NOT NULL DEFAULT 0, status TEXT NOT NULL DEFAULT '');
-CREATE TABLE IF NOT EXISTS alerts (id TEXT PRIMARY KEY, room TEXT NOT NULL,
-    record TEXT NOT NULL, ts BIGINT NOT NULL, status TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS alerts_status ON alerts (status, ts);
-ALTER TABLE audit ADD COLUMN IF NOT EXISTS text TEXT;
-ALTER TABLE held ADD COLUMN IF NOT EXISTS ts BIGINT NOT NULL DEFAULT 0;
-ALTER TABLE cases ADD COLUMN IF NOT EXISTS ts BIGINT NOT NULL DEFAULT 0;
-ALTER TABLE cases ADD COLUMN IF NOT EXISTS status TEXT NOT NULL DEFAULT '';
-CREATE TABLE IF NOT EXISTS users (id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE,
-    role TEXT NOT NULL, password_hash TEXT NOT NULL, disabled BOOLEAN NOT NULL DEFAULT FALSE);
-ALTER TABLE users ADD COLUMN IF NOT EXISTS version BIGINT NOT NULL DEFAULT 0;
-ALTER TABLE users ADD COLUMN IF NOT EXISTS display_name TEXT NOT NULL DEFAULT '';
-"""
+TABLES: Final = sql.Tables(sql.POSTGRES)
+SCHEMA: Final = TABLES.schema + "".join(
+    f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {definition};\n"
+    for table, column, definition in TABLES.migrations)
 _AUDIT_LOCK: Final = 0x43484154  # "CHAT": the advisory lock key of the audit chain
 _SCHEMA_NAME: Final = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_DRIVER_ERRORS: Final = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
-_USER_COLUMNS: Final = ("SELECT id, username, role, password_hash, disabled, version, "
-                         "display_name")
+class _Connection:
+    """``sql.Connection`` over an asyncpg connection."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def execute(self, statement: str, *args: object) -> int:
+        status: str = await self.conn.execute(statement, *args)  # "UPDATE 1", "INSERT 0 1"
+        count = status.rpartition(" ")[2]
+        return int(count) if count.isdigit() else 0
+
+    async def executemany(self, statement: str, rows: Sequence[Sequence[object]]) -> None:
+        await self.conn.executemany(statement, rows)
+
+    async def fetch(self, statement: str, *args: object) -> Sequence[sql.Row]:
+        rows: list[sql.Row] = await self.conn.fetch(statement, *args)
+        return rows
 
 
 class PostgresStore:
@@ -127,12 +120,28 @@ class PostgresStore:
             return False
         return True
 
-    async def _tx(self, fn: Any) -> Any:
+    @asynccontextmanager
+    async def _connection(self, transaction: bool) -> AsyncIterator[_Connection]:
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                return await fn(conn)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            async with self.pool.acquire() as conn:
+                if not transaction:
+                    yield _Connection(conn)
+                    return
+                async with conn.transaction():
+                    yield _Connection(conn)
+        except _DRIVER_ERRORS as e:
             raise StoreError(str(e)) from e
+
+    async def _write(self, fn: Callable[Concatenate[sql.Connection, P], Awaitable[T]],
+                     *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn`` in a transaction of its own; StoreConflict and StoreError roll it back."""
+        async with self._connection(transaction=True) as conn:
+            return await fn(conn, *args, **kwargs)
+
+    async def _read(self, fn: Callable[Concatenate[sql.Connection, P], Awaitable[T]],
+                    *args: P.args, **kwargs: P.kwargs) -> T:
+        async with self._connection(transaction=False) as conn:
+            return await fn(conn, *args, **kwargs)
 
     # ------------------------------------------------------------------ writes
     async def append_message(self, room: RoomId, sender: Person, msg_id: MessageId, text: str,
@@ -147,270 +156,118 @@ class PostgresStore:
     # trips and a commit each, which capped a cluster near 600 sends/s.
     async def _commit(self, items: list[Append]) -> list[object]:
         try:
-            result: list[object] = await self._tx(
-                lambda conn: self._append_batch(conn, items))
+            return await self._write(self._append_batch, items)
         except StoreError as e:
             if isinstance(e.__cause__, asyncpg.UniqueViolationError):
                 # The same sender's same id, stored by another node a moment ago: only
                 # that send lost a race. Alone, it finds the stored one (seq, False).
                 raise StoreConflict(str(e)) from e
             raise
-        return result
 
-    async def _append_batch(self, conn: asyncpg.Connection, items: list[Append]
-                            ) -> list[tuple[int, bool]]:
+    async def _append_batch(self, conn: sql.Connection, items: list[Append]) -> list[object]:
         keys = list({(a.room, a.sender.id, a.msg_id) for a in items})
-        existing: dict[tuple[str, str, str], int] = {
+        stored: dict[sql.MessageKey, int] = {
             (r[0], r[1], r[2]): int(r[3]) for r in await conn.fetch(
                 "SELECT m.room, m.sender_id, m.msg_id, m.seq FROM messages m JOIN "
                 "unnest($1::text[], $2::text[], $3::text[]) AS k(room, sender_id, msg_id) "
                 "USING (room, sender_id, msg_id)",
                 [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])}
-        new: dict[str, int] = {}
-        for a in items:
-            key = (a.room, a.sender.id, a.msg_id)
-            if key not in existing:
-                existing[key] = -1  # a resend within the batch gets the first one's seq
-                new[a.room] = new.get(a.room, 0) + 1
         # Room counters are locked in id order, the same on every node: no deadlock.
-        rooms = sorted(new)
-        hwm = {r[0]: int(r[1]) for r in await conn.fetch(
+        wanted = sorted({a.room for a in items
+                         if (a.room, a.sender.id, a.msg_id) not in stored})
+        hwm: dict[str, int] = {r[0]: int(r[1]) for r in await conn.fetch(
             "SELECT id, hwm FROM rooms WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
-            rooms)}
-        if len(hwm) != len(rooms):
-            raise StoreError(f"unknown room in {rooms}")
-        if rooms:
-            await conn.execute(
-                "UPDATE rooms SET hwm = rooms.hwm + d.k FROM unnest($1::text[], $2::bigint[]) "
-                "AS d(id, k) WHERE rooms.id = d.id", rooms, [new[r] for r in rooms])
-        results: list[tuple[int, bool]] = []
+            wanted)}
+        results: list[object] = []
         rows: list[tuple[object, ...]] = []
-        audits: list[tuple[AuditEntry, dict[str, object] | None]] = []
+        audits: list[sql.AuditItem] = []
         others: list[StoreOp] = []
         for a in items:
-            key = (a.room, a.sender.id, a.msg_id)
-            if existing[key] != -1:
-                results.append((existing[key], False))
-                continue
-            hwm[a.room] += 1
-            seq = existing[key] = hwm[a.room]
-            rows.append((a.room, seq, a.msg_id, a.sender.id, a.sender.name, a.sender.role,
-                         a.text, a.ts))
-            audits.append((a.audit, {"seq": seq}))
-            audits += [(op, None) for op in a.also if isinstance(op, AuditEntry)]
-            others += [op for op in a.also if not isinstance(op, AuditEntry)]
-            results.append((seq, True))
+            result = sql.number(a, stored, hwm)
+            results.append(result)
+            if isinstance(result, tuple) and result[1]:
+                seq = result[0]
+                rows.append(sql.message_row(a, seq))
+                audits.append(sql.audit_of(a, seq))
+                audits += [(op, None) for op in a.also if isinstance(op, AuditEntry)]
+                others += [op for op in a.also if not isinstance(op, AuditEntry)]
+        touched = sorted({a.room for a, r in zip(items, results, strict=True)
+                          if isinstance(r, tuple) and r[1]})
+        if touched:
+            await conn.execute(
+                "UPDATE rooms SET hwm = d.hwm FROM unnest($1::text[], $2::bigint[]) "
+                "AS d(id, hwm) WHERE rooms.id = d.id", touched, [hwm[r] for r in touched])
         if rows:
-            await conn.executemany(
-                "INSERT INTO messages (room, seq, msg_id, sender_id, sender_name, sender_role,"
-                " text, ts) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)", rows)
+            await conn.executemany(TABLES.insert_messages, rows)
         for op in others:  # same transaction as their messages
-            await self._apply_one(conn, op)
-        await self._audit_many(conn, audits)
+            await TABLES.write(conn, op)
+        await self._append_audit(conn, audits)
         return results
 
     async def apply(self, ops: Sequence[StoreOp]) -> None:
-        async def write(conn: asyncpg.Connection) -> None:
+        async def write(conn: sql.Connection) -> None:
             for op in ops:
-                await self._apply_one(conn, op)
+                if not isinstance(op, AuditEntry):
+                    await TABLES.write(conn, op)
+            await self._append_audit(conn, [(op, None) for op in ops
+                                            if isinstance(op, AuditEntry)])
 
-        await self._tx(write)
+        await self._write(write)
 
-    async def _apply_one(self, conn: asyncpg.Connection, op: StoreOp) -> None:
-        if isinstance(op, AuditEntry):
-            await self._audit(conn, op)
-        elif isinstance(op, RoomRecord):
-            await conn.execute(
-                "INSERT INTO rooms (id, record) VALUES ($1, $2) "
-                "ON CONFLICT (id) DO UPDATE SET record=excluded.record", op.id, dumps(op))
-        elif isinstance(op, HeldRecord):
-            await conn.execute(
-                "INSERT INTO held (id, room, record, ts) VALUES ($1,$2,$3,$4) "
-                "ON CONFLICT (id) DO UPDATE SET record=excluded.record",
-                op.id, op.room, dumps(op), op.ts)
-        elif isinstance(op, HeldDecided):
-            await conn.execute("UPDATE held SET decided=TRUE WHERE id=$1", op.id)
-        elif isinstance(op, CaseRecord) and op.status == "claimed":
-            # A case is claimed once, on whichever node: the claim holds only if the case
-            # is still open (two counsellors claiming at once on two nodes).
-            done = await conn.execute("UPDATE cases SET record=$2, status=$3 WHERE id=$1 "
-                                      "AND status='open'", op.id, dumps(op), op.status)
-            if done != "UPDATE 1":
-                raise StoreConflict(f"case {op.id} is no longer open")
-        elif isinstance(op, CaseRecord):
-            await conn.execute(
-                "INSERT INTO cases (id, record, ts, status) VALUES ($1,$2,$3,$4) "
-                "ON CONFLICT (id) DO UPDATE SET record=excluded.record, status=excluded.status",
-                op.id, dumps(op), op.ts, op.status)
-        elif isinstance(op, RedactRecord):
-            await conn.execute("UPDATE messages SET redacted=TRUE WHERE room=$1 AND seq=$2",
-                               op.room, op.seq)
-        elif isinstance(op, AlertRecord):
-            await conn.execute(
-                "INSERT INTO alerts (id, room, record, ts, status) VALUES ($1,$2,$3,$4,$5) "
-                "ON CONFLICT (id) DO UPDATE SET record=excluded.record, status=excluded.status",
-                op.id, op.room, dumps(op), op.ts, op.status)
-        else:  # pragma: no cover - the union is exhaustive
-            raise TypeError(op)
-
-    async def _audit(self, conn: asyncpg.Connection, e: AuditEntry) -> None:
-        await self._audit_many(conn, [(e, None)])
-
-    async def _audit_many(self, conn: asyncpg.Connection,
-                          entries: Sequence[tuple[AuditEntry, dict[str, object] | None]]
-                          ) -> None:
+    async def _append_audit(self, conn: sql.Connection, entries: Sequence[sql.AuditItem]
+                            ) -> None:
         if not entries:
             return
         # SG-16: one chain across every node, so appends take a transaction-scoped lock.
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _AUDIT_LOCK)
-        prev = await conn.fetchval("SELECT hash FROM audit ORDER BY id DESC LIMIT 1")
-        digest = prev or GENESIS
-        rows = []
-        for e, extra in entries:
-            body: dict[str, object] = {**e.detail, **(extra or {})}
-            if e.text is not None:
-                body["text_sha256"] = text_digest(e.text)
-            detail = orjson.dumps(body).decode()
-            digest = chain_hash(digest, e.ts, e.room, e.actor, e.action, e.target, detail,
-                                e.version)
-            rows.append((e.ts, e.room, e.actor, e.action, e.target, detail, e.version, digest,
-                         e.text))
-        await conn.executemany(
-            "INSERT INTO audit (ts, room, actor, action, target, detail, version, hash, text) "
-            "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)", rows)
-
-    async def audit_chain(self) -> list[ChainRow]:
-        rows = await self._fetch("SELECT id, ts, room, actor, action, target, detail, version,"
-                                 " hash, text FROM audit ORDER BY id")
-        return [ChainRow(int(r[0]), int(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9])
-                for r in rows]
+        last = await conn.fetch(TABLES.last_hash)
+        rows, _ = sql.chain(last[0][0] if last else GENESIS, entries)
+        await conn.executemany(TABLES.insert_audit, rows)
 
     async def purge(self, cutoffs: Cutoffs, dry_run: bool) -> dict[str, int]:
-        queries = {
-            "messages": ("FROM messages WHERE ts < $1", cutoffs.messages),
-            "audit_text": ("FROM audit WHERE text IS NOT NULL AND ts < $1", cutoffs.audit_text),
-            "held": ("FROM held WHERE decided AND ts < $1", cutoffs.audit_text),
-            "cases": ("FROM cases WHERE status='closed' AND ts < $1", cutoffs.cases),
-            # An alert's excerpt is risky text: kept as long as held text (SG-09).
-            "alerts": ("FROM alerts WHERE status='resolved' AND ts < $1", cutoffs.audit_text),
-        }
+        return await self._write(TABLES.purge, cutoffs, dry_run)
 
-        async def run(conn: asyncpg.Connection) -> dict[str, int]:
-            counts = {}
-            for name, (where, cutoff) in queries.items():
-                counts[name] = int(await conn.fetchval(f"SELECT COUNT(*) {where}", cutoff))
-                if not dry_run and counts[name]:
-                    if name == "audit_text":
-                        await conn.execute("UPDATE audit SET text=NULL WHERE text IS NOT NULL "
-                                           "AND ts < $1", cutoff)
-                    else:
-                        await conn.execute(f"DELETE {where}", cutoff)
-            return counts
+    async def add_user(self, user: UserRow) -> None:
+        await self._write(TABLES.add_user, user)
 
-        result: dict[str, int] = await self._tx(run)
-        return result
+    async def set_disabled(self, username: str, disabled: bool) -> bool:
+        return await self._write(TABLES.set_disabled, username, disabled)
+
+    async def bump_version(self, user_id: str) -> bool:
+        return await self._write(TABLES.bump_version, user_id)
 
     # ------------------------------------------------------------------- reads
-    async def _fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
-        try:
-            async with self.pool.acquire() as conn:
-                rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
-                return rows
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-            raise StoreError(str(e)) from e
-
     async def recent_messages(self, room: RoomId, limit: int) -> list[Message]:
-        rows = await self._fetch(
-            "SELECT seq, msg_id, sender_id, sender_name, sender_role, text, ts FROM messages "
-            "WHERE room=$1 AND NOT redacted ORDER BY seq DESC LIMIT $2", room, limit)
-        return [Message(room, int(r[0]), MessageId(r[1]),
-                        Person(ParticipantId(r[2]), r[3], r[4]), r[5], int(r[6]))
-                for r in reversed(rows)]
+        return await self._read(TABLES.recent_messages, room, limit)
 
     async def messages_between(self, room: RoomId, after: int, before: int) -> list[Message]:
-        rows = await self._fetch(
-            "SELECT seq, msg_id, sender_id, sender_name, sender_role, text, ts FROM messages "
-            "WHERE room=$1 AND seq > $2 AND seq < $3 AND NOT redacted ORDER BY seq",
-            room, after, before)
-        return [Message(room, int(r[0]), MessageId(r[1]),
-                        Person(ParticipantId(r[2]), r[3], r[4]), r[5], int(r[6])) for r in rows]
+        return await self._read(TABLES.messages_between, room, after, before)
 
     async def rooms(self) -> list[RoomRecord]:
-        return [room_from(r[0]) for r in await self._fetch("SELECT record FROM rooms")]
+        return await self._read(TABLES.rooms)
 
     async def held(self) -> list[HeldRecord]:
-        return [held_from(r[0]) for r in
-                await self._fetch("SELECT record FROM held WHERE NOT decided")]
+        return await self._read(TABLES.held)
 
     async def cases(self) -> list[CaseRecord]:
-        return [case_from(r[0]) for r in await self._fetch("SELECT record FROM cases")]
+        return await self._read(TABLES.cases)
 
     async def alerts(self) -> list[AlertRecord]:
-        return [alert_from(r[0]) for r in await self._fetch(
-            "SELECT record FROM alerts WHERE status != 'resolved' ORDER BY ts, id")]
+        return await self._read(TABLES.alerts)
 
     async def audit(self, room: str | None, since: int, limit: int,
                     action: str | None = None, scope: AuditScope | None = None
                     ) -> list[AuditRow]:
-        rooms = sorted(scope.rooms) if scope is not None and scope.rooms is not None else None
-        hidden = sorted(scope.hidden_actions) if scope is not None else []
-        rows = await self._fetch(
-            "SELECT id, ts, room, actor, action, target, detail FROM audit "
-            "WHERE ts >= $1 AND ($2::text IS NULL OR room = $2) "
-            "AND ($3::text IS NULL OR action = $3) "
-            "AND ($4::text[] IS NULL OR room = ANY($4::text[])) "
-            "AND NOT (action = ANY($5::text[])) ORDER BY id LIMIT $6",
-            since, room or None, action or None, rooms, hidden, limit)
-        return [AuditRow(int(r[0]), int(r[1]), r[2], r[3], r[4], r[5], orjson.loads(r[6]))
-                for r in rows]
+        return await self._read(TABLES.audit, room, since, limit, action, scope)
 
-    # ------------------------------------------------------------------- users
-    async def add_user(self, user: UserRow) -> None:
-        async def write(conn: asyncpg.Connection) -> None:
-            await conn.execute(
-                "INSERT INTO users (id, username, role, password_hash, disabled, display_name)"
-                " VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (username) DO UPDATE SET "
-                "role=excluded.role, password_hash=excluded.password_hash, "
-                "disabled=excluded.disabled, display_name=excluded.display_name, "
-                "version=users.version + 1",
-                user.id, user.username, user.role, user.password_hash, user.disabled,
-                user.display_name)
-
-        await self._tx(write)
-
-    @staticmethod
-    def _user(r: asyncpg.Record) -> UserRow:
-        return UserRow(r[0], r[1], r[2], r[3], bool(r[4]), int(r[5]), r[6] or "")
+    async def audit_chain(self) -> list[ChainRow]:
+        return await self._read(TABLES.audit_chain)
 
     async def user(self, username: str) -> UserRow | None:
-        rows = await self._fetch(_USER_COLUMNS + " FROM users"
-                                 " WHERE username=$1", username)
-        return self._user(rows[0]) if rows else None
+        return await self._read(TABLES.user, username)
 
     async def user_by_id(self, user_id: str) -> UserRow | None:
-        rows = await self._fetch(_USER_COLUMNS + " FROM users"
-                                 " WHERE id=$1", user_id)
-        return self._user(rows[0]) if rows else None
+        return await self._read(TABLES.user_by_id, user_id)
 
     async def users(self) -> list[UserRow]:
-        return [self._user(r) for r in await self._fetch(
-            _USER_COLUMNS + " FROM users ORDER BY username")]
-
-    async def set_disabled(self, username: str, disabled: bool) -> bool:
-        async def write(conn: asyncpg.Connection) -> bool:
-            status: str = await conn.execute(
-                "UPDATE users SET disabled=$1, version=version + 1 WHERE username=$2",
-                disabled, username)
-            return status.endswith(" 1")
-
-        result: bool = await self._tx(write)
-        return result
-
-    async def bump_version(self, user_id: str) -> bool:
-        async def write(conn: asyncpg.Connection) -> bool:
-            status: str = await conn.execute(
-                "UPDATE users SET version=version + 1 WHERE id=$1", user_id)
-            return status.endswith(" 1")
-
-        result: bool = await self._tx(write)
-        return result
+        return await self._read(TABLES.users)

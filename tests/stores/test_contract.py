@@ -25,7 +25,7 @@ from chatserver.core.effects import (
     RedactRecord,
     RoomRecord,
 )
-from chatserver.core.events import Person
+from chatserver.core.events import Message, Person
 from chatserver.core.ids import AlertId, CaseId, HeldId, MessageId, ParticipantId, RoomId
 from chatserver.ports import Store, StoreError, UserRow
 from chatserver.stores.postgres import PostgresStore
@@ -378,3 +378,250 @@ async def test_an_approval_is_decided_and_delivered_in_one_write(store: Store) -
     assert (seq, new) == (1, True)
     assert await store.held() == []
     assert [m.text for m in await store.recent_messages(RoomId("a"), 10)] == [held.text]
+
+
+# ------------------------------------------------------------------------------------
+# Every Store method, on both stores. The cases marked "drift" once behaved differently
+# on SQLite and PostgreSQL.
+
+
+async def test_ping_is_true_while_open_and_false_once_closed(kind: str,
+                                                             tmp_path: Path) -> None:
+    schema = f"t_{secrets.token_hex(6)}"
+    store = await _open(kind, tmp_path, schema)
+    assert await store.ping()
+    await store.close()
+    assert not await store.ping()
+
+
+async def test_reopening_keeps_every_record(kind: str, tmp_path: Path) -> None:
+    """open/close: what was durable when a write returned is there after a restart."""
+    schema = f"t_{secrets.token_hex(6)}"
+    held = HeldRecord(HeldId("h1"), RoomId("a"), ALEX, MessageId("m1"), "how old are you",
+                      (("grooming.age", "grooming"),), 5)
+    case = CaseRecord(CaseId("c1"), RoomId("a"), ALEX.id, "Alex", "urgent", "open", "n", 6,
+                      "u_fac")
+    alert = alert_record(7)
+    user = UserRow("u1", "sam", "facilitator", "hash", False, display_name="Sam")
+    first = await _open(kind, tmp_path, schema)
+    await first.apply([room("a"), held, case, alert, audit("mute", ts=8)])
+    await first.append_message(RoomId("a"), ALEX, MessageId("m0"), "hello", 9, audit(ts=9))
+    await first.add_user(user)
+    chain = await first.audit_chain()
+    await first.close()
+    again = await _open(kind, tmp_path, schema)
+    try:
+        assert await again.rooms() == [room("a")]
+        assert await again.held() == [held]
+        assert await again.cases() == [case]
+        assert await again.alerts() == [alert]
+        assert [m.text for m in await again.recent_messages(RoomId("a"), 10)] == ["hello"]
+        assert await again.users() == [user]
+        assert await again.audit_chain() == chain
+        # The chain goes on from where it was: a restart starts no new chain.
+        await again.apply([audit("pause", ts=10)])
+        from chatserver.auditchain import verify
+        assert verify(await again.audit_chain()) == (3, None)
+    finally:
+        await again.close()
+        if kind == "postgres":
+            import asyncpg
+            conn = await asyncpg.connect(PG_DSN)
+            await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+            await conn.close()
+
+
+async def test_recent_messages_are_the_last_ones_oldest_first(store: Store) -> None:
+    for i in range(5):
+        await store.append_message(RoomId("a"), ALEX, MessageId(f"m{i}"), f"t{i}", 10 + i,
+                                   audit())
+    recent = await store.recent_messages(RoomId("a"), 2)
+    assert recent == [Message(RoomId("a"), 4, MessageId("m3"), ALEX, "t3", 13),
+                      Message(RoomId("a"), 5, MessageId("m4"), ALEX, "t4", 14)]
+    assert await store.recent_messages(RoomId("b"), 10) == []
+
+
+async def test_a_stored_resend_keeps_the_original_text_and_writes_no_audit(
+        store: Store) -> None:
+    await store.append_message(RoomId("a"), ALEX, MessageId("m1"), "first", 1, audit())
+    again = await store.append_message(RoomId("a"), ALEX, MessageId("m1"), "changed", 2,
+                                       audit("message.mask"))
+    assert again == (1, False)
+    assert [m.text for m in await store.recent_messages(RoomId("a"), 10)] == ["first"]
+    assert [e.action for e in await store.audit(None, 0, 10)] == ["message.allow"]
+
+
+async def test_a_message_and_everything_with_it_are_one_write(store: Store) -> None:
+    """``also`` is in the message's transaction: a refused claim in it stores nothing of
+    the message, its seq or its audit entries."""
+    from chatserver.ports import StoreConflict
+    case = CaseRecord(CaseId("c1"), RoomId("a"), ALEX.id, "Alex", "urgent", "closed", "", 6,
+                      "u_fac")
+    await store.apply([case])
+    claim = dataclasses.replace(case, status="claimed", counsellor=ParticipantId("u_one"))
+    with pytest.raises(StoreConflict):
+        await store.append_message(RoomId("a"), ALEX, MessageId("m1"), "hi", 1, audit(),
+                                   also=[audit("claim"), claim])
+    assert await store.recent_messages(RoomId("a"), 10) == []
+    assert await store.audit(None, 0, 10) == []
+    assert await store.cases() == [case]
+    assert await store.append_message(RoomId("a"), ALEX, MessageId("m2"), "hi", 2,
+                                      audit()) == (1, True)
+
+
+async def test_rerecording_a_room_keeps_its_seq(kind: str, tmp_path: Path) -> None:
+    """A room's record changes (paused, muted): its seq counter is not reset, not even
+    after a restart."""
+    schema = f"t_{secrets.token_hex(6)}"
+    store = await _open(kind, tmp_path, schema)
+    try:
+        await store.apply([room("a")])
+        await store.append_message(RoomId("a"), ALEX, MessageId("m0"), "hi", 1, audit())
+        paused = dataclasses.replace(room("a"), paused=True)
+        await store.apply([paused])
+        assert await store.rooms() == [paused]
+        assert (await store.append_message(RoomId("a"), ALEX, MessageId("m1"), "hi", 2,
+                                           audit()))[0] == 2
+        await store.close()
+        store = await _open(kind, tmp_path, schema)
+        await store.apply([room("a")])
+        assert (await store.append_message(RoomId("a"), ALEX, MessageId("m2"), "hi", 3,
+                                           audit()))[0] == 3
+    finally:
+        await store.close()
+        if kind == "postgres":
+            import asyncpg
+            conn = await asyncpg.connect(PG_DSN)
+            await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+            await conn.close()
+
+
+async def test_cases_keep_their_latest_record(store: Store) -> None:
+    case = CaseRecord(CaseId("c1"), RoomId("a"), ALEX.id, "Alex", "urgent", "open", "", 6,
+                      "u_fac")
+    other = dataclasses.replace(case, id=CaseId("c2"), urgency="soon")
+    await store.apply([case, other])
+    closed = dataclasses.replace(case, status="closed", outcome="referred")
+    await store.apply([closed])
+    assert sorted(await store.cases(), key=lambda c: c.id) == [closed, other]
+
+
+async def test_the_audit_shows_only_what_the_scope_allows_before_the_limit(
+        store: Store) -> None:
+    from chatserver.core.scopes import AuditScope
+    await store.apply([
+        audit("mute", "a", 1), audit("claim", "a", 2), audit("pause", "b", 3),
+        AuditEntry(4, None, "u_ops", "login", None, {}, "v1"), audit("resume", "a", 5)])
+    facilitator = AuditScope(rooms=frozenset({"a"}), hidden_actions=frozenset({"claim"}))
+    assert [e.action for e in await store.audit(None, 0, 2, scope=facilitator)] == [
+        "mute", "resume"]
+    nobody = AuditScope(rooms=frozenset())
+    assert await store.audit(None, 0, 10, scope=nobody) == []
+    hide_login = AuditScope(hidden_actions=frozenset({"login", "claim"}))
+    assert [e.action for e in await store.audit(None, 0, 10, scope=hide_login)] == [
+        "mute", "pause", "resume"]
+    everything = await store.audit(None, 0, 10, scope=AuditScope())
+    assert [(e.room, e.action) for e in everything] == [
+        ("a", "mute"), ("a", "claim"), ("b", "pause"), (None, "login"), ("a", "resume")]
+    assert [e.id for e in everything] == sorted(e.id for e in everything)
+
+
+async def test_audit_rows_carry_detail_and_a_digest_of_the_text_never_the_text(
+        store: Store) -> None:
+    held_text = AuditEntry(1, RoomId("a"), "p_alex", "message.hold", "m1",
+                           {"rules": ["risk.intent"]}, "v1", text="the held words")
+    await store.apply([held_text])
+    await store.append_message(RoomId("a"), ALEX, MessageId("m2"), "hi", 2, audit(ts=2))
+    first, second = await store.audit(None, 0, 10)
+    assert (first.ts, first.room, first.actor, first.action, first.target) == (
+        1, "a", "p_alex", "message.hold", "m1")
+    from chatserver.auditchain import text_digest
+    assert first.detail == {"rules": ["risk.intent"],
+                            "text_sha256": text_digest("the held words")}
+    assert second.detail == {"rules": [], "seq": 1}
+    chain = await store.audit_chain()
+    assert [r.text for r in chain] == ["the held words", None]
+    assert [r.version for r in chain] == ["v1", "v1"]
+
+
+async def test_a_reset_user_keeps_its_id_and_loses_its_sessions(store: Store) -> None:
+    await store.add_user(UserRow("u1", "sam", "facilitator", "old", False))
+    await store.add_user(UserRow("u_other", "sam", "ops", "new", True, display_name="S"))
+    assert await store.user("sam") == UserRow("u1", "sam", "ops", "new", True, 1, "S")
+    assert await store.user_by_id("u_other") is None
+    assert await store.user("nobody") is None
+
+
+async def test_users_are_listed_by_username(store: Store) -> None:
+    for uid, name in (("u1", "zoe"), ("u2", "amir"), ("u3", "mo")):
+        await store.add_user(UserRow(uid, name, "facilitator", "hash", False))
+    assert [u.username for u in await store.users()] == ["amir", "mo", "zoe"]
+    assert await store.user_by_id("u3") == UserRow("u3", "mo", "facilitator", "hash", False)
+
+
+async def test_disabling_and_enabling_each_move_the_version(store: Store) -> None:
+    await store.add_user(UserRow("u1", "sam", "facilitator", "hash", False))
+    assert await store.set_disabled("sam", True)
+    assert await store.set_disabled("sam", False)
+    user = await store.user("sam")
+    assert user is not None and not user.disabled and user.version == 2
+
+
+async def test_bumping_the_version_ends_the_sessions_of_one_account(store: Store) -> None:
+    await store.add_user(UserRow("u1", "sam", "facilitator", "hash", False))
+    await store.add_user(UserRow("u2", "kim", "facilitator", "hash", False))
+    assert await store.bump_version("u1")
+    assert await store.bump_version("u1")
+    assert not await store.bump_version("nobody")
+    assert [(u.username, u.version) for u in await store.users()] == [("kim", 0), ("sam", 2)]
+
+
+async def test_drift_storing_a_held_message_again_keeps_its_decision(store: Store) -> None:
+    """Drift: SQLite's INSERT OR REPLACE put a decided held message back in the queue
+    (PostgreSQL kept the decision). A decision once made is never silently undone."""
+    held = HeldRecord(HeldId("h1"), RoomId("a"), ALEX, MessageId("m1"), "how old are you",
+                      (("grooming.age", "grooming"),), 5)
+    await store.apply([held, HeldDecided(HeldId("h1"))])
+    await store.apply([held])
+    assert await store.held() == []
+    # And it is purged as a decided one.
+    from chatserver.ports import Cutoffs
+    assert (await store.purge(Cutoffs(10, 10, 10), dry_run=True))["held"] == 1
+
+
+async def test_drift_a_records_columns_follow_its_latest_version(store: Store) -> None:
+    """Drift: PostgreSQL kept the first ``ts`` of a case, alert or held message in the
+    columns that order and purge them, while the record moved on (SQLite followed the
+    record). The columns are the record's index: they always agree with it."""
+    from chatserver.ports import Cutoffs
+    day = 86_400_000
+    case = CaseRecord(CaseId("c1"), RoomId("a"), ALEX.id, "Alex", "urgent", "closed", "",
+                      10 * day, "u_fac")
+    held = HeldRecord(HeldId("h1"), RoomId("a"), ALEX, MessageId("m1"), "how old are you",
+                      (("grooming.age", "grooming"),), 10 * day)
+    await store.apply([case, held, HeldDecided(held.id)])
+    await store.apply([dataclasses.replace(case, ts=60 * day),
+                       dataclasses.replace(held, ts=60 * day)])
+    counts = await store.purge(Cutoffs(50 * day, 50 * day, 50 * day), dry_run=True)
+    assert (counts["cases"], counts["held"]) == (0, 0)
+    first, second = alert_record(5, "al_1"), alert_record(6, "al_2")
+    await store.apply([first, second])
+    later = dataclasses.replace(first, ts=7)
+    await store.apply([later])
+    assert await store.alerts() == [second, later]  # oldest first, by the record's ts
+
+
+async def test_drift_a_message_for_an_unknown_room_is_refused_alone(store: Store) -> None:
+    """Drift: SQLite stored a message in a room it had no record of (its seq counter
+    lived only in memory, so seqs restarted at 1 after a restart), PostgreSQL refused
+    it along with every other message in its batch. Now: refused, nothing of it written,
+    and only it."""
+    refused, stored = await asyncio.gather(
+        store.append_message(RoomId("nowhere"), ALEX, MessageId("m1"), "hi", 1,
+                             audit(room_id="nowhere")),
+        store.append_message(RoomId("a"), ALEX, MessageId("m1"), "hi", 1, audit()),
+        return_exceptions=True)
+    assert isinstance(refused, StoreError)
+    assert stored == (1, True)
+    assert await store.recent_messages(RoomId("nowhere"), 10) == []
+    assert [e.room for e in await store.audit(None, 0, 10)] == ["a"]
