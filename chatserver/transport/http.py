@@ -1,4 +1,4 @@
-"""HTTP routes of PROTOCOL.md § HTTP, the static client, and security headers."""
+"""HTTP routes of docs/protocol.md § HTTP, the static client, and security headers."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ __all__ = ["build_app", "reload_rules", "security_headers"]
 CLIENT_DIR: Final = packaged("client_web")
 """The pages, package data (a wheel serves them too)."""
 NAME_CHARS: Final = re.compile(r"^[A-Za-z0-9 _.\-]{1,24}$")
-"""PROTOCOL.md: 1–24 characters after trimming, letters, digits, spaces, _ - ."""
+"""docs/protocol.md: 1–24 characters after trimming, letters, digits, spaces, _ - ."""
 RESERVED_NAMES: Final = frozenset({
     "admin", "administrator", "facilitator", "counsellor", "counselor", "childline",
     "samaritans", "moderator", "mod", "staff", "shout", "system", "support", "kooth",
@@ -68,7 +68,7 @@ def _error(code: ErrorCode, message: str, status: int | None = None) -> web.Resp
 
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Errors under ``/api/`` answer PROTOCOL.md's JSON shape; other paths keep aiohttp's
+    """Errors under ``/api/`` answer docs/protocol.md's JSON shape; other paths keep aiohttp's
     plain pages (headers come from ``security_headers`` either way)."""
     try:
         return await handler(request)
@@ -505,7 +505,7 @@ async def index(request: web.Request) -> web.FileResponse:
 def build_app(server: Server) -> web.Application:
     # Behind a trusted proxy, the client as the proxy saw it (issue 15), for every
     # handler: the Origin check and the per-address budgets included. Inside ``errors``,
-    # so a malformed forwarded header on /api/ answers in PROTOCOL.md's JSON shape.
+    # so a malformed forwarded header on /api/ answers in docs/protocol.md's JSON shape.
     forwarded = forwarded_middleware(server.config.server.trusted_proxies)
     app = web.Application(middlewares=[errors, *([forwarded] if forwarded else [])],
                           client_max_size=64 * 1024)

@@ -71,7 +71,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     if server.stopping:
         raise web.HTTPServiceUnavailable()
     ws = web.WebSocketResponse(
-        max_msg_size=cfg.limits.max_frame_bytes,  # PROTOCOL.md § Limits → 1009
+        max_msg_size=cfg.limits.max_frame_bytes,  # docs/protocol.md § Limits → 1009
         compress=False,  # no permessage-deflate: bombs and memory (SEC-13)
         heartbeat=cfg.server.heartbeat_s,  # dead peers (SEC-24)
     )
