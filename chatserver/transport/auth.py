@@ -20,9 +20,10 @@ from chatserver.core.errors import ChatError, CloseCode, ErrorCode
 from chatserver.core.ids import ParticipantId, RoomId
 from chatserver.core.roles import Role
 from chatserver.core.session import Identity
-from chatserver.ports import UserRow
+from chatserver.ports import Store, UserRow
 
-__all__ = ["Passwords", "TokenError", "Tokens", "load_secret", "session_current"]
+__all__ = ["Passwords", "TokenError", "Tokens", "load_secret", "session_current",
+           "still_signed_in"]
 
 _REQUIRED: Final = ["exp", "iat", "nbf", "sub", "role", "iss", "aud"]
 _HASHER: Final = PasswordHasher()
@@ -114,6 +115,16 @@ def session_current(ident: Identity, user: UserRow | None) -> bool:
     """A staff token is good while its account exists, is enabled and has the version
     the token was issued under (logout, reset and disable move it; issue 14)."""
     return user is not None and not user.disabled and user.version == ident.version
+
+
+async def still_signed_in(store: Store, ident: Identity) -> bool:
+    """Whether a verified token's holder may go on: a participant always (signature and
+    expiry are the whole check); staff while ``session_current`` holds for the account
+    as the store has it now, read each time so that a disable or a logout on any node
+    counts at once (SG-19). The one check behind HTTP, ``hello`` and open sockets."""
+    if ident.role == Role.PARTICIPANT:
+        return True
+    return session_current(ident, await store.user_by_id(ident.id))
 
 
 class Passwords:

@@ -27,13 +27,13 @@ from chatserver.moderation.rules import Action, RuleLoadError
 from chatserver.observability import log
 from chatserver.ports import BrokerError
 from chatserver.transport.app import APP_KEY, Server
-from chatserver.transport.auth import Passwords, TokenError, session_current
+from chatserver.transport.auth import Passwords, TokenError, still_signed_in
 from chatserver.transport.feedback import list_feedback, post_feedback
 from chatserver.transport.proxy import forwarded_middleware
 from chatserver.transport.throttle import THROTTLE_KEY, Throttle, client_address
 from chatserver.transport.ws import ws_handler
 
-__all__ = ["build_app", "reload_rules", "security_headers"]
+__all__ = ["build_app", "security_headers"]
 
 CLIENT_DIR: Final = packaged("client_web")
 """The pages, package data (a wheel serves them too)."""
@@ -136,8 +136,7 @@ async def staff(request: web.Request, *roles: Role) -> Identity:
     if ident.role == Role.PARTICIPANT or ident.role not in roles:
         log.info("authz_denied", path=request.path, role=ident.role.value)
         raise ChatError(ErrorCode.FORBIDDEN, "Your role can't do that.")
-    user = await server.store.user_by_id(ident.id)
-    if not session_current(ident, user):  # disabled, reset or logged out (issue 14)
+    if not await still_signed_in(server.store, ident):  # disabled, reset or logged out
         log.info("token_refused", reason="account_changed", path=request.path)
         raise ChatError(ErrorCode.UNAUTHORIZED, "Your session has ended. Sign in again.")
     return ident
@@ -450,16 +449,11 @@ async def rules_try(request: web.Request) -> web.Response:
     return web.json_response(out)
 
 
-async def reload_rules(server: Server) -> tuple[int, str]:
-    """Load ``moderation_rules/`` and swap atomically (``Server.reload_rules``)."""
-    return await server.reload_rules()
-
-
 async def rules_reload(request: web.Request) -> web.Response:
     server = request.app[APP_KEY]
     ident = await staff(request, Role.OPS)
     try:
-        count, version = await reload_rules(server)
+        count, version = await server.reload_rules()
     except RuleLoadError as e:
         await server.store.apply([AuditEntry(server.now(), None, ident.id, "rules_reload_refused",
                                              None, {"problems": len(e.problems)},

@@ -19,7 +19,7 @@ from chatserver.core.wire import decode_object, frame_ref, parse
 from chatserver.observability import log
 from chatserver.ports import BrokerError
 from chatserver.transport.app import APP_KEY, Server, Socket
-from chatserver.transport.auth import TokenError, session_current
+from chatserver.transport.auth import TokenError, still_signed_in
 from chatserver.transport.throttle import THROTTLE_KEY, Throttle, client_address
 
 __all__ = ["origin_allowed", "ws_handler"]
@@ -135,12 +135,10 @@ async def _hello(server: Server, sock: Socket, cid: int, address: str,
         log.info("token_refused", reason=e.reason)
         server.close_soon(conn, CloseCode.BAD_TOKEN, "invalid token")
         return False
-    if ident.role.value != "participant":
-        user = await server.store.user_by_id(ident.id)
-        if not session_current(ident, user):
-            log.info("token_refused", reason="account_changed")
-            server.close_soon(conn, CloseCode.BAD_TOKEN, "invalid token")
-            return False
+    if not await still_signed_in(server.store, ident):
+        log.info("token_refused", reason="account_changed")
+        server.close_soon(conn, CloseCode.BAD_TOKEN, "invalid token")
+        return False
     structlog.contextvars.bind_contextvars(user=ident.id, role=ident.role.value)
     await server.hello(conn, ident, dict(command.resume))
     return True
