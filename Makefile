@@ -1,11 +1,13 @@
 # Two commands: `make run` (a working server with a demo room) and `make test`.
+# While changing code: `make check` (under 30 s), `make fmt`, `make coverage` (CONTRIBUTING.md).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint typecheck unit rules-check eval bench-filter bench clean corpus model screenshots
+.PHONY: run test check fmt coverage lint typecheck unit rules-check eval bench-filter bench \
+	clean corpus model screenshots
 
 $(STAMP): pyproject.toml requirements/encoder.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -49,6 +51,24 @@ unit: $(TEST_STAMP) $(if $(NPM),node_modules/.installed)
 	PYTHONASYNCIODEBUG=1 $(BIN)/pytest -q --durations=25
 
 test: lint typecheck rules-check unit
+
+# The fast loop: lint, types and the pure layers' tests (no sockets, no Redis, no
+# PostgreSQL), without the few `slow` ones (corpus, retraining, rule compiles).
+check: $(TEST_STAMP)
+	$(BIN)/ruff check chatserver tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest -q -m "not slow" tests/core tests/moderation
+
+# Format the code and apply ruff's safe fixes.
+fmt: $(TEST_STAMP)
+	$(BIN)/ruff format chatserver tests bench
+	$(BIN)/ruff check --fix chatserver tests bench
+
+# Line coverage of chatserver/ (servers the tests start as subprocesses are not counted).
+# TESTS=tests/core narrows the run.
+TESTS ?= tests
+coverage: $(TEST_STAMP) $(if $(NPM),node_modules/.installed)
+	PYTHONASYNCIODEBUG=1 $(BIN)/pytest -q --cov=chatserver --cov-report=term-missing:skip-covered $(TESTS)
 
 # The README's screenshots, from the browser tests (an ordinary test run never writes them).
 screenshots: $(TEST_STAMP) $(if $(NPM),node_modules/.installed)

@@ -1,6 +1,6 @@
 """The ceiling: a plain aiohttp broadcast server, no moderation, no store, no auth.
 
-It speaks just enough of PROTOCOL.md for bench/loadgen.py (join, hello, send → ack +
+It speaks just enough of docs/protocol.md for bench/loadgen.py (join, hello, send → ack +
 message to the room), so every figure of the real server can be read as a ratio of what
 this machine can do at all.
 

@@ -5,7 +5,7 @@
         [--steps 400 --step-factor 1.5 --step-max 25600] [--procs 2] \
         [--idle 20] [--json out.json]
 
-`--kind chat|ceiling` speak PROTOCOL.md over websockets; `--kind socketio` speaks to
+`--kind chat|ceiling` speak docs/protocol.md over websockets; `--kind socketio` speaks to
 bench/peer_socketio.py. Talks only to 127.0.0.1 and stops by itself (every phase is
 bounded in time).
 

@@ -107,7 +107,6 @@ def serve(args: argparse.Namespace, config: Config) -> int:
     from chatserver.runtime.server import Server
     from chatserver.transport.app import build_app
     from chatserver.transport.auth import Tokens, load_secret
-    from chatserver.transport.http import reload_rules
     from chatserver.transport.metrics import build_metrics_app
 
     configure_logging()
@@ -213,7 +212,7 @@ def serve(args: argparse.Namespace, config: Config) -> int:
         def on_hup() -> None:
             async def go() -> None:
                 try:
-                    await reload_rules(server)
+                    await server.reload_rules()
                 except RuleLoadError as e:
                     log.error("rules_reload_refused", problems=[str(p) for p in e.problems])
             asyncio.get_running_loop().create_task(go())

@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Final, TextIO
+from typing import TYPE_CHECKING, Final, TextIO
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -141,9 +141,11 @@ class Metrics:
             "chat_signposts", "Crisis support shown to the person who wrote something worrying",
             ["profile"], registry=r)
 
-    def observe_ack(self, seconds: float, outcome: str) -> None:
-        self.send_ack.observe(seconds)
-        self.messages.labels(outcome).inc()
+    def count_ack(self, status: str) -> None:
+        """One send's outcome, ``chat_messages_total{outcome}``: call once for each
+        ``ack`` a sender is sent (``sent``, ``held``, ``blocked``, ``rejected``).
+        (``chat_send_ack_seconds`` is observed by the reader loop, ``transport/ws.py``.)"""
+        self.messages.labels(status).inc()
 
     def record(self, m: Measure) -> None:
         """A safeguarding measurement the core emitted (``Measure``)."""
@@ -229,7 +231,3 @@ class _WaitingCollector(Collector):
             cases.add_metric([profile, urgency], count)
             case_age.add_metric([profile, urgency], oldest)
         return iter((held, held_age, cases, case_age))
-
-
-def bind(**kw: Any) -> None:
-    structlog.contextvars.bind_contextvars(**kw)

@@ -1,4 +1,4 @@
-"""The ports every backend implements (STYLE.md example 7), with their guarantees."""
+"""The ports every backend implements (CONTRIBUTING.md § Style), with their guarantees."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ class StoreConflict(StoreError):
 class Envelope:
     """What travels between nodes: an already-moderated event and who gets it.
 
-    A node never re-moderates an envelope (DESIGN.md § Cluster semantics).
+    A node never re-moderates an envelope (docs/architecture.md § Cluster semantics).
     """
 
     room: RoomId
@@ -221,7 +221,7 @@ class AuditRow:
 
 
 class Store(Protocol):
-    """The system of record (DESIGN.md invariant 7).
+    """The system of record (docs/architecture.md invariant 7).
 
     Guarantees: every method that writes is one transaction, durable when it
     returns; on failure it raises ``StoreError`` and nothing of the write remains. A

@@ -36,7 +36,7 @@ class ServerConfig:
     allowed_origins: tuple[str, ...] = ()
     """Exact scheme://host[:port] origins besides our own (same-origin is always allowed)."""
     hello_timeout_s: float = 10.0
-    """PROTOCOL.md § WebSocket: the first frame must be hello within 10 s, else 4001."""
+    """docs/protocol.md § WebSocket: the first frame must be hello within 10 s, else 4001."""
     heartbeat_s: float = 20.0
     """aiohttp ping interval; a dead peer is closed after a missed pong (SEC-24)."""
     outbox_frames: int = 256
@@ -74,7 +74,7 @@ class AuthConfig:
     leeway_s: int = 5
     """Small clock-skew allowance on exp/nbf (F-14)."""
     login_max_failures: int = 5
-    """PROTOCOL.md: 429 after repeated failures (SEC-27), counted per account *and*
+    """docs/protocol.md: 429 after repeated failures (SEC-27), counted per account *and*
     client address, so a stranger cannot lock a facilitator out (issue 14)."""
     login_address_failures: int = 10
     """Failures from one address over every account (password spraying: ten usernames
@@ -113,15 +113,15 @@ class StoreConfig:
 @dataclass(frozen=True, slots=True)
 class LimitsConfig:
     max_frame_bytes: int = 32 * 1024
-    """PROTOCOL.md § Limits: frame ≤ 32 KiB (2,000 escaped emoji fit); aiohttp max_msg_size."""
+    """docs/protocol.md § Limits: frame ≤ 32 KiB (2,000 escaped emoji fit); aiohttp max_msg_size."""
     max_json_depth: int = 32
-    """Nesting bound of a frame or HTTP body (the deepest frame of PROTOCOL.md is 3):
+    """Nesting bound of a frame or HTTP body (the deepest frame of docs/protocol.md is 3):
     deeper is ``bad_request`` (a ``hello``: close 4001), never a recursion failure."""
     max_text_chars: int = 2000
-    """Code points after trimming (PROTOCOL.md § Limits)."""
+    """Code points after trimming (docs/protocol.md § Limits)."""
     rate_messages: int = 5
     rate_window_s: int = 10
-    """PROTOCOL.md § Limits: ≤ 5 messages per 10 s per participant."""
+    """docs/protocol.md § Limits: ≤ 5 messages per 10 s per participant."""
     flood_alert_after: int = 3
     """Rate-limited sends in a row before facilitators get a `flood` alert."""
     flood_close_after: int = 10

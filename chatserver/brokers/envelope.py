@@ -2,7 +2,7 @@
 
 Envelopes are msgpack maps tagged with the sending node (never pickle); decoding is
 strict and size-limited, and anything that is not exactly one typed envelope decodes to
-``None`` for the caller to log and drop (STYLE.md example 10, SECURITY.md F-05). Room
+``None`` for the caller to log and drop (CONTRIBUTING.md § Style, SECURITY.md F-05). Room
 state records travel in the JSON form the stores keep them in (``stores/records.py``),
 so there is one encoding of each record, not two that could drift apart.
 """

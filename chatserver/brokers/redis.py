@@ -30,7 +30,7 @@ __all__ = ["RedisBroker"]
 
 _SCRIPTS: Final = files("chatserver.brokers") / "redis_scripts"
 _PUBLISH_LUA: Final = (_SCRIPTS / "publish.lua").read_text()
-"""History append and publish in one step (STYLE.md example 8)."""
+"""History append and publish in one step (CONTRIBUTING.md § Style)."""
 
 
 class RedisBroker:

@@ -42,7 +42,7 @@ export function newId() {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-// Close codes after which a client reconnects with `resume` (PROTOCOL.md § Close codes).
+// Close codes after which a client reconnects with `resume` (docs/protocol.md § Close codes).
 const RECONNECT = new Set([1001, 1006, 1012, 1013, 1011]);
 
 /**

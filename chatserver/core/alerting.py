@@ -149,7 +149,7 @@ class Alerting:
             detail["reason_masked"] = masked
         effects: list[Effect] = []
         if signpost and ident.role == Role.PARTICIPANT:
-            # DESIGN.md invariant 2, wherever the young person writes it.
+            # docs/architecture.md invariant 2, wherever the young person writes it.
             effects += [Emit(conn.id, self.notices.notice("signpost", room.id, resources=True)),
                         Measure(Measurement.SIGNPOSTED, room.profile)]
         effects += [

@@ -246,7 +246,7 @@ def audience(room_kind: str, room: RoomId, event: Event) -> Publish:
 def decided(conn: ConnId, actor: ParticipantId, room_kind: str, before: AlertRecord,
             after: AlertRecord, now_ms: int, version: str) -> list[Effect]:
     """An acknowledge or resolve: written with its audit entry before anyone is told
-    (DESIGN.md invariant 3), and undone (``AlertUndo``) if that write fails."""
+    (docs/architecture.md invariant 3), and undone (``AlertUndo``) if that write fails."""
     action = "alert_ack" if after.status == "acknowledged" else "alert_resolve"
     audit = AuditEntry(now_ms, after.room, actor, action, after.participant,
                        {"alert": after.id, "kind": after.kind, "raised": after.ts}, version)

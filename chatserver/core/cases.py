@@ -131,7 +131,7 @@ class Cases:
                                       self.screening.rules.version,
                                       cmd.note if masked else None))),
             Publish(ALL_ROOMS, case_view(case), Audience.COUNSELLORS),
-            # PROTOCOL.md: `escalated` carries `room` only once a counsellor claims it.
+            # docs/protocol.md: `escalated` carries `room` only once a counsellor claims it.
             Publish(room.id, self.notices.notice("escalated", None, case=case.id),
                     Audience.PARTICIPANT, cmd.participant)]
         if cmd.urgency == c.Urgency.EMERGENCY:
@@ -162,7 +162,7 @@ class Cases:
         effects: list[Effect] = []
         sender = ident.person()
         if signpost:
-            # DESIGN.md invariant 2, wherever the young person writes it.
+            # docs/architecture.md invariant 2, wherever the young person writes it.
             effects.append(Emit(conn.id, self.notices.notice("signpost", room.id,
                                                              resources=True)))
             effects += self.alerting.raise_alert(room, "risk", sender, note[:EXCERPT_CHARS],

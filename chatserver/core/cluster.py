@@ -1,4 +1,4 @@
-"""This node's view of the others (DESIGN.md § Cluster semantics): when each was last
+"""This node's view of the others (docs/architecture.md § Cluster semantics): when each was last
 heard from, who is connected to each, and the durable changes they made, applied here
 as they were made there (``sync.py``).
 """

@@ -1,4 +1,4 @@
-"""Client → server commands, already validated (PROTOCOL.md § Client → server).
+"""Client → server commands, already validated (docs/protocol.md § Client → server).
 
 ``core/wire.py`` is the only place that builds them from untrusted input.
 """

@@ -2,7 +2,7 @@
 
 A durable step (``Persist``, ``Deliver``) that fails aborts the rest of its batch and
 the shell answers ``internal`` instead: nobody is told an outcome that is not in the
-store (DESIGN.md invariants 3 and 7).
+store (docs/architecture.md invariants 3 and 7).
 """
 
 from __future__ import annotations

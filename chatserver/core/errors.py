@@ -1,4 +1,4 @@
-"""Error and close codes (PROTOCOL.md § Conventions, § Close codes)."""
+"""Error and close codes (docs/protocol.md § Conventions, § Close codes)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ __all__ = ["ChatError", "CloseCode", "ErrorCode"]
 
 
 class ErrorCode(StrEnum):
-    """Every error code of PROTOCOL.md, with its HTTP status in `HTTP_STATUS`."""
+    """Every error code of docs/protocol.md, with its HTTP status in `HTTP_STATUS`."""
 
     BAD_REQUEST = "bad_request"
     UNAUTHORIZED = "unauthorized"
@@ -46,7 +46,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
 
 
 class CloseCode(IntEnum):
-    """WebSocket close codes used by the server (PROTOCOL.md § Close codes)."""
+    """WebSocket close codes used by the server (docs/protocol.md § Close codes)."""
 
     GOING_AWAY = 1001
     PROTOCOL_ERROR = 1002

@@ -1,4 +1,4 @@
-"""Server → client events (PROTOCOL.md § Server → client), typed.
+"""Server → client events (docs/protocol.md § Server → client), typed.
 
 Each event knows its wire shape (``to_wire``); ``core/wire.py`` encodes it once per
 event, never once per recipient. Optional fields that are ``None`` are left out.

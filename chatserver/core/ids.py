@@ -10,7 +10,7 @@ __all__ = ["AlertId", "CaseId", "ConnId", "HeldId", "IdFactory", "MessageId", "P
            "RoomId"]
 
 RoomId = NewType("RoomId", str)
-"""A room's id, chosen by staff or generated (PROTOCOL.md: ids are opaque strings)."""
+"""A room's id, chosen by staff or generated (docs/protocol.md: ids are opaque strings)."""
 ParticipantId = NewType("ParticipantId", str)
 """A young person's id (server-generated at join) or a staff account id."""
 ConnId = NewType("ConnId", int)

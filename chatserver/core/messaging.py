@@ -1,7 +1,7 @@
 """A message from ``send`` to the room: the room's checks (muted, rate, slow mode,
 paused), moderation alone and in its conversation, then delivered, held or blocked.
 An outcome is remembered per (sender, id) so that a resend is answered as before
-(PROTOCOL.md § Idempotency); the shell reports back when the durable step is done
+(docs/protocol.md § Idempotency); the shell reports back when the durable step is done
 (``complete_send``) or failed (``abort_send``).
 """
 
@@ -101,7 +101,7 @@ class Messaging:
         key = (ident.id, cmd.id)
         seen = self._idem.get(key)
         if isinstance(seen, Ack):
-            return [Emit(conn.id, seen)]  # PROTOCOL.md: the original outcome, once in the room
+            return [Emit(conn.id, seen)]  # docs/protocol.md: the original outcome, once in the room
         if isinstance(seen, list):
             seen.append(conn.id)  # in flight: answered when it completes
             return []
@@ -140,7 +140,7 @@ class Messaging:
             room.last_send[ident.id] = now_ms
             self.wellbeing.sent(ident.id, now_ms)
         if verdict.signpost:
-            # DESIGN.md invariant 2: crisis support at once, before anything durable.
+            # docs/architecture.md invariant 2: crisis support at once, before anything durable.
             effects += [Emit(conn.id, self.notices.notice("signpost", room.id, resources=True)),
                         Measure(Measurement.SIGNPOSTED, room.profile)]
         audit = AuditEntry(now_ms, room.id, ident.id, f"message.{verdict.action.label}",

@@ -1,7 +1,7 @@
 """ChatCore: ``handle(conn, command, now_ms) -> list[Effect]``. Pure: no I/O, no clock.
 
 The transport calls it for every frame and timer tick and runs the effects in order
-(STYLE.md example 1). Peer mistakes become ``ack rejected`` or ``error`` effects here
+(CONTRIBUTING.md § Style). Peer mistakes become ``ack rejected`` or ``error`` effects here
 and never raise out of the core.
 
 ``ChatCore`` owns no chat state itself: it routes each command to the part that owns

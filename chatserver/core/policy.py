@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 NAME_CHARS: Final = re.compile(r"^[A-Za-z0-9 _.\-]{1,24}$")
-"""PROTOCOL.md: 1–24 characters after trimming, letters, digits, spaces, _ - ."""
+"""docs/protocol.md: 1–24 characters after trimming, letters, digits, spaces, _ - ."""
 RESERVED_NAMES: Final = frozenset({
     "admin", "administrator", "facilitator", "counsellor", "counselor", "childline",
     "samaritans", "moderator", "mod", "staff", "shout", "system", "support", "kooth",

@@ -1,4 +1,4 @@
-"""Rate limits with time as an argument (STYLE.md example 11)."""
+"""Rate limits with time as an argument (CONTRIBUTING.md § Style)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ __all__ = ["SlidingWindow", "TokenBucket"]
 class SlidingWindow:
     """At most ``limit`` events in any ``window_ms``: exact, so the 6th send in 10 s fails.
 
-    PROTOCOL.md § Limits: ≤ 5 messages per 10 s per participant.
+    docs/protocol.md § Limits: ≤ 5 messages per 10 s per participant.
     """
 
     limit: int

@@ -1,4 +1,4 @@
-"""Roles and what each may do: deny by default (DESIGN.md invariant 4)."""
+"""Roles and what each may do: deny by default (docs/architecture.md invariant 4)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ __all__ = ["ALLOWED", "STAFF", "Role", "may"]
 
 
 class Role(StrEnum):
-    """PROTOCOL.md § Conventions: roles."""
+    """docs/protocol.md § Conventions: roles."""
 
     PARTICIPANT = "participant"
     FACILITATOR = "facilitator"
@@ -21,7 +21,7 @@ class Role(StrEnum):
 
 
 STAFF: Final = frozenset({Role.FACILITATOR, Role.COUNSELLOR, Role.OPS})
-"""Staff are the last three roles (PROTOCOL.md)."""
+"""Staff are the last three roles (docs/protocol.md)."""
 
 _EVERYONE: Final[frozenset[type[c.Command]]] = frozenset({c.Hello, c.Leave, c.Send, c.Report})
 _FACILITATION: Final[frozenset[type[c.Command]]] = frozenset(
@@ -39,7 +39,7 @@ ALLOWED: Final[Mapping[Role, frozenset[type[c.Command]]]] = {
     # Ops tune rules and read the audit over HTTP; in rooms they may only look.
     Role.OPS: _EVERYONE | {c.Join},
 }
-"""PROTOCOL.md § Client → server, column "who". Anything not listed is forbidden."""
+"""docs/protocol.md § Client → server, column "who". Anything not listed is forbidden."""
 
 
 def may(role: Role | str, command: type[c.Command]) -> bool:

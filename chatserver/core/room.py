@@ -1,7 +1,7 @@
 """A room's state: members and their connections, mutes, pause, slow mode, held
 messages and a short window of recent messages (reports, case context, unanswered).
 
-History for resume is the broker's (DESIGN.md § Cluster semantics); the store is the
+History for resume is the broker's (docs/architecture.md § Cluster semantics); the store is the
 record. The room keeps only what the core needs to decide.
 """
 

@@ -1,4 +1,4 @@
-"""What nodes tell each other so that every node decides alike (DESIGN.md § Cluster
+"""What nodes tell each other so that every node decides alike (docs/architecture.md § Cluster
 semantics): shared room state as records, and who is connected where.
 
 Never sent to a client. Each node keeps a projection: it applies the records another

@@ -1,7 +1,7 @@
 """The edge: untrusted frames in, typed commands out; typed events in, bytes out.
 
-All validation happens here (STYLE.md): past this module only typed objects flow.
-Frames are parsed strictly (PROTOCOL.md § Conventions): duplicate keys, NaN/Infinity,
+All validation happens here (CONTRIBUTING.md § Style): past this module only typed objects flow.
+Frames are parsed strictly (docs/protocol.md § Conventions): duplicate keys, NaN/Infinity,
 a boolean where a number is expected, lone surrogates and NUL characters are all
 ``bad_request``. Unknown fields are ignored; a missing required field is an error.
 """
@@ -28,15 +28,23 @@ MAX_ID_CHARS: Final = 64
 SEND_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 """A `send` id: an opaque client token (docs/protocol.md), never free text for peers."""
 MAX_NOTE_CHARS: Final = 2000
-"""Reasons, notes and outcomes: the same bound as message text (PROTOCOL.md § Limits)."""
+"""Reasons, notes and outcomes: the same bound as message text (docs/protocol.md § Limits)."""
 
 MAX_JSON_DEPTH: Final = 32
 """Default nesting bound of a frame or body (``limits.max_json_depth``): the deepest
-frame of PROTOCOL.md is 3 levels; Python's recursive decoders fail near 1,000."""
+frame of docs/protocol.md is 3 levels; Python's recursive decoders fail near 1,000."""
 DECIMAL: Final = re.compile(r"[0-9]{1,16}")
 """A query or body integer: ASCII digits only (no sign, space, ``²`` or ``①``)."""
 
 Obj = dict[str, object]
+
+
+def _has_nul(value: object) -> bool:
+    """A NUL in a string, or in a string inside arrays (objects inside are checked by
+    their own pair hook call). Arrays nest at most ``max_depth``: bounded recursion."""
+    if isinstance(value, str):
+        return "\x00" in value
+    return isinstance(value, list) and any(_has_nul(item) for item in value)
 
 
 def _reject_duplicates(pairs: list[tuple[str, object]]) -> Obj:
@@ -44,7 +52,7 @@ def _reject_duplicates(pairs: list[tuple[str, object]]) -> Obj:
     for key, value in pairs:
         if key in obj:
             raise ChatError(ErrorCode.BAD_REQUEST, f"Duplicate key {key[:32]!r}.")
-        if "\x00" in key or (isinstance(value, str) and "\x00" in value):
+        if "\x00" in key or _has_nul(value):
             raise ChatError(ErrorCode.BAD_REQUEST, "NUL characters are not allowed.")
         obj[key] = value
     return obj
@@ -131,7 +139,7 @@ def _int(obj: Mapping[str, object], key: str, *, required: bool = True,
     value = obj.get(key)
     if value is None and not required:
         return None
-    # bool is a subclass of int: PROTOCOL.md says a boolean is not a number.
+    # bool is a subclass of int: docs/protocol.md says a boolean is not a number.
     if not isinstance(value, int) or isinstance(value, bool):
         raise ChatError(ErrorCode.BAD_REQUEST, f"Field {key!r} must be an integer.")
     if not low <= value <= high:

@@ -1,7 +1,7 @@
 """Conversation context (issue 13 § 2): what one message alone cannot show.
 
-Two kinds of per-sender memory, both bounded and pure (time is an argument, STYLE.md
-example 11):
+Two kinds of per-sender memory, both bounded and pure (time is an argument:
+CONTRIBUTING.md § Style):
 
 - **A short window** of a sender's recently delivered messages in a room (the last
   ``messages - 1`` within ``window_ms``). ``joined`` returns them with the new message as

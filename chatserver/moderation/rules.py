@@ -1,4 +1,4 @@
-"""The rule format (STYLE.md § A rule file an ops person can read): TOML → ``Rule``.
+"""The rule format (CONTRIBUTING.md § Changing the moderation rules): TOML → ``Rule``.
 
 Parsing validates everything it can without running the matcher (unknown keys,
 duplicate ids, unknown actions, alerts or roles, missing examples, bad regex
@@ -36,7 +36,7 @@ class Action(IntEnum):
 
 
 ALERT_KINDS: Final = frozenset({"risk", "grooming", "contact", "abuse", "evasion"})
-"""Alert kinds a rule may raise (PROTOCOL.md `alert` kinds the filter produces)."""
+"""Alert kinds a rule may raise (docs/protocol.md `alert` kinds the filter produces)."""
 ROLES: Final = frozenset({"participant", "facilitator", "counsellor", "ops"})
 SIGNALS: Final = frozenset({
     "age", "location", "alone", "secrecy", "platform", "gifts", "photos", "video", "meeting",

@@ -9,7 +9,7 @@ __all__ = ["mono_ms", "now_ms"]
 
 
 def now_ms() -> int:
-    """Wall-clock ms for ``ts`` fields (PROTOCOL.md: times are ms since the epoch)."""
+    """Wall-clock ms for ``ts`` fields (docs/protocol.md: times are ms since the epoch)."""
     return time.time_ns() // 1_000_000
 
 

@@ -1,5 +1,5 @@
 """This node's sockets: frames queued to bounded outboxes, one writer per socket, slow
-clients cut rather than waited for (STYLE.md example 9), closes that always finish.
+clients cut rather than waited for (CONTRIBUTING.md § Style), closes that always finish.
 
 The one owner of ``Socket`` objects: everything that writes to a client goes through
 ``Delivery``.
@@ -19,7 +19,7 @@ from aiohttp import WSMsgType, web
 from chatserver.config import ServerConfig
 from chatserver.core.effects import Audience
 from chatserver.core.errors import CloseCode
-from chatserver.core.events import Event, Message
+from chatserver.core.events import Ack, Event, Message
 from chatserver.core.ids import ConnId, ParticipantId, RoomId
 from chatserver.core.node import ChatCore
 from chatserver.core.wire import encode
@@ -30,7 +30,7 @@ __all__ = ["Delivery", "Socket", "reset"]
 
 @dataclass(slots=True)
 class Socket:
-    """One WebSocket: a bounded outbox drained by one writer task (STYLE.md example 9)."""
+    """One WebSocket: a bounded outbox drained by one writer task (CONTRIBUTING.md § Style)."""
 
     ws: web.WebSocketResponse
     outbox: asyncio.Queue[bytes]
@@ -105,6 +105,8 @@ class Delivery:
                 return
 
     def emit(self, cid: ConnId, event: Event) -> None:
+        if isinstance(event, Ack):  # every send is answered by exactly one ack
+            self.metrics.count_ack(event.status)
         sock = self.sockets.get(cid)
         if sock is not None and not sock.put(encode(event)):
             self._too_slow(cid)
@@ -176,7 +178,7 @@ class Delivery:
                                               reset, transport)
 
     async def write_loop(self, sock: Socket) -> None:
-        """The one writer of a socket (STYLE.md example 2)."""
+        """The one writer of a socket (CONTRIBUTING.md § Style)."""
         while True:
             frame = await sock.outbox.get()
             try:

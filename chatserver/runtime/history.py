@@ -47,7 +47,7 @@ class HistoryReader:
             msgs, gap = await self.read(state.room, after, limit.welcome_history
                                         if after is None else limit.history)
             if after is not None and msgs and msgs[0].ts < now - window_ms:
-                gap = True  # PROTOCOL.md § Limits: resume window 10 minutes
+                gap = True  # docs/protocol.md § Limits: resume window 10 minutes
                 msgs = msgs[-limit.welcome_history:]
             kept = _newest_within(msgs, budget)
             budget -= sum(size for _, size in kept)

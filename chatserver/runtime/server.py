@@ -35,7 +35,6 @@ from chatserver.core.errors import ChatError, CloseCode, ErrorCode
 from chatserver.core.events import Ack, ErrorEvent, Event, Message, RoomState
 from chatserver.core.ids import ConnId, MessageId, RoomId
 from chatserver.core.node import ChatCore
-from chatserver.core.policy import session_current
 from chatserver.core.roles import Role
 from chatserver.core.session import Identity
 from chatserver.core.sync import Sync
@@ -52,6 +51,7 @@ from chatserver.ports import (
     StoreConflict,
     StoreError,
 )
+from chatserver.runtime.accounts import still_signed_in
 from chatserver.runtime.clock import mono_ms, now_ms
 from chatserver.runtime.cluster import Cluster
 from chatserver.runtime.delivery import Delivery, Socket
@@ -269,7 +269,7 @@ class Server:
                     return
                 for op in effect.ops:
                     if isinstance(op, RedactRecord):
-                        # History and resume must no longer hold it (PROTOCOL.md `redact`).
+                        # History and resume must no longer hold it (docs/protocol.md `redact`).
                         with contextlib.suppress(BrokerError):
                             await self.broker.redact(op.room, op.seq)
                 await self.cluster.sync(effect.ops)
@@ -372,9 +372,7 @@ class Server:
         password was reset (the account version moved) lose open sockets too."""
         for cid, conn in list(self.core.conns.items()):
             ident = conn.identity
-            if ident is None or ident.role.value == "participant":
+            if ident is None or await still_signed_in(self.store, ident):
                 continue
-            user = await self.store.user_by_id(ident.id)
-            if not session_current(ident, user):
-                log.info("staff_socket_closed", reason="account_changed", user=ident.id)
-                self.delivery.close_soon(cid, CloseCode.BAD_TOKEN, "account disabled")
+            log.info("staff_socket_closed", reason="account_changed", user=ident.id)
+            self.delivery.close_soon(cid, CloseCode.BAD_TOKEN, "account disabled")

@@ -2,7 +2,7 @@
 
 One writer task takes queued writes and commits them together, so a burst of sends
 costs one commit, not one each, while every caller still learns only after its own
-write is durable (DESIGN.md invariant 7). ``synchronous=NORMAL`` in WAL mode survives
+write is durable (docs/architecture.md invariant 7). ``synchronous=NORMAL`` in WAL mode survives
 a process crash (SIGKILL); surviving power loss needs ``FULL`` (config, slower).
 
 The tables, statements and row mapping are PostgreSQL's too (``stores/sql.py``); this

@@ -64,7 +64,7 @@ def _error(code: ErrorCode, message: str, status: int | None = None) -> web.Resp
 
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Errors under ``/api/`` answer PROTOCOL.md's JSON shape; other paths keep aiohttp's
+    """Errors under ``/api/`` answer docs/protocol.md's JSON shape; other paths keep aiohttp's
     plain pages (headers come from ``security_headers`` either way)."""
     try:
         return await handler(request)
@@ -105,7 +105,7 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
 def build_app(server: Server) -> web.Application:
     # Behind a trusted proxy, the client as the proxy saw it (issue 15), for every
     # handler: the Origin check and the per-address budgets included. Inside ``errors``,
-    # so a malformed forwarded header on /api/ answers in PROTOCOL.md's JSON shape.
+    # so a malformed forwarded header on /api/ answers in docs/protocol.md's JSON shape.
     forwarded = forwarded_middleware(server.config.server.trusted_proxies)
     app = web.Application(middlewares=[errors, *([forwarded] if forwarded else [])],
                           client_max_size=64 * 1024)

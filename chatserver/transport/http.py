@@ -1,4 +1,4 @@
-"""HTTP routes of PROTOCOL.md § HTTP and the static client: parse, call, answer.
+"""HTTP routes of docs/protocol.md § HTTP and the static client: parse, call, answer.
 
 What a route decides is the core's (``core/policy.py``, ``core/views.py``); the routes
 are listed in ``app.py``.
@@ -25,7 +25,6 @@ from chatserver.core.policy import (
     check_room_fields,
     group_room,
     is_open_group,
-    session_current,
 )
 from chatserver.core.roles import Role
 from chatserver.core.scopes import audit_scope
@@ -40,6 +39,7 @@ from chatserver.core.wire import decode_object, parse_decimal
 from chatserver.moderation.rules import Action, RuleLoadError
 from chatserver.observability import log
 from chatserver.ports import BrokerError
+from chatserver.runtime.accounts import still_signed_in
 from chatserver.runtime.server import Server
 from chatserver.transport.auth import Passwords, TokenError
 from chatserver.transport.feedback import list_feedback
@@ -48,7 +48,7 @@ from chatserver.transport.throttle import THROTTLE_KEY, client_address
 
 __all__ = [
     "CLIENT_DIR", "audit", "cases", "create_room", "feedback", "healthz", "index", "join",
-    "list_rooms", "login", "logout", "open_rooms", "public_room", "readyz", "reload_rules",
+    "list_rooms", "login", "logout", "open_rooms", "public_room", "readyz",
     "resources", "rules_reload", "rules_try",
 ]
 
@@ -86,8 +86,7 @@ async def staff(request: web.Request, *roles: Role) -> Identity:
     if ident.role == Role.PARTICIPANT or ident.role not in roles:
         log.info("authz_denied", path=request.path, role=ident.role.value)
         raise ChatError(ErrorCode.FORBIDDEN, "Your role can't do that.")
-    user = await server.store.user_by_id(ident.id)
-    if not session_current(ident, user):  # disabled, reset or logged out (issue 14)
+    if not await still_signed_in(server.store, ident):  # disabled, reset or logged out
         log.info("token_refused", reason="account_changed", path=request.path)
         raise ChatError(ErrorCode.UNAUTHORIZED, "Your session has ended. Sign in again.")
     return ident
@@ -308,16 +307,11 @@ async def rules_try(request: web.Request) -> web.Response:
     return web.json_response(out)
 
 
-async def reload_rules(server: Server) -> tuple[int, str]:
-    """Load ``moderation_rules/`` and swap atomically (``Server.reload_rules``)."""
-    return await server.reload_rules()
-
-
 async def rules_reload(request: web.Request) -> web.Response:
     server = request.app[APP_KEY]
     ident = await staff(request, Role.OPS)
     try:
-        count, version = await reload_rules(server)
+        count, version = await server.reload_rules()
     except RuleLoadError as e:
         await server.store.apply([AuditEntry(server.now(), None, ident.id, "rules_reload_refused",
                                              None, {"problems": len(e.problems)},

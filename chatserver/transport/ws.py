@@ -15,10 +15,10 @@ from chatserver.core import commands as c
 from chatserver.core.errors import ChatError, CloseCode, ErrorCode
 from chatserver.core.events import ErrorEvent
 from chatserver.core.ids import ConnId
-from chatserver.core.policy import session_current
 from chatserver.core.wire import decode_object, frame_ref, parse
 from chatserver.observability import log
 from chatserver.ports import BrokerError
+from chatserver.runtime.accounts import still_signed_in
 from chatserver.runtime.delivery import Socket
 from chatserver.runtime.server import Server
 from chatserver.transport.auth import TokenError
@@ -74,7 +74,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     if server.stopping:
         raise web.HTTPServiceUnavailable()
     ws = web.WebSocketResponse(
-        max_msg_size=cfg.limits.max_frame_bytes,  # PROTOCOL.md § Limits → 1009
+        max_msg_size=cfg.limits.max_frame_bytes,  # docs/protocol.md § Limits → 1009
         compress=False,  # no permessage-deflate: bombs and memory (SEC-13)
         heartbeat=cfg.server.heartbeat_s,  # dead peers (SEC-24)
     )
@@ -138,12 +138,10 @@ async def _hello(server: Server, sock: Socket, cid: int, address: str,
         log.info("token_refused", reason=e.reason)
         server.delivery.close_soon(conn, CloseCode.BAD_TOKEN, "invalid token")
         return False
-    if ident.role.value != "participant":
-        user = await server.store.user_by_id(ident.id)
-        if not session_current(ident, user):
-            log.info("token_refused", reason="account_changed")
-            server.delivery.close_soon(conn, CloseCode.BAD_TOKEN, "invalid token")
-            return False
+    if not await still_signed_in(server.store, ident):
+        log.info("token_refused", reason="account_changed")
+        server.delivery.close_soon(conn, CloseCode.BAD_TOKEN, "invalid token")
+        return False
     structlog.contextvars.bind_contextvars(user=ident.id, role=ident.role.value)
     await server.hello(conn, ident, dict(command.resume))
     return True

@@ -105,8 +105,13 @@ def test_risk_message_signposts_holds_and_alerts(h: RoomHarness) -> None:
     # The facilitator approves so peers can respond with support.
     h.send(fac, c.Approve(R, HeldId(held["id"])))
     assert h.texts(ben) == ["i wanna end it all tonight"]
-    assert [e.action for e in h.audit][-2:] == ["approve", "message.allow"] or \
-        "approve" in [e.action for e in h.audit]
+    # Audited in order: the hold (the sender's), then the approval (the facilitator's,
+    # naming the held message and the rules that held it).
+    assert [(e.action, e.actor) for e in h.audit] == [("message.hold", pid("Ana")),
+                                                      ("approve", pid("Fac"))]
+    assert h.audit[-1].target == pid("Ana")
+    assert h.audit[-1].detail["held"] == held["id"]
+    assert h.audit[-1].detail["rules"] == h.audit[0].detail["rules"]
 
 
 def test_rejected_held_message_is_never_delivered(h: RoomHarness) -> None:

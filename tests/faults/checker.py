@@ -1,4 +1,4 @@
-"""A Jepsen-style checker for one room (SECURITY.md § What "no message lost" must mean).
+"""A Jepsen-style checker for one room (docs/architecture.md § What "no message lost" means).
 
 Pure: feed it what the clients saw; it counts lost, duplicated, unexpected, reordered
 and recovered, in the categories of Jepsen's total-queue checker.

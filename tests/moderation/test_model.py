@@ -27,6 +27,8 @@ TEST_SPLIT_RECALL_FLOORS = {"risk": 0.75, "method": 0.91, "abuse": 0.87, "contac
 TEST_SPLIT_MAX_FALSE_POSITIVES = 0.08
 
 
+# Loading the corpus (near-duplicate removal) takes 5 to 10 s and retraining a minute:
+# every test that needs the corpus is `slow`, run by make test and not by make check.
 @pytest.fixture(scope="module")
 def corpus() -> Corpus:
     return load_corpus(ROOT / "corpus", ROOT / "tests/moderation/corpus")
@@ -38,10 +40,12 @@ def test_report(rules: RuleSet, corpus: Corpus) -> Report:
     return evaluate(Moderator(rules, classifier()), rows)
 
 
+@pytest.mark.slow
 def test_the_committed_heads_were_trained_on_this_corpus(corpus: Corpus) -> None:
     assert classifier().info.corpus_hash == corpus.hash, "the corpus changed: run make model"
 
 
+@pytest.mark.slow
 def test_retraining_reproduces_the_committed_heads(corpus: Corpus) -> None:
     """Same corpus, same seed → the same weights (the artifact is not hand-edited)."""
     from chatserver.moderation import training
@@ -54,6 +58,7 @@ def test_retraining_reproduces_the_committed_heads(corpus: Corpus) -> None:
                                arrays[key].astype(np.float32), atol=2e-3), key
 
 
+@pytest.mark.slow
 def test_splits_share_no_author_and_no_near_duplicate(corpus: Corpus) -> None:
     train_authors = {r.author for r in corpus.train}
     test_authors = {r.author for r in corpus.test}
@@ -63,18 +68,21 @@ def test_splits_share_no_author_and_no_near_duplicate(corpus: Corpus) -> None:
     assert not [r.text for r in corpus.test if r.text.lower() in train_texts]
 
 
+@pytest.mark.slow
 def test_corpus_size_and_must_allow_share(corpus: Corpus) -> None:
     rows = corpus.train + corpus.test
     assert len(rows) >= 4000
     assert sum(r.label in ("support", "everyday") for r in rows) >= 1500
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("category", "floor"), sorted(TEST_SPLIT_RECALL_FLOORS.items()))
 def test_test_split_recall(test_report: Report, category: str, floor: float) -> None:
     assert test_report.recall("whole", category) >= floor, \
         [m for m in test_report.stages["whole"].misses if m[0] == category][:20]
 
 
+@pytest.mark.slow
 def test_test_split_false_positives(test_report: Report) -> None:
     assert test_report.false_positive_rate("whole") <= TEST_SPLIT_MAX_FALSE_POSITIVES, \
         [m for m in test_report.stages["whole"].misses if m[1] != "allow"][:20]

@@ -12,6 +12,10 @@ from chatserver.config import read_rule_files
 from chatserver.moderation import engine
 from chatserver.moderation.rules import Action
 
+# Each test compiles the hyperscan database at least once (about 4 s): make test runs
+# them, make check does not.
+pytestmark = pytest.mark.slow
+
 RULES = read_rule_files(str(importlib.resources.files("chatserver") / "moderation_rules"))
 
 

@@ -136,3 +136,15 @@ async def test_safeguarding_series_move_with_what_staff_and_young_people_do(
             assert secret not in text
     finally:
         await running.stop()
+
+
+async def test_each_send_is_counted_once_by_its_outcome(running: Running) -> None:
+    ana = await running.client(await running.join("Ana"))
+    assert (await ana.say("anyone watching the match later?", "m1"))["status"] == "sent"
+    assert (await ana.say("anyone else got mocks next week", "m2"))["status"] == "sent"
+    assert (await ana.say("kys", "m3"))["status"] == "blocked"
+    assert (await ana.say("i want to kill myself", "m4"))["status"] == "held"
+    _, m = await scrape(running)
+    assert at(m, "chat_messages_total", outcome="sent") == 2
+    assert at(m, "chat_messages_total", outcome="blocked") == 1
+    assert at(m, "chat_messages_total", outcome="held") == 1

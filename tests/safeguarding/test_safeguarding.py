@@ -1,4 +1,4 @@
-"""SECURITY.md § Safeguarding and privacy: the rows the embedded server answers today."""
+"""SECURITY.md § Requirements, the SG rows: those the embedded server answers today."""
 
 from __future__ import annotations
 

@@ -368,7 +368,7 @@ async def test_origin_tricks_on_our_own_host_are_refused(running: Running) -> No
 
 
 async def test_two_thousand_escaped_emoji_fit_in_a_frame(running: Running) -> None:
-    """PROTOCOL.md § Limits: frame ≤ 32 KiB 'so 2,000 escaped emoji fit', and the text
+    """docs/protocol.md § Limits: frame ≤ 32 KiB 'so 2,000 escaped emoji fit', and the text
     limit counts code points, not bytes or UTF-16 units."""
     c = await running.client(await running.join("Emoji"))
     frame = '{"type":"send","room":"lounge","id":"e1","text":"' + "\\ud83d\\ude00" * 2000 + '"}'

@@ -1,5 +1,5 @@
 -- Add a delivered message to its room's capped history and publish it, atomically,
--- so that history order and publish order are the same (STYLE.md example 8).
+-- so that history order and publish order are the same (docs/architecture.md § Ports).
 -- KEYS[1] history sorted set (score = seq); ARGV: seq, payload, cap, channel, and
 -- publish ('0' only adds to history: rebuilding it from the store).
 -- seq comes from the store (the system of record), which never reuses one.
