@@ -9,6 +9,7 @@ import secrets
 import signal
 import socket
 import sys
+import unicodedata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -244,14 +245,49 @@ def _url_host(host: str) -> str:
 
 
 # ------------------------------------------------------------------- users
+def _staff_name_problem(name: str, config: Config) -> str | None:
+    """Why rooms may not show ``name`` for a staff account, or None: the server's own
+    rule (``core/policy.py``) with the rules it will run. Empty is the role's name."""
+    if not name:
+        return None
+    from chatserver.core.errors import ChatError
+    from chatserver.core.policy import check_staff_display_name
+    try:
+        check_staff_display_name(name, _rules(config.moderation.rules_path))
+    except ChatError as e:
+        return e.message
+    return None
+
+
 def users(args: argparse.Namespace, config: Config) -> int:
     from chatserver.transport.auth import Passwords
+
+    shown = ""
+    if args.users_cmd in ("add", "rename"):
+        # Checked before anything is asked, printed or stored: a name that is refused
+        # leaves the account as it was.
+        shown = unicodedata.normalize("NFC", args.display_name).strip()
+        problem = _staff_name_problem(shown, config)
+        if problem is not None:
+            print(f"display name {shown!r}: {problem}", file=sys.stderr)
+            return 2
 
     async def go() -> int:
         store = _store(config)
         await store.open()
         try:
-            if args.users_cmd == "add":
+            if args.users_cmd == "rename":
+                existing = await store.user(args.name)
+                if existing is None:
+                    print(f"no user {args.name}", file=sys.stderr)
+                    return 1
+                # The version moves (add_user): open sessions end, and the next sign-in
+                # carries the new name into rooms.
+                renamed = dataclasses.replace(existing, display_name=shown)
+                await store.add_user(renamed)
+                print(f"user {args.name} is shown as {renamed.shown_name()!r}; open "
+                      "sessions close within seconds")
+            elif args.users_cmd == "add":
                 if args.password_stdin:
                     password = sys.stdin.readline().rstrip("\n")
                     if len(password) < 10:
@@ -264,7 +300,7 @@ def users(args: argparse.Namespace, config: Config) -> int:
                 uid = existing.id if existing else f"u_{secrets.token_urlsafe(6)}"
                 await store.add_user(UserRow(uid, args.name, args.role,
                                              Passwords.hash(password), False,
-                                             display_name=args.display_name.strip()))
+                                             display_name=shown))
                 print(f"user {args.name} ({args.role}) saved")
             elif args.users_cmd == "list":
                 for u in await store.users():
@@ -486,7 +522,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_add.add_argument("--password-stdin", action="store_true")
     p_add.add_argument("--display-name", default="",
                        help="what young people see in rooms (never the login name); "
-                            "default: the role's name, such as 'Facilitator'")
+                            "default: the role's name, such as 'Facilitator'. Role words "
+                            "are fine ('Facilitator Sam'); a helpline's or another "
+                            "organisation's name, a phone number, email or handle are "
+                            "refused")
+    p_ren = us.add_parser("rename", parents=[common],
+                          help="change the name young people see (the password stays)")
+    p_ren.add_argument("name")
+    p_ren.add_argument("--display-name", required=True,
+                       help="the new name in rooms; '' for the role's name")
     us.add_parser("list", parents=[common])
     p_dis = us.add_parser("disable", parents=[common])
     p_dis.add_argument("name")

@@ -201,7 +201,12 @@ class UserRow:
     the role's friendly name (``shown_name``)."""
 
     def shown_name(self) -> str:
-        return self.display_name or ROLE_NAMES.get(self.role, "Staff")
+        return self.display_name or self.default_name()
+
+    def default_name(self) -> str:
+        """The role's friendly name, shown when there is no display name (or one the
+        staff name rule refuses, ``core/policy.py``)."""
+        return ROLE_NAMES.get(self.role, "Staff")
 
 
 ROLE_NAMES: Final = {"facilitator": "Facilitator", "counsellor": "Counsellor",

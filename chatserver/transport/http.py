@@ -25,6 +25,7 @@ from chatserver.core.policy import (
     check_room_fields,
     group_room,
     is_open_group,
+    staff_shown_name,
 )
 from chatserver.core.roles import Role
 from chatserver.core.scopes import audit_scope
@@ -160,13 +161,16 @@ async def login(request: web.Request) -> web.Response:
         raise ChatError(ErrorCode.UNAUTHORIZED, "Wrong username or password.")
     with contextlib.suppress(BrokerError):
         await throttle.login_succeeded(attempt)
-    # Issue 14: rooms show the display name, never the login name.
-    ident = Identity(ParticipantId(user.id), user.shown_name(), Role(user.role),
-                     version=user.version)
+    # Issue 14: rooms show the display name, never the login name; one stored before
+    # the staff name rule (or by hand) that breaks it shows as the role's name.
+    shown = staff_shown_name(user.display_name, user.default_name(), server.core.rules)
+    if shown != user.shown_name():
+        log.warning("staff_display_name_refused", user=user.id)
+    ident = Identity(ParticipantId(user.id), shown, Role(user.role), version=user.version)
     await server.store.apply([AuditEntry(now, None, user.id, "login")])
     return web.json_response({"token": server.tokens.issue(ident, int(time.time())),
                               "user": {"id": user.id, "name": user.username,
-                                       "display_name": user.shown_name(),
+                                       "display_name": shown,
                                        "role": user.role}})
 
 

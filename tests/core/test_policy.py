@@ -12,8 +12,10 @@ from chatserver.core.policy import (
     admit_join,
     check_display_name,
     check_room_fields,
+    check_staff_display_name,
     group_room,
     room_profile,
+    staff_shown_name,
 )
 from chatserver.core.roles import Role
 from chatserver.core.room import Room
@@ -32,6 +34,9 @@ ROOMS = RoomsConfig()
     ("oh seven seven 123", ErrorCode.BAD_REQUEST),  # six digits, some spelt out
     ("a" * 25, ErrorCode.BAD_REQUEST),
     ("<b>", ErrorCode.BAD_REQUEST),
+    ("Facilitator Sam", ErrorCode.BAD_REQUEST),  # staff's role words are staff's
+    ("Sam the mod", ErrorCode.BAD_REQUEST),    # a short reserved word, as a word
+    ("Modern Sam", None),                      # ...but not inside another word
 ])
 def test_display_names(rules: RuleSet, name: str, code: ErrorCode | None) -> None:
     if code is None:
@@ -40,6 +45,48 @@ def test_display_names(rules: RuleSet, name: str, code: ErrorCode | None) -> Non
     with pytest.raises(ChatError) as e:
         check_display_name(name, rules)
     assert e.value.code == code
+
+
+STAFF_NAMES_REFUSED = [
+    "Childline", "Chi1dline Sam", "ChildIine", "Samaritans volunteer", "Shout 85258",
+    "Mod team", "M0d team", "Sam the mod", "Moderator Sam", "Admin", "System", "NSPCC",
+    "Papyrus Sam", "Official Support",              # helplines, organisations, authority
+    "Sam 07700 900123", "Sam oh seven seven oh oh nine", "sam@example.org",
+    "snap sam_j", "insta samj",                     # numbers, addresses, handles (SG-05)
+    "sam at gmail dot com", "www.sam.com",          # what the message rules would mask
+    "Facilitator <b>", "a" * 33,
+]
+
+
+@pytest.mark.parametrize("name", ["Facilitator Sam", "Sam (facilitator)", "Counsellor Jo",
+                                  "Support team", "Staff", "Sam O'Neil", "Dr. Amara Okafor",
+                                  "Facilitator Sam 2", "Modern Sam"])
+def test_staff_may_use_the_role_words_young_people_may_not(rules: RuleSet,
+                                                           name: str) -> None:
+    check_staff_display_name(name, rules)
+    assert staff_shown_name(name, "Facilitator", rules) == name
+
+
+@pytest.mark.parametrize("name", STAFF_NAMES_REFUSED)
+def test_no_staff_name_impersonates_a_helpline_or_carries_contact_details(
+        rules: RuleSet, name: str) -> None:
+    with pytest.raises(ChatError) as e:
+        check_staff_display_name(name, rules)
+    assert e.value.code == ErrorCode.BAD_REQUEST
+    # One stored before the rule, or by hand, shows as the role's name.
+    assert staff_shown_name(name, "Facilitator", rules) == "Facilitator"
+
+
+def test_the_staff_refusals_say_which_rule(rules: RuleSet) -> None:
+    said = {}
+    for name in ("Chi1dline Sam", "Sam 07700 900123", "sam@example.org", "snap sam_j"):
+        with pytest.raises(ChatError) as e:
+            check_staff_display_name(name, rules)
+        said[name] = e.value.message
+    assert "helpline" in said["Chi1dline Sam"] and "Facilitator Sam" in said["Chi1dline Sam"]
+    assert {said[n] for n in ("Sam 07700 900123", "sam@example.org", "snap sam_j")} == {
+        "A staff display name must not carry a phone number, an email address or a social "
+        "media handle."}
 
 
 def _room(**fields: object) -> Room:

@@ -269,3 +269,78 @@ async def test_two_counsellors_on_two_nodes_claim_one_case_and_one_gets_it(
         await kid.expect("message", lambda e: e["id"] == "w1")
         assert (await loser.say("hello?", "l1", room=private))["code"] == "forbidden"
         assert not [e for e in kid.seen if e.get("id") == "l1"]
+
+
+def _cases_of(client: Client, case_id: str) -> list[dict[str, Any]]:
+    """Every ``case`` frame this client has received about one case, in order."""
+    return [e["case"] for e in client.seen
+            if e.get("type") == "case" and e["case"]["id"] == case_id]
+
+
+async def test_a_case_claimed_on_node_a_reaches_counsellors_on_node_b_only_in_brief(
+        tmp_path: Path) -> None:
+    """Issue 14 § Privacy between roles across nodes: the claiming counsellor (node A)
+    gets the case in full, on either node; another counsellor on node B learns only that
+    it left the queue (no participant, note, context or counsellor); ops on node B see it
+    in full."""
+    async with cluster_of(tmp_path, "a", "b") as cluster:
+        a, b = cluster.nodes["a"], cluster.nodes["b"]
+        fac = await _facilitator_on(a)
+        kid = await b.client(await b.join("Kid", room=ROOM))
+        pid = kid.welcome["you"]["id"]
+        await fac.expect("room", lambda e: "Kid" in names(e), timeout=10)
+        assert (await kid.say("things at home are bad", "k1", room=ROOM))["status"] == "sent"
+        await fac.expect("message", lambda e: e["id"] == "k1", timeout=10)
+        mine = await a.client(await a.login("couns"))
+        mine_on_b = await b.client(await b.login("couns"))  # the same counsellor, again
+        other = await b.client(await b.login("couns2"))
+        ops = await b.client(await b.login("ops1"))
+        await fac.send(type="escalate", room=ROOM, participant=pid, urgency="urgent",
+                       note="worried about home")
+
+        def about(status: str) -> Callable[[dict[str, Any]], bool]:
+            return lambda e: bool(e["case"]["status"] == status)  # the one case there is
+
+        opened = (await mine.expect("case", about("open"), timeout=10))["case"]
+        # The open queue is every counsellor's, in full, on either node.
+        queued = (await other.expect("case", about("open"), timeout=10))["case"]
+        assert queued["note"] == "worried about home"
+        assert "things at home are bad" in [m["text"] for m in queued["context"]]
+
+        await mine.send(type="claim", case=opened["id"])
+        full = (await mine.expect("case", about("claimed"), timeout=10))["case"]
+        assert (full["id"], full["participant"], full["note"]) == (opened["id"], pid,
+                                                                    "worried about home")
+        assert full["counsellor"] and full["private_room"]
+        assert "things at home are bad" in [m["text"] for m in full["context"]]
+        brief = {"id": opened["id"], "room": ROOM, "urgency": "urgent", "ts": opened["ts"]}
+        taken = (await other.expect("case", about("claimed"), timeout=10))["case"]
+        assert taken == {**brief, "status": "claimed"}
+        # In full on node B to whoever the rule lets see it: the envelope carries the
+        # claiming counsellor, so node B tells its own session from another's.
+        assert (await mine_on_b.expect("case", about("claimed"), timeout=10))["case"] == full
+        assert (await ops.expect("case", about("claimed"), timeout=10))["case"] == full
+
+        await mine.send(type="close_case", case=opened["id"], outcome="safe plan agreed")
+        await mine.expect("case", about("closed"), timeout=10)
+        closed = (await other.expect("case", about("closed"), timeout=10))["case"]
+        assert closed == {**brief, "status": "closed"}
+        assert (await ops.expect("case", about("closed"), timeout=10))["case"]["note"] \
+            == "worried about home"
+        # Node A publishes a case's full frame before its brief, on one channel, and
+        # node B delivers them in order: by the brief, any full frame would be here.
+        assert _cases_of(other, opened["id"]) == [queued, taken, closed]
+
+        # The record synced to node B agrees: a later sign-in there is not sent the case
+        # and GET /api/cases lists nothing; ops still read it in full.
+        token = await b.login("couns2")
+        late = await b.client(token)
+        await late.send(type="join", room="nowhere")
+        await late.expect("error")
+        assert _cases_of(late, opened["id"]) == []
+        status, body = await b.get("/api/cases", token)
+        assert (status, [c["id"] for c in body["cases"]]) == (200, [])
+        status, body = await b.get("/api/cases?status=closed", await b.login("ops1"))
+        assert status == 200
+        assert [c["note"] for c in body["cases"] if c["id"] == opened["id"]] == [
+            "worried about home"]
