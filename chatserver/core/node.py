@@ -65,6 +65,7 @@ from chatserver.core.tokens import (
     Then,
     Undo,
 )
+from chatserver.core.vocabulary import CaseStatus
 from chatserver.core.wellbeing import Wellbeing
 from chatserver.moderation.context import Conversation
 from chatserver.moderation.engine import RuleSet
@@ -173,7 +174,7 @@ class ChatCore:
         return CoreStats(
             connections=len(self.conns), rooms=len(self.rooms),
             held=sum(len(r.held) for r in self.rooms.values()),
-            open_cases=sum(1 for k in self.cases.values() if k.status != "closed"))
+            open_cases=sum(1 for k in self.cases.values() if k.status != CaseStatus.CLOSED))
 
     def waiting(self, now_ms: int) -> Waiting:
         """What waits for staff now (``Waiting``). Every profile of a known room and every
@@ -186,7 +187,7 @@ class ChatCore:
                 held[room.profile] = (count + 1, max(oldest, elapsed_s(now_ms, h.ts)))
         unclaimed = {(p, u.value): (0, 0.0) for p in profiles for u in c.Urgency}
         for case in self.cases.values():
-            if case.status != "open":
+            if case.status != CaseStatus.OPEN:
                 continue
             key = (self._rooms.profile(case.room), case.urgency)
             count, oldest = unclaimed.get(key, (0, 0.0))

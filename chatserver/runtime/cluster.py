@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any
 
 from chatserver.config import Config
 from chatserver.core.effects import ALL_ROOMS, Audience, Effect, RoomRecord
@@ -123,7 +122,7 @@ class Cluster:
             await self.publish(Envelope(ALL_ROOMS, Sync(reload_rules=True), Audience.MEMBERS,
                                         None, self.node_id))
 
-    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+    def _background(self, work: Coroutine[object, object, None]) -> None:
         """A task that outlives its caller, kept referenced until it ends."""
         task = asyncio.create_task(work)
         self._tasks.add(task)

@@ -32,7 +32,7 @@ from chatserver.core.effects import (
     Welcome,
 )
 from chatserver.core.errors import ChatError, CloseCode, ErrorCode
-from chatserver.core.events import Ack, ErrorEvent, Event, Message, RoomState
+from chatserver.core.events import Ack, AckStatus, ErrorEvent, Event, Message, RoomState
 from chatserver.core.ids import ConnId, MessageId, RoomId
 from chatserver.core.node import ChatCore
 from chatserver.core.roles import Role
@@ -306,7 +306,7 @@ class Server:
             self.metrics.ops_alerts.labels("store").inc()
             log.error("ops_alert", kind="store", error=type(error).__name__)
         if conn is not None:
-            event: Event = Ack(ref, "rejected", code=ErrorCode.INTERNAL.value) if ref else \
+            event: Event = Ack(ref, AckStatus.REJECTED, code=ErrorCode.INTERNAL.value) if ref else \
                 ErrorEvent(ErrorCode.INTERNAL.value, "Something went wrong on our side.")
             self.delivery.emit(conn, event)
 
@@ -342,7 +342,8 @@ class Server:
             await self.run(self.core.complete_send(d.sender.id, d.msg_id, None))
             return False
         if d.conn is not None and d.ref is not None:
-            ack = Ack(d.ref, "sent", seq=seq, text=d.text if d.masked else None, room=d.room)
+            ack = Ack(d.ref, AckStatus.SENT, seq=seq, text=d.text if d.masked else None,
+                      room=d.room)
             self.delivery.emit(d.conn, ack)
             await self.run(self.core.complete_send(d.sender.id, d.msg_id, ack))
         return True
