@@ -16,8 +16,10 @@ from pathlib import Path
 import orjson
 
 from chatserver.config import Config, ConfigError, load_config, read_rule_files
+from chatserver.core.audit import AuditAction
 from chatserver.core.effects import RoomRecord
 from chatserver.core.ids import RoomId
+from chatserver.core.vocabulary import RoomKind
 from chatserver.moderation.engine import RuleSet, Verdict, load_rules
 from chatserver.moderation.evaluation import STAGES, Report, evaluate, predicted
 from chatserver.moderation.pipeline import Moderator
@@ -53,11 +55,11 @@ def _rules(directory: str | Path) -> RuleSet:
 # ------------------------------------------------------------------- serve
 DEMO_ROOMS = (
     RoomRecord(RoomId("demo"), "Demo room: try it out", ("13-15", "16-17", "18-25"),
-               "default", "group", False, 0, {}, (), False),
+               "default", RoomKind.GROUP, False, 0, {}, (), False),
     RoomRecord(RoomId("after-school"), "After school chat (13-15)", ("13-15",), "default",
-               "group", False, 0, {}, (), True),
-    RoomRecord(RoomId("evening"), "Evening room (18-25)", ("18-25",), "adult", "group",
-               False, 0, {}, (), True),
+               RoomKind.GROUP, False, 0, {}, (), True),
+    RoomRecord(RoomId("evening"), "Evening room (18-25)", ("18-25",), "adult",
+               RoomKind.GROUP, False, 0, {}, (), True),
 )
 
 
@@ -188,8 +190,8 @@ def serve(args: argparse.Namespace, config: Config) -> int:
 
     async def rooms() -> None:
         records = list(DEMO_ROOMS) if args.demo else []
-        records += [RoomRecord(RoomId(s.id), s.title, s.age_bands, s.profile, "group", False,
-                               0, {}, (), config.rooms.require_facilitator
+        records += [RoomRecord(RoomId(s.id), s.title, s.age_bands, s.profile, RoomKind.GROUP,
+                               False, 0, {}, (), config.rooms.require_facilitator
                                if s.require_facilitator is None else s.require_facilitator)
                     for s in config.seed_rooms]
         for rec in records:
@@ -356,8 +358,8 @@ def purge_cmd(args: argparse.Namespace, config: Config) -> int:
         try:
             counts = await store.purge(cutoffs, args.dry_run)
             if not args.dry_run:  # the purge itself is audited
-                await store.apply([AuditEntry(now, None, "system", "retention_purge", None,
-                                              dict(counts))])
+                await store.apply([AuditEntry(now, None, "system", AuditAction.RETENTION_PURGE,
+                                              None, dict(counts))])
         finally:
             await store.close()
         verb = "would remove" if args.dry_run else "removed"

@@ -28,6 +28,7 @@ from chatserver.config import (
 )
 from chatserver.core.effects import RoomRecord
 from chatserver.core.ids import RoomId
+from chatserver.core.vocabulary import RoomKind
 from chatserver.moderation.classifier import Classifier, load_classifier
 from chatserver.moderation.engine import RuleSet, load_rules
 from chatserver.moderation.pipeline import Moderator
@@ -274,7 +275,7 @@ async def start_server(tmp: Path, rules: RuleSet, rules_dir: Path = RULES_DIR,
     await metrics.setup()
     await web.TCPSite(metrics, "127.0.0.1", 0).start()
     await server.ensure_room(RoomRecord(RoomId("lounge"), "Lounge", ("13-15", "16-17"),
-                                        "default", "group", False, 0, {}, (), False))
+                                        "default", RoomKind.GROUP, False, 0, {}, (), False))
     from chatserver.ports import UserRow
     for role in ("facilitator", "counsellor", "ops"):
         if await store.user(role) is None:

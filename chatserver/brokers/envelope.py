@@ -10,7 +10,7 @@ so there is one encoding of each record, not two that could drift apart.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
 import msgpack
 import orjson
@@ -25,6 +25,7 @@ from chatserver.core.effects import (
 )
 from chatserver.core.events import Encoded, Message, Person
 from chatserver.core.ids import HeldId, MessageId, ParticipantId, RoomId
+from chatserver.core.roles import Role
 from chatserver.core.sync import Sync, SyncRecord
 from chatserver.core.wire import encode
 from chatserver.ports import Envelope
@@ -50,13 +51,15 @@ def _record_kind(record: SyncRecord) -> str:
             HeldDecided: "decided", AlertRecord: "alert"}[type(record)]
 
 
-def _encode_sync(sync: Sync) -> list[Any]:
+def _encode_sync(sync: Sync) -> list[object]:
     return [[[_record_kind(r), dumps(r)] for r in sync.records],
             [[room, [[p.id, p.name, p.role] for p in people]] for room, people in sync.presence],
             sync.full, list(sync.announce), sync.reload_rules]
 
 
-def _decode_sync(body: Any) -> Sync:
+def _decode_sync(body: object) -> Sync:
+    if not (isinstance(body, list) and len(body) == 5):
+        raise ValueError("bad sync")
     records, presence, full, announce, reload_rules = body
     strings = list(announce) + [x for _, people in presence for p in people for x in p]
     strings += [room for room, _ in presence] + [x for r in records for x in r]
@@ -65,16 +68,16 @@ def _decode_sync(body: Any) -> Sync:
         raise ValueError("bad sync")
     return Sync(
         tuple(_RECORD_KINDS[kind](raw) for kind, raw in records),
-        tuple((RoomId(room), tuple(Person(ParticipantId(i), n, r) for i, n, r in people))
+        tuple((RoomId(room), tuple(Person(ParticipantId(i), n, Role(r)) for i, n, r in people))
               for room, people in presence),
         full, tuple(RoomId(r) for r in announce), reload_rules)
 
 
 def encode_envelope(env: Envelope) -> bytes:
     """The envelope as one msgpack map (``decode_envelope`` gives it back)."""
-    body: dict[str, Any] = {"v": 1, "node": env.node, "room": env.room,
-                            "aud": env.audience.value, "target": env.target,
-                            "type": env.event.TYPE, "frame": b"", "msg": None}
+    body: dict[str, object] = {"v": 1, "node": env.node, "room": env.room,
+                               "aud": env.audience.value, "target": env.target,
+                               "type": env.event.TYPE, "frame": b"", "msg": None}
     if isinstance(env.event, Sync):
         body["sync"] = _encode_sync(env.event)
     else:
@@ -109,7 +112,7 @@ def decode_envelope(data: bytes) -> Envelope | None:
                     all(isinstance(x, str) for x in (mid, sid, name, role, text))):
                 return None
             event = Message(
-                RoomId(room), seq, MessageId(mid), Person(ParticipantId(sid), name, role),
+                RoomId(room), seq, MessageId(mid), Person(ParticipantId(sid), name, Role(role)),
                 text, ts)
         else:
             event = Encoded(kind, frame)

@@ -13,9 +13,10 @@ import contextlib
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from importlib.resources import files
-from typing import Any, Final
+from typing import Final
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from chatserver.brokers.envelope import decode_envelope, encode_envelope
@@ -43,7 +44,7 @@ class RedisBroker:
         self._script = self.redis.register_script(_PUBLISH_LUA)
         self._handler: Callable[[Envelope], Awaitable[None] | None] | None = None
         self._listener: asyncio.Task[None] | None = None
-        self._pubsub: Any = None
+        self._pubsub: PubSub | None = None
         self._rooms: set[str] = set()
         self.on_reset = on_reset
         self.subscribed = asyncio.Event()
@@ -192,7 +193,7 @@ class RedisBroker:
         return (msgs[-limit:] if gap else msgs), gap
 
     @staticmethod
-    def _messages(raw: Sequence[Any]) -> list[Message]:
+    def _messages(raw: Sequence[object]) -> list[Message]:
         out = []
         for data in raw:
             env = decode_envelope(data) if isinstance(data, bytes) else None

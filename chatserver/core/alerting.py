@@ -11,6 +11,7 @@ from typing import Final
 
 from chatserver.core import commands as c
 from chatserver.core.alerts import STORED_KINDS, AlertBook, audience, decided
+from chatserver.core.audit import AuditAction
 from chatserver.core.effects import (
     Audience,
     AuditEntry,
@@ -153,8 +154,8 @@ class Alerting:
             effects += [Emit(conn.id, self.notices.notice("signpost", room.id, resources=True)),
                         Measure(Measurement.SIGNPOSTED, room.profile)]
         effects += [
-            Persist((AuditEntry(now_ms, room.id, ident.id, "report", msg.sender.id, detail,
-                                self.screening.rules.version,
+            Persist((AuditEntry(now_ms, room.id, ident.id, AuditAction.REPORT, msg.sender.id,
+                                detail, self.screening.rules.version,
                                 cmd.reason if masked else None),)),
             Emit(conn.id, self.notices.notice("report_received", room.id)),
             *self.raise_alert(room, "report", msg.sender, msg.text[:EXCERPT_CHARS], (),

@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Callable, Iterable
 from typing import Final
 
+from chatserver.core.audit import AuditAction
 from chatserver.core.commands import Urgency
 from chatserver.core.effects import (
     ALL_ROOMS,
@@ -24,7 +25,7 @@ from chatserver.core.effects import (
     Publish,
 )
 from chatserver.core.errors import ChatError, ErrorCode
-from chatserver.core.events import Alert, AlertUpdate, Event, Person, RuleRef
+from chatserver.core.events import Alert, AlertChange, AlertUpdate, Event, Person, RuleRef
 from chatserver.core.ids import (
     AlertId,
     ConnId,
@@ -35,6 +36,7 @@ from chatserver.core.ids import (
     RoomId,
 )
 from chatserver.core.tokens import AlertUndo, AlertWritten
+from chatserver.core.vocabulary import AlertStatus, RoomKind
 
 __all__ = ["STORED_KINDS", "AlertBook", "AlertUndo", "AlertWritten", "audience", "decided",
            "writes_last"]
@@ -71,7 +73,7 @@ class AlertBook:
         seen = self._signals.setdefault((record.room, record.participant), set())
         seen.add(record.kind)
         seen.update(category for _, category in record.rules)
-        if record.status == "resolved":
+        if record.status == AlertStatus.RESOLVED:
             self.open.pop(record.id, None)
         else:
             self.open[record.id] = record
@@ -163,7 +165,7 @@ class AlertBook:
         if before.acknowledged_by is not None:
             raise ChatError(ErrorCode.CONFLICT,
                             f"{before.acknowledged_by.name} has already acknowledged it.")
-        after = dataclasses.replace(before, status="acknowledged", acknowledged_by=by,
+        after = dataclasses.replace(before, status=AlertStatus.ACKNOWLEDGED, acknowledged_by=by,
                                     acknowledged_ts=now_ms)
         self.apply(after)
         return before, after
@@ -176,7 +178,7 @@ class AlertBook:
             ChatError: ``not_found`` (no such open alert in this room).
         """
         before = self._find(room, alert)
-        after = dataclasses.replace(before, status="resolved", resolved_by=by,
+        after = dataclasses.replace(before, status=AlertStatus.RESOLVED, resolved_by=by,
                                     resolved_ts=now_ms)
         self.apply(after)
         return before, after
@@ -197,16 +199,18 @@ class AlertBook:
     @staticmethod
     def repeated(record: AlertRecord) -> AlertUpdate:
         """A coalesced occurrence: the alert's count moved (no new alert to sound)."""
-        return AlertUpdate(record.room, record.id, "repeated", None,
+        return AlertUpdate(record.room, record.id, AlertChange.REPEATED, None,
                            record.last_ts or record.ts, record.count)
 
     @staticmethod
     def update(record: AlertRecord) -> AlertUpdate:
-        by = record.resolved_by if record.status == "resolved" else record.acknowledged_by
-        ts = record.resolved_ts if record.status == "resolved" else record.acknowledged_ts
+        resolved = record.status == AlertStatus.RESOLVED
+        by = record.resolved_by if resolved else record.acknowledged_by
+        ts = record.resolved_ts if resolved else record.acknowledged_ts
         assert by is not None
         assert ts is not None
-        return AlertUpdate(record.room, record.id, record.status, by, ts)
+        change = AlertChange.RESOLVED if resolved else AlertChange.ACKNOWLEDGED
+        return AlertUpdate(record.room, record.id, change, by, ts)
 
     def backlog(self, sees: Callable[[RoomId], bool]) -> list[Alert]:
         """Unresolved alerts of the rooms ``sees`` admits, oldest first."""
@@ -234,20 +238,21 @@ class AlertBook:
         return sorted(self._signals.get((room, pid), set()))
 
 
-def audience(room_kind: str, room: RoomId, event: Event) -> Publish:
+def audience(room_kind: RoomKind, room: RoomId, event: Event) -> Publish:
     """A group room's alerts (and their updates) reach every facilitator signed in, on
     every node: each holds the whole backlog, whichever room they have open. A
     one-to-one room's reach its staff (the counsellor)."""
-    if room_kind == "group":
+    if room_kind == RoomKind.GROUP:
         return Publish(ALL_ROOMS, event, Audience.FACILITATORS)
     return Publish(room, event, Audience.STAFF)
 
 
-def decided(conn: ConnId, actor: ParticipantId, room_kind: str, before: AlertRecord,
+def decided(conn: ConnId, actor: ParticipantId, room_kind: RoomKind, before: AlertRecord,
             after: AlertRecord, now_ms: int, version: str) -> list[Effect]:
     """An acknowledge or resolve: written with its audit entry before anyone is told
     (docs/architecture.md invariant 3), and undone (``AlertUndo``) if that write fails."""
-    action = "alert_ack" if after.status == "acknowledged" else "alert_resolve"
+    action = AuditAction.ALERT_ACK if after.status == AlertStatus.ACKNOWLEDGED \
+        else AuditAction.ALERT_RESOLVE
     audit = AuditEntry(now_ms, after.room, actor, action, after.participant,
                        {"alert": after.id, "kind": after.kind, "raised": after.ts}, version)
     return [Persist((after, audit), conn=conn, undo=AlertUndo(before)),

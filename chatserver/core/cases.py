@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 from chatserver.core import commands as c
 from chatserver.core.alerting import EXCERPT_CHARS, Alerting
+from chatserver.core.audit import AuditAction
 from chatserver.core.effects import (
     ALL_ROOMS,
     Audience,
@@ -38,12 +39,10 @@ from chatserver.core.screening import Screening
 from chatserver.core.session import Conn, Identity
 from chatserver.core.sessions import Sessions
 from chatserver.core.tokens import ClaimWritten
+from chatserver.core.vocabulary import CaseStatus, RoomKind
 from chatserver.settings import Config
 
 __all__ = ["Cases", "case_view"]
-
-_RANK = {"emergency": 0, "urgent": 1, "routine": 2}
-
 
 def case_view(k: CaseRecord) -> CaseView:
     """A case as a counsellor (or ops) sees it in full."""
@@ -71,7 +70,7 @@ class Cases:
         """Cases from the store: a claimed one's room admits its two people again."""
         for case in cases:
             self.by_id[case.id] = case
-            if case.status == "claimed" and case.private_room and case.counsellor:
+            if case.status == CaseStatus.CLAIMED and case.private_room and case.counsellor:
                 room = self.rooms.by_id.get(case.private_room)
                 if room is not None:
                     room.case = case.id
@@ -79,13 +78,13 @@ class Cases:
 
     def queue(self) -> list[CaseRecord]:
         """Cases not closed, most urgent first, then oldest first."""
-        return sorted((k for k in self.by_id.values() if k.status != "closed"),
-                      key=lambda k: (_RANK.get(k.urgency, 3), k.ts))
+        return sorted((k for k in self.by_id.values() if k.status != CaseStatus.CLOSED),
+                      key=lambda k: (k.urgency.rank, k.ts))
 
     def private_rooms(self, pid: ParticipantId) -> list[RoomId]:
         """The one-to-one rooms of a young person's claimed cases."""
         return [k.private_room for k in self.by_id.values()
-                if k.participant == pid and k.status == "claimed" and k.private_room]
+                if k.participant == pid and k.status == CaseStatus.CLAIMED and k.private_room]
 
     def queue_for(self, conn_id: ConnId, ident: Identity) -> list[Effect]:
         """The queue a counsellor (or ops) gets at sign-in, as ``scopes`` allows."""
@@ -111,7 +110,7 @@ class Cases:
         held = tuple(sorted((h for h in room.held.values() if h.sender.id == person.id),
                             key=lambda h: h.ts))
         case = CaseRecord(CaseId(self.ids.new("case")), room.id, person.id, person.name,
-                          urgency.value, "open", note, now_ms, opened_by, context=context,
+                          urgency, CaseStatus.OPEN, note, now_ms, opened_by, context=context,
                           held=held)
         self.by_id[case.id] = case
         return case
@@ -124,7 +123,8 @@ class Cases:
         note, masked, _ = self.screening.free_text(cmd.note)  # the counsellor reads it
         case = self._open(room, person, cmd.urgency, note, ident.id, now_ms)
         effects: list[Effect] = [
-            Persist((case, AuditEntry(now_ms, room.id, ident.id, "escalate", cmd.participant,
+            Persist((case, AuditEntry(now_ms, room.id, ident.id, AuditAction.ESCALATE,
+                                      cmd.participant,
                                       {"case": case.id, "urgency": case.urgency,
                                        "note": note,
                                        **({"note_masked": masked} if masked else {})},
@@ -146,7 +146,7 @@ class Cases:
         follows the risk signals already seen for them in this room; a repeat while a
         case is open opens nothing (``support_pending``)."""
         room = self.rooms.of(conn, cmd.room)
-        if room.kind != "group":
+        if room.kind != RoomKind.GROUP:
             raise ChatError(ErrorCode.FORBIDDEN, "You're already talking with a counsellor.")
         if len(cmd.note) > self.config.rooms.support_note_chars:
             raise ChatError(ErrorCode.TOO_LARGE, "That note is too long; a few words is plenty.")
@@ -175,7 +175,8 @@ class Cases:
             detail["note_masked"] = masked
         return [
             *effects,
-            Persist((case, AuditEntry(now_ms, room.id, ident.id, "request_support", ident.id,
+            Persist((case, AuditEntry(now_ms, room.id, ident.id,
+                                      AuditAction.REQUEST_SUPPORT, ident.id,
                                       detail, self.screening.rules.version,
                                       cmd.note if masked else None)), conn=conn.id),
             Publish(ALL_ROOMS, case_view(case), Audience.COUNSELLORS),
@@ -186,15 +187,16 @@ class Cases:
         case can be claimed once (two counsellors on two nodes: one wins, the other is
         told ``conflict``): then ``claimed``."""
         case = self.by_id.get(cmd.case)
-        if case is None or case.status != "open":
+        if case is None or case.status != CaseStatus.OPEN:
             raise ChatError(ErrorCode.NOT_FOUND, "That case isn't open.")
         private = RoomId(f"{case.id}-room")
-        case = dataclasses.replace(case, status="claimed", counsellor=ident.id,
+        case = dataclasses.replace(case, status=CaseStatus.CLAIMED, counsellor=ident.id,
                                    private_room=private)
-        room = Room(private, "One-to-one with a counsellor", (), kind="case",
+        room = Room(private, "One-to-one with a counsellor", (), kind=RoomKind.CASE,
                     require_facilitator=False)
         return [Persist((room.record(), case,
-                         AuditEntry(now_ms, case.room, ident.id, "claim", case.participant,
+                         AuditEntry(now_ms, case.room, ident.id, AuditAction.CLAIM,
+                                    case.participant,
                                     {"case": case.id, "private_room": private},
                                     self.screening.rules.version)),
                         conn=conn.id, then=ClaimWritten(conn.id, case))]
@@ -208,7 +210,7 @@ class Cases:
         room = self.rooms.by_id.get(case.private_room)
         if room is None:
             room = self.rooms.by_id[case.private_room] = Room(
-                case.private_room, "One-to-one with a counsellor", (), kind="case",
+                case.private_room, "One-to-one with a counsellor", (), kind=RoomKind.CASE,
                 require_facilitator=False)
         room.case, room.allowed = case.id, {case.participant, case.counsellor}
         effects: list[Effect] = []
@@ -231,14 +233,16 @@ class Cases:
     def close(self, conn: Conn, ident: Identity, cmd: c.CloseCase, now_ms: int
               ) -> list[Effect]:
         case = self.by_id.get(cmd.case)
-        if case is None or case.counsellor != ident.id or case.status != "claimed":
+        if case is None or case.counsellor != ident.id or \
+                case.status != CaseStatus.CLAIMED:
             raise ChatError(ErrorCode.NOT_FOUND, "That case isn't yours to close.")
         outcome, masked, _ = self.screening.free_text(cmd.outcome)
-        case = dataclasses.replace(case, status="closed", outcome=outcome)
+        case = dataclasses.replace(case, status=CaseStatus.CLOSED, outcome=outcome)
         self.by_id[case.id] = case
         effects: list[Effect] = []
         room = self.rooms.by_id.get(case.private_room) if case.private_room else None
-        ops: list[StoreOp] = [case, AuditEntry(now_ms, case.room, ident.id, "close_case",
+        ops: list[StoreOp] = [case, AuditEntry(now_ms, case.room, ident.id,
+                                               AuditAction.CLOSE_CASE,
                                                case.participant,
                                                {"case": case.id, "outcome": outcome,
                                                 **({"outcome_masked": masked}
@@ -260,7 +264,7 @@ class Cases:
         here enter the one-to-one room, as they would on the counsellor's node."""
         self.by_id[case.id] = case
         room = self.rooms.by_id.get(case.private_room) if case.private_room else None
-        if case.status != "claimed" or room is None or case.counsellor is None:
+        if case.status != CaseStatus.CLAIMED or room is None or case.counsellor is None:
             return []
         room.case, room.allowed = case.id, {case.participant, case.counsellor}
         here = self.sessions.enter_all(case.participant, room, now_ms)
@@ -274,7 +278,7 @@ class Cases:
         to every facilitator and counsellor, and to ops (run on one node)."""
         effects: list[Effect] = []
         for case in self.queue():
-            if case.urgency == "emergency" and case.status == "open" and \
+            if case.urgency == c.Urgency.EMERGENCY and case.status == CaseStatus.OPEN and \
                     case.id not in self._alerted_emergencies and \
                     now_ms - case.ts >= self.config.rooms.emergency_unclaimed_s * 1000:
                 self._alerted_emergencies.add(case.id)

@@ -27,7 +27,7 @@ class Urgency(StrEnum):
     @property
     def rank(self) -> int:
         """0 for the most urgent: a queue sorts by (rank, ts)."""
-        return {"emergency": 0, "urgent": 1, "routine": 2}[self.value]
+        return [*reversed(Urgency)].index(self)  # the declaration order, read backwards
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from chatserver.core.alerting import EXCERPT_CHARS, HIDDEN_CATEGORIES, Alerting
+from chatserver.core.audit import AuditAction
 from chatserver.core.effects import (
     AuditEntry,
     Effect,
@@ -163,7 +164,7 @@ class Conversations:
         for msg in [m for m in room.recent if m.seq in gone]:
             room.recent.remove(msg)
         ops: list[StoreOp] = [RedactRecord(room.id, seq) for seq in seqs]
-        ops.append(AuditEntry(now_ms, room.id, "system", "message.redacted_split", pid,
+        ops.append(AuditEntry(now_ms, room.id, "system", AuditAction.MESSAGE_REDACTED_SPLIT, pid,
                               {"seqs": list(seqs), "rules": rules},
                               self.screening.rules.version))
         return [Persist(tuple(ops), then=SplitRedacted(room.id, pid, seqs)),

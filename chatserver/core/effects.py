@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from chatserver.core.audit import AuditAction
+from chatserver.core.commands import Urgency
 from chatserver.core.errors import CloseCode
 from chatserver.core.events import Event, Message, Person, RoomState
 from chatserver.core.ids import (
@@ -23,6 +25,7 @@ from chatserver.core.ids import (
     ParticipantId,
     RoomId,
 )
+from chatserver.core.vocabulary import AlertStatus, CaseStatus, RoomKind
 
 if TYPE_CHECKING:  # tokens.py holds records defined here
     from chatserver.core.tokens import Then, Undo
@@ -72,7 +75,7 @@ class AuditEntry:
     ts: int
     room: RoomId | None
     actor: str
-    action: str
+    action: AuditAction
     target: str | None = None
     detail: Mapping[str, object] = field(default_factory=dict)
     version: str = ""
@@ -99,8 +102,8 @@ class CaseRecord:
     room: RoomId
     participant: ParticipantId
     participant_name: str
-    urgency: str
-    status: str
+    urgency: Urgency
+    status: CaseStatus
     note: str
     ts: int
     opened_by: str
@@ -132,7 +135,7 @@ class AlertRecord:
     held: HeldId | None = None
     message: MessageId | None = None
     """The send id of the message it concerns (its ``seq`` once delivered)."""
-    status: str = "open"  # open | acknowledged | resolved
+    status: AlertStatus = AlertStatus.OPEN
     acknowledged_by: Person | None = None
     acknowledged_ts: int | None = None
     resolved_by: Person | None = None
@@ -150,7 +153,7 @@ class RoomRecord:
     title: str
     age_bands: tuple[str, ...]
     profile: str
-    kind: str
+    kind: RoomKind
     paused: bool
     slow_mode_s: int
     mutes: Mapping[str, int | None]

@@ -9,13 +9,19 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import ClassVar
 
+from chatserver.core.commands import Urgency
 from chatserver.core.ids import AlertId, CaseId, HeldId, MessageId, ParticipantId, RoomId
+from chatserver.core.roles import Role
+from chatserver.core.vocabulary import AlertStatus, CaseStatus
 
 __all__ = [
     "Ack",
+    "AckStatus",
     "Alert",
+    "AlertChange",
     "AlertUpdate",
     "CaseView",
     "ErrorEvent",
@@ -39,12 +45,32 @@ Wire = dict[str, object]
 """A JSON-ready object: only ``wire.py`` and the ``to_wire`` methods build these."""
 
 
-def public_id(pid: str, role: str) -> str:
+class AckStatus(StrEnum):
+    """What became of a ``send`` (docs/protocol.md § ack)."""
+
+    SENT = "sent"
+    HELD = "held"
+    """Waiting for a facilitator's decision; peers see it only once approved."""
+    BLOCKED = "blocked"
+    REJECTED = "rejected"
+    """Refused before moderation (muted, paused, too fast...): ``code`` says why."""
+
+
+class AlertChange(StrEnum):
+    """What an ``alert_update`` tells every facilitator's list."""
+
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+    REPEATED = "repeated"
+    """Happened again, counted into the open alert (issue 14)."""
+
+
+def public_id(pid: str, role: Role) -> str:
     """The id a room shows for someone (issue 14): a participant's own id; for staff a
     stable pseudonym, never the internal account id the audit log and cases use (the
     member list showed young people staff account ids). One-way: nothing on the wire
     leads back to an account."""
-    if role == "participant":
+    if role == Role.PARTICIPANT:
         return pid
     return "staff-" + hashlib.blake2s(pid.encode(), digest_size=6,
                                       person=b"chatstaf").hexdigest()
@@ -60,7 +86,7 @@ class Person:
 
     id: ParticipantId
     name: str
-    role: str
+    role: Role
 
     def to_wire(self) -> Wire:
         return {"id": self.id, "name": self.name, "role": self.role}
@@ -70,7 +96,7 @@ class Person:
 class MemberView:
     id: ParticipantId
     name: str
-    role: str
+    role: Role
     muted: bool
 
     def to_wire(self) -> Wire:
@@ -186,7 +212,7 @@ class Redacted(Event):
 class Ack(Event):
     TYPE: ClassVar[str] = "ack"
     ref: str
-    status: str  # sent | held | blocked | rejected
+    status: AckStatus
     seq: int | None = None
     text: str | None = None
     held: HeldId | None = None
@@ -258,7 +284,7 @@ class Alert(Event):
     name: str | None = None
     """The participant's display name."""
     message: MessageId | None = None
-    status: str | None = None
+    status: AlertStatus | None = None
     acknowledged_by: Person | None = None
     acknowledged_ts: int | None = None
     backlog: bool = False
@@ -292,7 +318,7 @@ class AlertUpdate(Event):
     TYPE: ClassVar[str] = "alert_update"
     room: RoomId
     alert: AlertId
-    status: str  # acknowledged | resolved | repeated
+    status: AlertChange
     by: Person | None
     """Who acknowledged or resolved it; None for ``repeated``."""
     ts: int
@@ -317,8 +343,8 @@ class CaseView(Event):
     id: CaseId
     room: RoomId
     participant: ParticipantId
-    urgency: str
-    status: str
+    urgency: Urgency
+    status: CaseStatus
     note: str
     ts: int
     counsellor: ParticipantId | None = None

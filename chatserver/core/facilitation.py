@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from chatserver.core import commands as c
+from chatserver.core.audit import AuditAction
 from chatserver.core.effects import (
     Audience,
     AuditEntry,
@@ -74,16 +75,17 @@ class Facilitation:
                 return self._unmute(room, ident, cmd, now_ms)
             case c.Pause():
                 room.paused = True
-                return [self._staff_action(room, ident, "pause", now_ms, reason=cmd.reason),
+                return [self._staff_action(room, ident, AuditAction.PAUSE, now_ms,
+                                           reason=cmd.reason),
                         Publish(room.id, room.state(now_ms)),
                         Publish(room.id, self.notices.notice("paused", room.id))]
             case c.Resume():
                 room.paused = False
-                return [self._staff_action(room, ident, "resume", now_ms),
+                return [self._staff_action(room, ident, AuditAction.RESUME, now_ms),
                         Publish(room.id, room.state(now_ms))]
             case c.SlowMode():
                 room.slow_mode_s = cmd.seconds
-                return [self._staff_action(room, ident, "slow_mode", now_ms,
+                return [self._staff_action(room, ident, AuditAction.SLOW_MODE, now_ms,
                                            seconds=cmd.seconds),
                         Publish(room.id, room.state(now_ms))]
             case c.Remove():
@@ -117,14 +119,14 @@ class Facilitation:
         for pid in expired:
             del room.mutes[pid]
             effects += [Persist((room.record(), AuditEntry(now_ms, room.id, "system",
-                                                           "mute_expired", pid),)),
+                                                           AuditAction.MUTE_EXPIRED, pid),)),
                         Publish(room.id, self.notices.notice("unmuted", room.id),
                                 Audience.PARTICIPANT, pid)]
         if expired:
             effects.append(Publish(room.id, room.state(now_ms)))
         return effects
 
-    def _staff_action(self, room: Room, ident: Identity, action: str, now_ms: int,
+    def _staff_action(self, room: Room, ident: Identity, action: AuditAction, now_ms: int,
                       target: str | None = None, **detail: object) -> Persist:
         original = None
         if isinstance(detail.get("reason"), str):
@@ -140,7 +142,7 @@ class Facilitation:
         self.rooms.participant(room, cmd.participant)
         until = now_ms + cmd.minutes * 60_000 if cmd.minutes else None
         room.mutes[cmd.participant] = until
-        return [self._staff_action(room, ident, "mute", now_ms, cmd.participant,
+        return [self._staff_action(room, ident, AuditAction.MUTE, now_ms, cmd.participant,
                                    minutes=cmd.minutes, reason=cmd.reason),
                 Publish(room.id, self.notices.notice("muted", room.id), Audience.PARTICIPANT,
                         cmd.participant),
@@ -150,7 +152,7 @@ class Facilitation:
                 ) -> list[Effect]:
         self.rooms.member(room, cmd.participant)
         room.mutes.pop(cmd.participant, None)
-        return [self._staff_action(room, ident, "unmute", now_ms, cmd.participant),
+        return [self._staff_action(room, ident, AuditAction.UNMUTE, now_ms, cmd.participant),
                 Publish(room.id, self.notices.notice("unmuted", room.id),
                         Audience.PARTICIPANT, cmd.participant),
                 Publish(room.id, room.state(now_ms))]
@@ -160,7 +162,7 @@ class Facilitation:
         self.rooms.participant(room, cmd.participant)
         room.remove(cmd.participant)  # the identity and its name, for the room's life
         effects: list[Effect] = [
-            self._staff_action(room, ident, "remove", now_ms, cmd.participant,
+            self._staff_action(room, ident, AuditAction.REMOVE, now_ms, cmd.participant,
                                reason=cmd.reason)]
         effects += self.sessions.evict(room, cmd.participant)
         # Gone from the list here at once; the node holding them says so too.
@@ -176,7 +178,7 @@ class Facilitation:
             room.recent.remove(msg)
         reason, masked, _ = self.screening.free_text(cmd.reason)
         return [Persist((RedactRecord(room.id, cmd.seq),
-                         AuditEntry(now_ms, room.id, ident.id, "redact",
+                         AuditEntry(now_ms, room.id, ident.id, AuditAction.REDACT,
                                     msg.sender.id if msg else None,
                                     {"seq": cmd.seq, "reason": reason,
                                      **({"reason_masked": masked} if masked else {})},
@@ -191,7 +193,7 @@ class Facilitation:
             # SG-08: method detail can never be approved; it looks like any unknown id.
             raise ChatError(ErrorCode.NOT_FOUND, "No such held message.")
         del room.held[held.id]
-        audit = AuditEntry(now_ms, room.id, ident.id, "approve", held.sender.id,
+        audit = AuditEntry(now_ms, room.id, ident.id, AuditAction.APPROVE, held.sender.id,
                            {"held": held.id, "rules": [r for r, _ in held.rules]},
                            self.screening.rules.version)
         self.messaging.delivering(room.id, held.sender.id, held.msg_id)
@@ -208,7 +210,7 @@ class Facilitation:
             raise ChatError(ErrorCode.NOT_FOUND, "No such held message.")
         reason, masked, _ = self.screening.free_text(cmd.reason)
         return [Persist((HeldDecided(held.id),
-                         AuditEntry(now_ms, room.id, ident.id, "reject", held.sender.id,
+                         AuditEntry(now_ms, room.id, ident.id, AuditAction.REJECT, held.sender.id,
                                     {"held": held.id, "reason": reason,
                                      **({"reason_masked": masked} if masked else {})},
                                     self.screening.rules.version,

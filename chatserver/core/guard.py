@@ -7,9 +7,10 @@ from __future__ import annotations
 from typing import Final, cast
 
 from chatserver.core import commands as c
+from chatserver.core.audit import AuditAction
 from chatserver.core.effects import AuditEntry, Close, Effect, Emit, Persist
 from chatserver.core.errors import ChatError, CloseCode, ErrorCode
-from chatserver.core.events import Ack, ErrorEvent
+from chatserver.core.events import Ack, AckStatus, ErrorEvent
 from chatserver.core.ids import ConnId, ParticipantId, RoomId
 from chatserver.core.session import Conn, Identity
 from chatserver.core.summary import AuditSummary
@@ -49,7 +50,7 @@ class Guard:
     def answer(conn_id: ConnId, command: c.Command, e: ChatError) -> Effect:
         """The reply to a command the core refused."""
         if isinstance(command, c.Send) and e.code in _REJECT_CODES:
-            return Emit(conn_id, Ack(command.id, "rejected", code=e.code.value,
+            return Emit(conn_id, Ack(command.id, AckStatus.REJECTED, code=e.code.value,
                                      room=command.room))
         ref = command.id if isinstance(command, c.Send) else None
         return Emit(conn_id, ErrorEvent(e.code.value, e.message, ref))
@@ -62,7 +63,7 @@ class Guard:
         name = type(command).__name__.lower()
         effects = self.summaries(now_ms)
         if self._denied.count((ident.id, room), "denied", name, now_ms):
-            effects.append(Persist((AuditEntry(now_ms, room, ident.id, "denied", None,
+            effects.append(Persist((AuditEntry(now_ms, room, ident.id, AuditAction.DENIED, None,
                                                {"command": name,
                                                 "role": ident.role.value}),)))
         return effects
@@ -73,6 +74,6 @@ class Guard:
         for s in self._denied.due(now_ms, force):
             if s.total > 1:  # a lone denial is already its own entry
                 pid, room = cast(tuple[ParticipantId, RoomId | None], s.key)
-                entries.append(AuditEntry(now_ms, room, pid, "denied_summary", None, {
+                entries.append(AuditEntry(now_ms, room, pid, AuditAction.DENIED_SUMMARY, None, {
                     "since": s.since, "denied": s.total, "commands": list(s.names)}))
         return [Persist(tuple(entries))] if entries else []

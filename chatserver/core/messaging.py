@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from chatserver.core import commands as c
 from chatserver.core.alerting import HIDDEN_CATEGORIES, Alerting
+from chatserver.core.audit import MESSAGE_ACTIONS, AuditAction
 from chatserver.core.conversations import Conversations, InContext
 from chatserver.core.effects import (
     Audience,
@@ -28,7 +29,7 @@ from chatserver.core.effects import (
     Publish,
 )
 from chatserver.core.errors import ChatError, CloseCode, ErrorCode
-from chatserver.core.events import Ack, HeldEvent, Message
+from chatserver.core.events import Ack, AckStatus, HeldEvent, Message
 from chatserver.core.ids import ConnId, HeldId, IdFactory, MessageId, ParticipantId, RoomId
 from chatserver.core.notices import Notices
 from chatserver.core.ratelimit import SlidingWindow
@@ -143,7 +144,7 @@ class Messaging:
             # docs/architecture.md invariant 2: crisis support at once, before anything durable.
             effects += [Emit(conn.id, self.notices.notice("signpost", room.id, resources=True)),
                         Measure(Measurement.SIGNPOSTED, room.profile)]
-        audit = AuditEntry(now_ms, room.id, ident.id, f"message.{verdict.action.label}",
+        audit = AuditEntry(now_ms, room.id, ident.id, MESSAGE_ACTIONS[verdict.action],
                            cmd.id, {**_verdict_detail(verdict, failed), **context.detail()},
                            verdict.version,
                            # Delivered text lives in the message record; what peers never
@@ -165,7 +166,7 @@ class Messaging:
             held = HeldRecord(HeldId(self.ids.new("h")), room.id, sender, cmd.id, text,
                               tuple((h.rule.id, h.rule.category) for h in verdict.hits), now_ms,
                               approvable=not (set(verdict.categories) & HIDDEN_CATEGORIES))
-            ack = Ack(cmd.id, "held", held=held.id, room=room.id,
+            ack = Ack(cmd.id, AckStatus.HELD, held=held.id, room=room.id,
                       notice=verdict.notice or self.notices.text("held"))
             room.held[held.id] = held
             self._idem_put(key, ack)
@@ -176,7 +177,7 @@ class Messaging:
             effects += self.conversations.effects(room, sender, context, now_ms, held.id,
                                                   cmd.id)
             return effects
-        ack = Ack(cmd.id, "blocked", room=room.id,
+        ack = Ack(cmd.id, AckStatus.BLOCKED, room=room.id,
                   notice=f"{verdict.notice or self.notices.text('blocked')} "
                          f"{self.notices.text('complaints')}")
         self._idem_put(key, ack)
@@ -190,12 +191,12 @@ class Messaging:
         """A send over the rate limit (this node's, or the cluster's: FL-03)."""
         sender = self._sender(ident.id)
         sender.strikes += 1
-        effects: list[Effect] = [Emit(conn.id, Ack(cmd.id, "rejected", room=room.id,
+        effects: list[Effect] = [Emit(conn.id, Ack(cmd.id, AckStatus.REJECTED, room=room.id,
                                                    code=ErrorCode.RATE_LIMITED.value))]
         if sender.strikes >= self.limits.flood_alert_after and not sender.flood_alerted:
             sender.flood_alerted = True
             effects += [
-                Persist((AuditEntry(now_ms, room.id, ident.id, "flood", ident.id,
+                Persist((AuditEntry(now_ms, room.id, ident.id, AuditAction.FLOOD, ident.id,
                                     {"strikes": sender.strikes}),)),
                 *self.alerting.raise_alert(room, "flood", ident.person(),
                                            "Sending very fast (rate limited).", (), now_ms)]
@@ -223,7 +224,7 @@ class Messaging:
                                                 ack.seq if ack is not None else None)
         if not isinstance(waiters, list):
             return effects
-        out = ack or Ack(msg_id, "rejected", code=ErrorCode.INTERNAL.value)
+        out = ack or Ack(msg_id, AckStatus.REJECTED, code=ErrorCode.INTERNAL.value)
         return effects + [Emit(w, out) for w in waiters[1:] if w in self.sessions.conns]
 
     def abort_send(self, conn_id: ConnId, msg_id: MessageId) -> None:
@@ -243,7 +244,8 @@ class Messaging:
         """Another node held a message: a resend of the same id to this node is answered
         as it was there."""
         self._idem_put((rec.sender.id, rec.msg_id), Ack(
-            rec.msg_id, "held", held=rec.id, room=rec.room, notice=self.notices.text("held")))
+            rec.msg_id, AckStatus.HELD, held=rec.id, room=rec.room,
+            notice=self.notices.text("held")))
 
     def _idem_put(self, key: tuple[ParticipantId, MessageId], value: Ack | list[ConnId]) -> None:
         self._idem[key] = value

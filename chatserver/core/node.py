@@ -16,7 +16,8 @@ owner of its state:
 - ``Alerting`` (alerting.py, with the ``AlertBook``): alerts, reports and the backlog;
 - ``Cases`` (cases.py): escalation, support requests, claims, closing;
 - ``Wellbeing`` (wellbeing.py): unanswered posts and break reminders;
-- ``Cluster`` (cluster.py): other nodes, their presence and their records;
+- ``Cluster`` (cluster.py): other nodes, their presence and their records (the shell
+  talks to it directly: ``ChatCore.cluster``);
 - ``Guard`` (guard.py): frame budgets, denied commands, error answers.
 """
 
@@ -32,7 +33,6 @@ from chatserver.core.cases import Cases
 from chatserver.core.cluster import Cluster
 from chatserver.core.conversations import Conversations
 from chatserver.core.effects import (
-    AlertRecord,
     Audience,
     CaseRecord,
     Close,
@@ -43,7 +43,7 @@ from chatserver.core.effects import (
     elapsed_s,
 )
 from chatserver.core.errors import ChatError, CloseCode, ErrorCode
-from chatserver.core.events import Ack, ErrorEvent, Event, Message, Person
+from chatserver.core.events import Ack, ErrorEvent, Event, Message
 from chatserver.core.facilitation import Facilitation
 from chatserver.core.guard import Guard
 from chatserver.core.ids import ConnId, IdFactory, MessageId, ParticipantId, RoomId
@@ -55,7 +55,6 @@ from chatserver.core.rooms import Rooms
 from chatserver.core.screening import Screening
 from chatserver.core.session import Conn, Identity, State
 from chatserver.core.sessions import Sessions
-from chatserver.core.sync import Sync, SyncRecord
 from chatserver.core.tokens import (
     AlertUndo,
     AlertWritten,
@@ -65,6 +64,7 @@ from chatserver.core.tokens import (
     Then,
     Undo,
 )
+from chatserver.core.vocabulary import CaseStatus
 from chatserver.core.wellbeing import Wellbeing
 from chatserver.moderation.context import Conversation
 from chatserver.moderation.engine import RuleSet
@@ -120,17 +120,20 @@ class ChatCore:
                                           self._screening, notices)
         self._cases = Cases(config, self._rooms, self._sessions, self._alerting,
                             self._screening, notices, self.ids)
-        self._cluster = Cluster(self._rooms, self._sessions, self._messaging, self._alerting,
-                                self._cases)
+        self.cluster = Cluster(self._rooms, self._sessions, self._messaging, self._alerting,
+                               self._cases)
+        """Other nodes: the shell hands it what they say (``apply_sync``, ``apply_records``,
+        ``expire_nodes``) and asks it who is here (``presence``) and who leads."""
         self._guard = Guard(lim)
         self._notices = notices
         # Read-only views for the shell (and tests); each part keeps the only copy.
         self.rooms = self._rooms.by_id
         self.conns = self._sessions.conns
         self.cases = self._cases.by_id
-        self.nodes = self._cluster.nodes
         self.alerts: AlertBook = self._alerting.book
-        """Issue 16: unresolved alerts (the backlog) and the signals seen per person."""
+        """Issue 16: unresolved alerts (the backlog) and the signals seen per person; the
+        shell loads the store's into it (``AlertBook.load``): the backlog survives a
+        restart."""
         self.context: Conversation = self._conversations.context
         """Issue 13 § 2: each sender's recent messages and grooming signals."""
 
@@ -145,11 +148,6 @@ class ChatCore:
 
     def load_cases(self, cases: Iterable[CaseRecord]) -> None:
         self._cases.load(cases)
-
-    def load_alerts(self, alerts: Iterable[AlertRecord], fresh: bool = False) -> None:
-        """Unresolved alerts from the store: the backlog survives a restart. ``fresh``:
-        the store's list replaces ours (after missing other nodes' changes)."""
-        self.alerts.load(alerts, fresh)
 
     @property
     def moderator(self) -> Moderator:
@@ -173,7 +171,7 @@ class ChatCore:
         return CoreStats(
             connections=len(self.conns), rooms=len(self.rooms),
             held=sum(len(r.held) for r in self.rooms.values()),
-            open_cases=sum(1 for k in self.cases.values() if k.status != "closed"))
+            open_cases=sum(1 for k in self.cases.values() if k.status != CaseStatus.CLOSED))
 
     def waiting(self, now_ms: int) -> Waiting:
         """What waits for staff now (``Waiting``). Every profile of a known room and every
@@ -186,7 +184,7 @@ class ChatCore:
                 held[room.profile] = (count + 1, max(oldest, elapsed_s(now_ms, h.ts)))
         unclaimed = {(p, u.value): (0, 0.0) for p in profiles for u in c.Urgency}
         for case in self.cases.values():
-            if case.status != "open":
+            if case.status != CaseStatus.OPEN:
                 continue
             key = (self._rooms.profile(case.room), case.urgency)
             count, oldest = unclaimed.get(key, (0, 0.0))
@@ -345,29 +343,6 @@ class ChatCore:
                    target: ParticipantId | None) -> list[ConnId]:
         """Local connections that get a published event (encoded once for all of them)."""
         return self._sessions.recipients(room_id, event, audience, target)
-
-    # ----------------------------------------------------------------- cluster
-    def presence(self, rooms: Iterable[RoomId] | None = None
-                 ) -> tuple[tuple[RoomId, tuple[Person, ...]], ...]:
-        """Who is connected to these rooms on this node; None: every room with anyone."""
-        return self._cluster.presence(rooms)
-
-    def leads(self, me: str) -> bool:
-        """Whether this node runs the room timers (the lowest id alive)."""
-        return self._cluster.leads(me)
-
-    def apply_sync(self, node: str, sync: Sync, now_ms: int
-                   ) -> tuple[list[Effect], set[RoomId]]:
-        """Another node's durable changes and its presence (``Cluster.apply_sync``)."""
-        return self._cluster.apply_sync(node, sync, now_ms)
-
-    def apply_records(self, records: Iterable[SyncRecord], now_ms: int) -> list[Effect]:
-        """Durable room state made elsewhere (``Cluster.apply_records``)."""
-        return self._cluster.apply_records(records, now_ms)
-
-    def expire_nodes(self, now_ms: int, expiry_ms: int) -> list[Effect]:
-        """A node not heard from (killed): its members leave every member list here."""
-        return self._cluster.expire_nodes(now_ms, expiry_ms)
 
     # ------------------------------------------------------------------ timers
     def tick(self, now_ms: int, leader: bool = True) -> list[Effect]:

@@ -19,6 +19,7 @@ from chatserver.core.errors import ChatError, ErrorCode
 from chatserver.core.ids import RoomId
 from chatserver.core.room import Room
 from chatserver.core.session import Identity
+from chatserver.core.vocabulary import RoomKind
 from chatserver.moderation.contact import digits_view
 from chatserver.moderation.engine import RuleSet
 from chatserver.moderation.normalize import normalize, words_view
@@ -192,7 +193,7 @@ def staff_shown_name(display_name: str, role_name: str, rules: RuleSet) -> str:
 
 def is_open_group(room: Room | None) -> bool:
     """A group room still open: the only kind anyone may pick, join or read about."""
-    return room is not None and room.kind == "group" and not room.closed
+    return room is not None and room.kind == RoomKind.GROUP and not room.closed
 
 
 def admit_join(room: Room | None, name: str, band: str, bands: Sequence[str],
@@ -267,8 +268,8 @@ def group_room(rid: str, title: str, bands: tuple[str, ...], rooms: RoomsConfig,
                                                "and _.")
     if rid in existing:
         raise ChatError(ErrorCode.CONFLICT, "That room already exists.")
-    return RoomRecord(RoomId(rid), title, bands, room_profile(bands), "group", False, 0, {}, (),
-                      rooms.require_facilitator)
+    return RoomRecord(RoomId(rid), title, bands, room_profile(bands), RoomKind.GROUP, False, 0,
+                      {}, (), rooms.require_facilitator)
 
 
 class Account(Protocol):

@@ -14,6 +14,7 @@ from chatserver.core.effects import HeldRecord, RoomRecord
 from chatserver.core.events import HeldView, MemberView, Message, Person, RoomState, RuleRef
 from chatserver.core.ids import CaseId, ConnId, HeldId, ParticipantId, RoomId
 from chatserver.core.roles import Role
+from chatserver.core.vocabulary import RoomKind
 
 __all__ = ["Member", "Room", "held_view", "removed_name"]
 
@@ -24,7 +25,7 @@ class Member:
     conns: set[ConnId] = field(default_factory=set)
 
     @property
-    def role(self) -> str:
+    def role(self) -> Role:
         return self.person.role
 
 
@@ -45,7 +46,7 @@ class Room:
     title: str
     age_bands: tuple[str, ...]
     profile: str = "default"
-    kind: str = "group"  # group | case
+    kind: RoomKind = RoomKind.GROUP
     require_facilitator: bool = True
     case: CaseId | None = None
     paused: bool = False
@@ -153,7 +154,8 @@ class Room:
         """Paused by a facilitator, or (safety default) no facilitator is present."""
         if self.paused:
             return True
-        return self.kind == "group" and self.require_facilitator and not self.has_facilitator()
+        return self.kind == RoomKind.GROUP and self.require_facilitator and \
+            not self.has_facilitator()
 
     def conns(self) -> set[ConnId]:
         out: set[ConnId] = set()

@@ -10,6 +10,7 @@ from chatserver.core.ids import ParticipantId, RoomId
 from chatserver.core.roles import Role
 from chatserver.core.room import Room
 from chatserver.core.session import Conn, Identity
+from chatserver.core.vocabulary import RoomKind
 
 __all__ = ["Rooms"]
 
@@ -63,6 +64,6 @@ class Rooms:
         """Whether staff may enter (and see the alerts of) a room."""
         if room.closed:
             return False
-        if room.kind == "case":
+        if room.kind == RoomKind.CASE:
             return ident.role == Role.COUNSELLOR and ident.id in room.allowed
         return ident.role in (Role.FACILITATOR, Role.OPS)

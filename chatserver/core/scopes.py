@@ -12,13 +12,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from chatserver.core.audit import AuditAction as A
 from chatserver.core.ids import ParticipantId
 from chatserver.core.roles import Role
+from chatserver.core.vocabulary import CaseStatus
 
 __all__ = ["AUTH_ACTIONS", "COUNSELLING_ACTIONS", "AuditScope", "audit_scope", "sees_case"]
 
 
-def sees_case(role: Role | str, viewer: ParticipantId, status: str,
+def sees_case(role: Role | str, viewer: ParticipantId, status: CaseStatus,
               counsellor: ParticipantId | None) -> bool:
     """Whether this viewer may see a case in full (participant, note, context, outcome).
 
@@ -30,18 +32,17 @@ def sees_case(role: Role | str, viewer: ParticipantId, status: str,
     if role == Role.OPS:
         return True
     if role == Role.COUNSELLOR:
-        return status == "open" or (counsellor is not None and counsellor == viewer)
+        return status == CaseStatus.OPEN or (counsellor is not None and counsellor == viewer)
     return False
 
 
-COUNSELLING_ACTIONS: Final = frozenset({
-    "claim", "close_case", "request_support"})
+COUNSELLING_ACTIONS: Final = frozenset({A.CLAIM, A.CLOSE_CASE, A.REQUEST_SUPPORT})
 """Audit actions that belong to counselling: a case claimed, its outcome, a young
 person's own note asking for a counsellor."""
 AUTH_ACTIONS: Final = frozenset({
-    "login", "login_failed", "login_locked", "login_failures", "logout", "audit_read"})
+    A.LOGIN, A.LOGIN_FAILED, A.LOGIN_LOCKED, A.LOGIN_FAILURES, A.LOGOUT, A.AUDIT_READ})
 """Audit actions about staff accounts and their sessions (ops' matter)."""
-FEEDBACK_ACTIONS: Final = frozenset({"feedback", "feedback_blocked"})
+FEEDBACK_ACTIONS: Final = frozenset({A.FEEDBACK, A.FEEDBACK_BLOCKED})
 """What the "Tell us" page received: it may be about a facilitator, so it is for ops."""
 
 
@@ -52,7 +53,7 @@ class AuditScope:
 
     rooms: frozenset[str] | None = None
     """Only entries of these rooms (None: any room, and entries without one)."""
-    hidden_actions: frozenset[str] = frozenset()
+    hidden_actions: frozenset[A] = frozenset()
     """Actions never shown, whatever the room."""
 
 

@@ -35,7 +35,7 @@ class Identity:
 
     def person(self) -> Person:
         """How others see them: in member lists, on their messages and alerts."""
-        return Person(self.id, self.name, self.role.value)
+        return Person(self.id, self.name, self.role)
 
 
 @dataclass(slots=True)

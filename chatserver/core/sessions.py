@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from chatserver.core import commands as c
+from chatserver.core.audit import AuditAction
 from chatserver.core.conversations import Conversations
 from chatserver.core.effects import (
     ALL_ROOMS,
@@ -32,6 +33,7 @@ from chatserver.core.room import Member, Room, held_view
 from chatserver.core.rooms import Rooms
 from chatserver.core.scopes import sees_case
 from chatserver.core.session import Conn, Identity, State
+from chatserver.core.vocabulary import CaseStatus
 from chatserver.settings import LimitsConfig
 
 __all__ = ["Sessions"]
@@ -177,7 +179,7 @@ class Sessions:
         effects[:0] = [Emit(conn.id, room.state(now_ms)), History(conn.id, room.id)]
         effects += self._held_for(conn, ident, room)
         if was_paused and not room.paused_for_participants():
-            effects.append(Persist((AuditEntry(now_ms, room.id, ident.id, "join"),)))
+            effects.append(Persist((AuditEntry(now_ms, room.id, ident.id, AuditAction.JOIN),)))
         return effects
 
     def leave(self, conn: Conn, ident: Identity, cmd: c.Leave, now_ms: int) -> list[Effect]:
@@ -254,7 +256,7 @@ class Sessions:
                 return [cid for cid, conn in self.conns.items()
                         if (i := conn.identity) is not None and
                         i.role in (Role.COUNSELLOR, Role.OPS) and
-                        sees_case(i.role, i.id, "claimed", target) == full]
+                        sees_case(i.role, i.id, CaseStatus.CLAIMED, target) == full]
             want = {Audience.COUNSELLORS: {Role.COUNSELLOR, Role.OPS},
                     Audience.FACILITATORS: {Role.FACILITATOR, Role.OPS}}.get(audience, set())
             return [cid for cid, conn in self.conns.items()

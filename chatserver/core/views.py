@@ -8,46 +8,31 @@ shows the same"), and who sees which case is ``scopes.sees_case`` on every path.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Final
 
-from chatserver.core.effects import CaseRecord, HeldRecord
-from chatserver.core.events import CaseView, HeldView, RuleRef, Wire
+from chatserver.core.cases import case_view
+from chatserver.core.effects import CaseRecord
+from chatserver.core.events import CaseView, Wire
 from chatserver.core.ids import ParticipantId
 from chatserver.core.roles import Role
 from chatserver.core.room import Room
 from chatserver.core.scopes import sees_case
+from chatserver.core.vocabulary import RoomKind
 
-__all__ = ["URGENCY_RANK", "case_view", "group_room_ids", "held_view", "open_rooms",
-           "staff_rooms", "visible_cases"]
-
-URGENCY_RANK: Final = {"emergency": 0, "urgent": 1, "routine": 2}
-"""Cases are listed most urgent first, then oldest first; an unknown urgency last."""
-
-
-def held_view(h: HeldRecord) -> HeldView:
-    """A held message as staff see it (the ``held`` frame's ``held``)."""
-    return HeldView(h.id, h.sender, h.text, tuple(RuleRef(r, k) for r, k in h.rules), h.ts)
-
-
-def case_view(k: CaseRecord) -> CaseView:
-    """A case in full, as its counsellor and ops see it (the ``case`` frame)."""
-    return CaseView(k.id, k.room, k.participant, k.urgency, k.status, k.note, k.ts,
-                    k.counsellor, k.private_room, k.context, k.participant_name,
-                    tuple(held_view(h) for h in k.held))
+__all__ = ["group_room_ids", "open_rooms", "staff_rooms", "visible_cases"]
 
 
 def visible_cases(cases: Iterable[CaseRecord], role: Role, viewer: ParticipantId,
                   status: str | None = None) -> list[CaseView]:
     """The cases this viewer may see in full (SG-18, ``scopes.sees_case``), closed ones
-    included, most urgent first; only those in ``status`` when one is given."""
-    return [case_view(k) for k in sorted(cases, key=lambda k: (URGENCY_RANK.get(k.urgency, 3),
-                                                                k.ts))
+    included, most urgent first, then oldest first; only those in ``status`` (the
+    query's word, matched as is) when one is given."""
+    return [case_view(k) for k in sorted(cases, key=lambda k: (k.urgency.rank, k.ts))
             if (not status or k.status == status)
             and sees_case(role, viewer, k.status, k.counsellor)]
 
 
 def _open_groups(rooms: Iterable[Room]) -> list[Room]:
-    return [r for r in rooms if r.kind == "group" and not r.closed]
+    return [r for r in rooms if r.kind == RoomKind.GROUP and not r.closed]
 
 
 def staff_rooms(rooms: Iterable[Room], now_ms: int) -> list[Wire]:
@@ -73,4 +58,4 @@ def open_rooms(rooms: Iterable[Room]) -> list[Wire]:
 
 def group_room_ids(rooms: Iterable[Room]) -> list[str]:
     """Every group room, open or closed: what a facilitator's audit reads cover."""
-    return [r.id for r in rooms if r.kind == "group"]
+    return [r.id for r in rooms if r.kind == RoomKind.GROUP]

@@ -16,6 +16,7 @@ from chatserver.core.notices import Notices
 from chatserver.core.roles import Role
 from chatserver.core.room import Room
 from chatserver.core.sessions import Sessions
+from chatserver.core.vocabulary import RoomKind
 from chatserver.settings import RoomsConfig
 
 __all__ = ["STREAK_GAP_MS", "Wellbeing"]
@@ -64,7 +65,7 @@ class Wellbeing:
             return []
         room.unanswered = None
         effects: list[Effect] = []
-        if room.unanswered_here and room.kind == "group":
+        if room.unanswered_here and room.kind == RoomKind.GROUP:
             # docs/ops/metrics.md § Unanswered posts: counted whether or not a
             # facilitator is there to be alerted (most of all when none is).
             effects.append(Measure(Measurement.UNANSWERED, room.profile))

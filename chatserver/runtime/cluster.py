@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any
 
 from chatserver.config import Config
 from chatserver.core.effects import ALL_ROOMS, Audience, Effect, RoomRecord
@@ -100,14 +99,14 @@ class Cluster:
             records: list[SyncRecord] = [*await self.store.rooms(),
                                          *await self.store.held(), *await self.store.cases()]
             self._order_new_rooms(records)
-            await self.run(self.core.apply_records(records, self.now()))
+            await self.run(self.core.cluster.apply_records(records, self.now()))
             # Resolved elsewhere meanwhile: gone from the store's list, so from ours.
-            self.core.load_alerts(await self.store.alerts(), fresh=True)
+            self.core.alerts.load(await self.store.alerts(), fresh=True)
             await self._reseed()
         except (BrokerError, StoreError) as e:
             log.error("ops_alert", kind="reseed_failed", error=type(e).__name__)
-        await self.publish(Envelope(ALL_ROOMS, Sync(presence=self.core.presence(), full=True),
-                                    Audience.MEMBERS, None, self.node_id))
+        here = Sync(presence=self.core.cluster.presence(), full=True)
+        await self.publish(Envelope(ALL_ROOMS, here, Audience.MEMBERS, None, self.node_id))
         for cid in list(self.delivery.sockets):
             self.delivery.close_soon(cid, CloseCode.RESTARTING, "reconnect and resume")
 
@@ -123,7 +122,7 @@ class Cluster:
             await self.publish(Envelope(ALL_ROOMS, Sync(reload_rules=True), Audience.MEMBERS,
                                         None, self.node_id))
 
-    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+    def _background(self, work: Coroutine[object, object, None]) -> None:
         """A task that outlives its caller, kept referenced until it ends."""
         task = asyncio.create_task(work)
         self._tasks.add(task)
@@ -195,7 +194,7 @@ class Cluster:
             if sync.reload_rules:
                 self._background(self._reload_for_peer())
             self._order_new_rooms(sync.records)
-            effects, changed = self.core.apply_sync(node, sync, self.now())
+            effects, changed = self.core.cluster.apply_sync(node, sync, self.now())
             await self.run(effects)
         now = self.now()
         for rid in changed | set(sync.announce):
@@ -231,9 +230,9 @@ class Cluster:
         while True:
             await asyncio.sleep(cfg.heartbeat_s)
             try:
-                await self.publish(Envelope(ALL_ROOMS, Sync(presence=self.core.presence(),
-                                                            full=True),
-                                            Audience.MEMBERS, None, self.node_id))
+                here = Sync(presence=self.core.cluster.presence(), full=True)
+                await self.publish(Envelope(ALL_ROOMS, here, Audience.MEMBERS, None,
+                                            self.node_id))
                 with contextlib.suppress(BrokerError):
                     await self.counts.keep_sockets(self.node_id, self.expiry_ms)
                 if self.broker.ready() and mono_ms() - self._echo_ms > self.expiry_ms:
@@ -243,8 +242,8 @@ class Cluster:
                               node=self.node_id)
                     self._echo_ms = mono_ms()
                     await self.broker.resubscribe()
-                await self.run(self.core.expire_nodes(self.now(),
-                                                      int(cfg.node_expiry_s * 1000)))
+                await self.run(self.core.cluster.expire_nodes(self.now(),
+                                                              int(cfg.node_expiry_s * 1000)))
             except asyncio.CancelledError:
                 raise
             except Exception:

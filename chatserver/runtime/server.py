@@ -32,7 +32,7 @@ from chatserver.core.effects import (
     Welcome,
 )
 from chatserver.core.errors import ChatError, CloseCode, ErrorCode
-from chatserver.core.events import Ack, ErrorEvent, Event, Message, RoomState
+from chatserver.core.events import Ack, AckStatus, ErrorEvent, Event, Message, RoomState
 from chatserver.core.ids import ConnId, MessageId, RoomId
 from chatserver.core.node import ChatCore
 from chatserver.core.roles import Role
@@ -105,7 +105,7 @@ class Server:
             self.core.add_room(rec)
         self.core.load_held(await self.store.held())
         self.core.load_cases(await self.store.cases())
-        self.core.load_alerts(await self.store.alerts())
+        self.core.alerts.load(await self.store.alerts())
         await self.cluster.start()
         self._tick = asyncio.create_task(self._ticker(), name="ticker")
         log.info("server_started", node=self.node_id, rooms=len(self.core.rooms),
@@ -167,7 +167,7 @@ class Server:
     async def hello(self, cid: ConnId, ident: Identity, resume: Mapping[RoomId, int]) -> None:
         elsewhere = 0
         if self.broker.shared:
-            others = [n for n in self.core.nodes if n != self.node_id]
+            others = [n for n in self.core.cluster.nodes if n != self.node_id]
             with contextlib.suppress(BrokerError):  # sends fail anyway without Redis
                 elsewhere = await self.counts.sockets_elsewhere(ident.id, others)
         await self.run(self.core.hello(cid, ident, resume, self.now(), elsewhere))
@@ -253,7 +253,7 @@ class Server:
                 if isinstance(event, RoomState) and effect.audience == Audience.MEMBERS:
                     # Who is in a room is per node: send this node's part; every node
                     # then shows its members the whole, merged the same way everywhere.
-                    presence = self.core.presence((effect.room,))
+                    presence = self.core.cluster.presence((effect.room,))
                     await self.cluster.track(effect.room, bool(presence and presence[0][1]))
                     event = Sync(presence=presence, announce=(effect.room,))
                 await self.cluster.publish(Envelope(effect.room, event, effect.audience,
@@ -306,7 +306,7 @@ class Server:
             self.metrics.ops_alerts.labels("store").inc()
             log.error("ops_alert", kind="store", error=type(error).__name__)
         if conn is not None:
-            event: Event = Ack(ref, "rejected", code=ErrorCode.INTERNAL.value) if ref else \
+            event: Event = Ack(ref, AckStatus.REJECTED, code=ErrorCode.INTERNAL.value) if ref else \
                 ErrorEvent(ErrorCode.INTERNAL.value, "Something went wrong on our side.")
             self.delivery.emit(conn, event)
 
@@ -342,7 +342,8 @@ class Server:
             await self.run(self.core.complete_send(d.sender.id, d.msg_id, None))
             return False
         if d.conn is not None and d.ref is not None:
-            ack = Ack(d.ref, "sent", seq=seq, text=d.text if d.masked else None, room=d.room)
+            ack = Ack(d.ref, AckStatus.SENT, seq=seq, text=d.text if d.masked else None,
+                      room=d.room)
             self.delivery.emit(d.conn, ack)
             await self.run(self.core.complete_send(d.sender.id, d.msg_id, ack))
         return True
@@ -355,7 +356,7 @@ class Server:
             await asyncio.sleep(every)
             n += 1
             try:
-                await self.run(self.core.tick(self.now(), self.core.leads(self.node_id)))
+                await self.run(self.core.tick(self.now(), self.core.cluster.leads(self.node_id)))
                 stats = self.core.statistics()
                 self.metrics.rooms.set(stats.rooms)
                 self.metrics.held.set(stats.held)

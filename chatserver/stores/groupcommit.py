@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from chatserver.core.effects import AuditEntry, StoreOp
 from chatserver.core.events import Person
@@ -104,7 +104,8 @@ class GroupCommit(Generic[Item]):
                     fut.set_result(result)
 
 
-def raise_into(batch: list[tuple[Any, asyncio.Future[object]]], error: Exception) -> None:
+def raise_into(batch: Sequence[tuple[object, asyncio.Future[object]]], error: Exception
+               ) -> None:
     for _, fut in batch:
         if not fut.done():
             fut.set_exception(error)

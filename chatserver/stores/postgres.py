@@ -167,7 +167,8 @@ class PostgresStore:
     async def _append_batch(self, conn: sql.Connection, items: list[Append]) -> list[object]:
         keys = list({(a.room, a.sender.id, a.msg_id) for a in items})
         stored: dict[sql.MessageKey, int] = {
-            (r[0], r[1], r[2]): int(r[3]) for r in await conn.fetch(
+            (sql.col_str(r[0]), sql.col_str(r[1]), sql.col_str(r[2])): sql.col_int(r[3])
+            for r in await conn.fetch(
                 "SELECT m.room, m.sender_id, m.msg_id, m.seq FROM messages m JOIN "
                 "unnest($1::text[], $2::text[], $3::text[]) AS k(room, sender_id, msg_id) "
                 "USING (room, sender_id, msg_id)",
@@ -175,7 +176,7 @@ class PostgresStore:
         # Room counters are locked in id order, the same on every node: no deadlock.
         wanted = sorted({a.room for a in items
                          if (a.room, a.sender.id, a.msg_id) not in stored})
-        hwm: dict[str, int] = {r[0]: int(r[1]) for r in await conn.fetch(
+        hwm: dict[str, int] = {sql.col_str(r[0]): sql.col_int(r[1]) for r in await conn.fetch(
             "SELECT id, hwm FROM rooms WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
             wanted)}
         results: list[object] = []
@@ -221,7 +222,7 @@ class PostgresStore:
         # SG-16: one chain across every node, so appends take a transaction-scoped lock.
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _AUDIT_LOCK)
         last = await conn.fetch(TABLES.last_hash)
-        rows, _ = sql.chain(last[0][0] if last else GENESIS, entries)
+        rows, _ = sql.chain(sql.col_str(last[0][0]) if last else GENESIS, entries)
         await conn.executemany(TABLES.insert_audit, rows)
 
     async def purge(self, cutoffs: Cutoffs, dry_run: bool) -> dict[str, int]:

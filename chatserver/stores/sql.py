@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
 import orjson
 
@@ -34,6 +34,7 @@ from chatserver.core.effects import (
 )
 from chatserver.core.events import Message, Person
 from chatserver.core.ids import MessageId, ParticipantId, RoomId
+from chatserver.core.roles import Role
 from chatserver.core.scopes import AuditScope
 from chatserver.ports import AuditRow, Cutoffs, StoreConflict, StoreError, UserRow
 from chatserver.stores.groupcommit import Append
@@ -41,10 +42,12 @@ from chatserver.stores.records import alert_from, case_from, dumps, held_from, r
 
 __all__ = [
     "MIGRATIONS", "POSTGRES", "SCHEMA", "SQLITE", "AuditItem", "AuditRows", "Connection",
-    "Dialect", "MessageKey", "Row", "Tables", "audit_of", "chain", "message_row", "number",
+    "Dialect", "MessageKey", "Row", "Tables", "audit_of", "chain", "col_int", "col_str",
+    "message_row", "number",
 ]
 
-Row = Sequence[Any]
+Row = Sequence[object]
+"""One result row as a driver gives it; each column is read through ``col_*`` once."""
 MessageKey = tuple[str, str, str]
 """(room, sender id, send id): a message is stored once per key (idempotent resend)."""
 AuditRows = list[tuple[object, ...]]
@@ -188,13 +191,41 @@ _MESSAGE_COLUMNS: Final = "seq, msg_id, sender_id, sender_name, sender_role, tex
 _USER_COLUMNS: Final = "id, username, role, password_hash, disabled, version, display_name"
 
 
+def col_int(v: object) -> int:
+    """An INTEGER/BIGINT column (SQLite and asyncpg both give ``int``)."""
+    if isinstance(v, int):
+        return int(v)
+    raise StoreError(f"expected an integer column, got {type(v).__name__}")
+
+
+def col_str(v: object) -> str:
+    """A TEXT column that is never NULL."""
+    if isinstance(v, str):
+        return v
+    raise StoreError(f"expected a text column, got {type(v).__name__}")
+
+
+def _opt_str(v: object) -> str | None:
+    return None if v is None else col_str(v)
+
+
 def _message(room: RoomId, r: Row) -> Message:
-    return Message(room, int(r[0]), MessageId(r[1]), Person(ParticipantId(r[2]), r[3], r[4]),
-                   r[5], int(r[6]))
+    return Message(room, col_int(r[0]), MessageId(col_str(r[1])),
+                   Person(ParticipantId(col_str(r[2])), col_str(r[3]), Role(col_str(r[4]))),
+                   col_str(r[5]), col_int(r[6]))
 
 
 def _user(r: Row) -> UserRow:
-    return UserRow(r[0], r[1], r[2], r[3], bool(r[4]), int(r[5]), r[6] or "")
+    return UserRow(col_str(r[0]), col_str(r[1]), col_str(r[2]), col_str(r[3]), bool(r[4]),
+                   col_int(r[5]), _opt_str(r[6]) or "")
+
+
+def _detail(raw: object) -> dict[str, object]:
+    """An audit row's detail: always a JSON object (``chain`` writes it)."""
+    detail = orjson.loads(col_str(raw))
+    if not isinstance(detail, dict):
+        raise StoreError("an audit detail is not a JSON object")
+    return detail
 
 
 class Tables:
@@ -298,7 +329,7 @@ class Tables:
         for name, (where, which) in self._purges.items():
             cutoff = getattr(cutoffs, which)
             rows = await conn.fetch(self.dialect.sql(f"SELECT COUNT(*) {where}"), cutoff)
-            counts[name] = int(rows[0][0])
+            counts[name] = col_int(rows[0][0])
             if not dry_run and counts[name]:
                 if name == "audit_text":  # the entries stay: the chain covers them
                     await conn.execute(self._forget_text, cutoff)
@@ -328,17 +359,17 @@ class Tables:
                                                              before)]
 
     async def rooms(self, conn: Connection) -> list[RoomRecord]:
-        return [room_from(r[0]) for r in await conn.fetch("SELECT record FROM rooms")]
+        return [room_from(col_str(r[0])) for r in await conn.fetch("SELECT record FROM rooms")]
 
     async def held(self, conn: Connection) -> list[HeldRecord]:
-        return [held_from(r[0]) for r in
+        return [held_from(col_str(r[0])) for r in
                 await conn.fetch("SELECT record FROM held WHERE NOT decided")]
 
     async def cases(self, conn: Connection) -> list[CaseRecord]:
-        return [case_from(r[0]) for r in await conn.fetch("SELECT record FROM cases")]
+        return [case_from(col_str(r[0])) for r in await conn.fetch("SELECT record FROM cases")]
 
     async def alerts(self, conn: Connection) -> list[AlertRecord]:
-        return [alert_from(r[0]) for r in await conn.fetch(
+        return [alert_from(col_str(r[0])) for r in await conn.fetch(
             "SELECT record FROM alerts WHERE status != 'resolved' ORDER BY ts, id")]
 
     async def audit(self, conn: Connection, room: str | None, since: int, limit: int,
@@ -358,11 +389,14 @@ class Tables:
             sql += f" AND action NOT IN ({','.join('?' * len(scope.hidden_actions))})"
             args += sorted(scope.hidden_actions)
         rows = await conn.fetch(self.dialect.sql(sql + " ORDER BY id LIMIT ?"), *args, limit)
-        return [AuditRow(int(r[0]), int(r[1]), r[2], r[3], r[4], r[5], orjson.loads(r[6]))
+        return [AuditRow(col_int(r[0]), col_int(r[1]), _opt_str(r[2]), col_str(r[3]),
+                         col_str(r[4]), _opt_str(r[5]), _detail(r[6]))
                 for r in rows]
 
     async def audit_chain(self, conn: Connection) -> list[ChainRow]:
-        return [ChainRow(int(r[0]), int(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9])
+        return [ChainRow(col_int(r[0]), col_int(r[1]), _opt_str(r[2]), col_str(r[3]),
+                         col_str(r[4]), _opt_str(r[5]), col_str(r[6]), col_str(r[7]),
+                         col_str(r[8]), _opt_str(r[9]))
                 for r in await conn.fetch(self._chain)]
 
     async def user(self, conn: Connection, username: str) -> UserRow | None:

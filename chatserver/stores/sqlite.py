@@ -18,7 +18,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Concatenate, Final, ParamSpec, TypeVar
+from typing import Concatenate, Final, ParamSpec, TypeVar, cast
 
 import aiosqlite
 
@@ -43,7 +43,7 @@ __all__ = ["SqliteStore"]
 TABLES: Final = sql.Tables(sql.SQLITE)
 P = ParamSpec("P")
 T = TypeVar("T")
-Write = Callable[[sql.Connection], Awaitable[Any]]
+Write = Callable[[sql.Connection], Awaitable[object]]
 
 
 class _Connection:
@@ -162,7 +162,9 @@ class SqliteStore:
     # size: one idempotency lookup, one executemany each for messages, audit entries and
     # room high-water marks, plus the rarer records one by one. Measured: per-statement
     # calls (four per message) made the writer the bottleneck near 1,000 sends/s.
-    async def _submit(self, item: _Item) -> Any:
+    async def _submit(self, item: _Item) -> object:
+        """What the batch's writer made of ``item``: for an ``Append`` its (seq, new),
+        for a ``_Call`` what the call returned, for a ``_Probe`` whether it wrote."""
         return await self._writer.submit(item)
 
     async def _commit(self, items: list[_Item]) -> list[object]:
@@ -205,7 +207,8 @@ class SqliteStore:
                     "SELECT room, sender_id, msg_id, seq FROM messages WHERE "
                     f"(room, sender_id, msg_id) IN (VALUES {values})",
                     *(v for key in chunk for v in key))
-                stored.update({(r[0], r[1], r[2]): r[3] for r in rows})
+                stored.update({(sql.col_str(r[0]), sql.col_str(r[1]), sql.col_str(r[2])):
+                               sql.col_int(r[3]) for r in rows})
         results: list[object] = []
         messages: list[tuple[object, ...]] = []
         audits: list[sql.AuditItem] = []
@@ -251,9 +254,8 @@ class SqliteStore:
     async def append_message(self, room: RoomId, sender: Person, msg_id: MessageId, text: str,
                              ts: int, audit: AuditEntry,
                              also: Sequence[StoreOp] = ()) -> tuple[int, bool]:
-        result: tuple[int, bool] = await self._submit(
-            Append(room, sender, msg_id, text, ts, audit, tuple(also)))
-        return result
+        return cast(tuple[int, bool], await self._submit(
+            Append(room, sender, msg_id, text, ts, audit, tuple(also))))
 
     async def apply(self, ops: Sequence[StoreOp]) -> None:
         await self._submit(_Ops(tuple(ops)))
@@ -261,8 +263,7 @@ class SqliteStore:
     async def _write(self, fn: Callable[Concatenate[sql.Connection, P], Awaitable[T]],
                      *args: P.args, **kwargs: P.kwargs) -> T:
         """``fn`` in the writer's next batch (one transaction, durable when it returns)."""
-        result: T = await self._submit(_Call(lambda conn: fn(conn, *args, **kwargs)))
-        return result
+        return cast(T, await self._submit(_Call(lambda conn: fn(conn, *args, **kwargs))))
 
     async def _read(self, fn: Callable[Concatenate[sql.Connection, P], Awaitable[T]],
                     *args: P.args, **kwargs: P.kwargs) -> T:

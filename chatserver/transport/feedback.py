@@ -19,6 +19,7 @@ from typing import Final
 
 from aiohttp import web
 
+from chatserver.core.audit import AuditAction
 from chatserver.core.effects import AuditEntry
 from chatserver.core.errors import ChatError, ErrorCode
 from chatserver.core.session import Identity
@@ -32,7 +33,7 @@ from chatserver.transport.throttle import THROTTLE_KEY, client_address
 
 __all__ = ["ACTION", "list_feedback", "mask", "post_feedback"]
 
-ACTION: Final = "feedback"
+ACTION: Final = AuditAction.FEEDBACK
 """The audit action a piece of feedback is kept under (``GET /api/audit?action=``)."""
 PII: Final = frozenset({"contact"})
 """Categories whose blocks are masked in feedback rather than refused: telling us "they
@@ -115,7 +116,7 @@ async def post_feedback(request: web.Request) -> web.Response:
         # Method detail, abuse: refused with the rule's kind words, as a blocked message
         # is, and kept (retention-limited) for safeguarding, never shown.
         await server.store.apply([AuditEntry(
-            now, None, ANONYMOUS, "feedback_blocked", None,
+            now, None, ANONYMOUS, AuditAction.FEEDBACK_BLOCKED, None,
             {"rules": sorted({h.rule.id for h in refusing}), "signpost": signpost},
             verdict.version, text)])
         notice = next((h.rule.notice for h in refusing if h.rule.notice), None) \
@@ -153,7 +154,8 @@ async def list_feedback(request: web.Request, reader: Identity, since: int,
     """What the "Tell us" page received, oldest first; reading it is audited (SG-18)."""
     server = request.app[APP_KEY]
     rows = await server.store.audit(None, since, limit, action=ACTION)
-    await server.store.apply([AuditEntry(server.now(), None, reader.id, "feedback_read", None,
+    await server.store.apply([AuditEntry(server.now(), None, reader.id, AuditAction.FEEDBACK_READ,
+                                         None,
                                          {"since": since, "limit": limit})])
     return web.json_response({"feedback": [
         {"id": r.detail.get("id"), "ts": r.ts, "text": r.detail.get("text"),

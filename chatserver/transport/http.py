@@ -16,6 +16,7 @@ from typing import Final
 from aiohttp import web
 
 from chatserver.config import packaged
+from chatserver.core.audit import AuditAction
 from chatserver.core.effects import AuditEntry
 from chatserver.core.errors import ChatError, ErrorCode
 from chatserver.core.ids import ParticipantId, RoomId
@@ -167,7 +168,7 @@ async def login(request: web.Request) -> web.Response:
     if shown != user.shown_name():
         log.warning("staff_display_name_refused", user=user.id)
     ident = Identity(ParticipantId(user.id), shown, Role(user.role), version=user.version)
-    await server.store.apply([AuditEntry(now, None, user.id, "login")])
+    await server.store.apply([AuditEntry(now, None, user.id, AuditAction.LOGIN)])
     return web.json_response({"token": server.tokens.issue(ident, int(time.time())),
                               "user": {"id": user.id, "name": user.username,
                                        "display_name": shown,
@@ -180,7 +181,7 @@ async def logout(request: web.Request) -> web.Response:
     server = request.app[APP_KEY]
     ident = await staff(request, Role.FACILITATOR, Role.COUNSELLOR, Role.OPS)
     await server.store.bump_version(ident.id)
-    await server.store.apply([AuditEntry(server.now(), None, ident.id, "logout")])
+    await server.store.apply([AuditEntry(server.now(), None, ident.id, AuditAction.LOGOUT)])
     return web.json_response({"status": "ok"})
 
 
@@ -232,7 +233,8 @@ async def create_room(request: web.Request) -> web.Response:
         server.core.ids.new("room").lower().replace("_", "-")
     record = group_room(rid, title, bands, server.config.rooms, server.core.rooms)
     await server.create_room(record, AuditEntry(server.now(), RoomId(rid), ident.id,
-                                                "room_created", None, {"title": title}))
+                                                AuditAction.ROOM_CREATED, None,
+                                                {"title": title}))
     return web.json_response({"id": rid, "title": title, "age_bands": list(bands),
                               "paused": False,
                               "slow_mode_s": 0, "participants": 0, "facilitators": 0},
@@ -253,7 +255,7 @@ async def audit(request: web.Request) -> web.Response:
     action = request.query.get("action") or None
     since = _int_query(request, "since", 0, 2**53)
     limit = _int_query(request, "limit", 100, 1000)
-    if action == "feedback" and ident.role != Role.OPS:
+    if action == AuditAction.FEEDBACK and ident.role != Role.OPS:
         # Feedback may be about a facilitator: it is for ops (GET /api/feedback).
         raise ChatError(ErrorCode.FORBIDDEN, "Feedback is read by ops.")
     # Issue 14: scoped by role (core/scopes.py): a facilitator never reads counselling.
@@ -263,7 +265,7 @@ async def audit(request: web.Request) -> web.Response:
     rows = await server.store.audit(room, since, limit, action=action, scope=scope)
     # SG-18: reading the audit log is itself audited.
     await server.store.apply([AuditEntry(server.now(), RoomId(room) if room else None, ident.id,
-                                         "audit_read", None, {"since": since,
+                                         AuditAction.AUDIT_READ, None, {"since": since,
                                                               "limit": limit})])
     return web.json_response({"entries": [
         {"id": r.id, "ts": r.ts, "room": r.room, "actor": r.actor, "action": r.action,
@@ -317,7 +319,8 @@ async def rules_reload(request: web.Request) -> web.Response:
     try:
         count, version = await server.reload_rules()
     except RuleLoadError as e:
-        await server.store.apply([AuditEntry(server.now(), None, ident.id, "rules_reload_refused",
+        await server.store.apply([AuditEntry(server.now(), None, ident.id,
+                                             AuditAction.RULES_RELOAD_REFUSED,
                                              None, {"problems": len(e.problems)},
                                              server.core.rules.version)])
         return web.json_response({"error": {
@@ -325,7 +328,8 @@ async def rules_reload(request: web.Request) -> web.Response:
                                               "rules were kept.",
             "problems": [{"file": p.file, "rule": p.rule, "message": p.message}
                          for p in e.problems]}}, status=400)
-    await server.store.apply([AuditEntry(server.now(), None, ident.id, "rules_reload", None,
+    await server.store.apply([AuditEntry(server.now(), None, ident.id, AuditAction.RULES_RELOAD,
+                                         None,
                                          {"rules": count}, version)])
     await server.rules_reloaded_here()
     return web.json_response({"rules": count, "version": version})

@@ -20,6 +20,7 @@ from typing import Final
 from aiohttp import web
 
 from chatserver.config import AuthConfig, LimitsConfig
+from chatserver.core.audit import AuditAction
 from chatserver.core.effects import AuditEntry
 from chatserver.core.errors import ChatError, ErrorCode
 from chatserver.core.summary import AuditSummary
@@ -117,19 +118,19 @@ class LoginAudit:
     async def failed_login(self, username: str, now_ms: int) -> None:
         await self.flush(now_ms)
         if self.summary.count(None, "failed", username, now_ms):
-            await self.store.apply([AuditEntry(now_ms, None, username, "login_failed")])
+            await self.store.apply([AuditEntry(now_ms, None, username, AuditAction.LOGIN_FAILED)])
 
     async def locked(self, username: str, now_ms: int) -> None:
         await self.flush(now_ms)
         if self.summary.count(None, "locked", username, now_ms):
-            await self.store.apply([AuditEntry(now_ms, None, username, "login_locked")])
+            await self.store.apply([AuditEntry(now_ms, None, username, AuditAction.LOGIN_LOCKED)])
 
     async def flush(self, now_ms: int, force: bool = False) -> None:
         """Write the window's summary once it has ended (or now, ``force``)."""
         for s in self.summary.due(now_ms, force):
             if s.total > 1:  # a lone failure is already its own entry
                 await self.store.apply([AuditEntry(
-                    now_ms, None, "system", "login_failures", None, {
+                    now_ms, None, "system", AuditAction.LOGIN_FAILURES, None, {
                         "since": s.since, "failed": s.counts.get("failed", 0),
                         "locked": s.counts.get("locked", 0), "accounts": list(s.names),
                         "other_accounts": s.other_names})])

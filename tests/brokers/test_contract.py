@@ -21,6 +21,7 @@ from chatserver.brokers.redis_state import RedisClusterState
 from chatserver.core.effects import ALL_ROOMS, Audience
 from chatserver.core.events import Event, Message, Notice, Person
 from chatserver.core.ids import MessageId, ParticipantId, RoomId
+from chatserver.core.roles import Role
 from chatserver.core.sync import Sync
 from chatserver.ports import Allowance, Broker, BrokerError, ClusterState, Envelope
 from tests.conftest import forget_redis_prefix, redis_up, require
@@ -28,7 +29,7 @@ from tests.faults.test_restart import free_port
 
 REDIS_URL = os.environ.get("CHATSERVER_TEST_REDIS", "redis://127.0.0.1:6379/9")
 R = RoomId("room-1")
-ALEX = Person(ParticipantId("p_alex"), "Alex", "participant")
+ALEX = Person(ParticipantId("p_alex"), "Alex", Role.PARTICIPANT)
 
 
 def msg(seq: int, room: RoomId = R) -> Message:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import msgpack
 
 from chatserver.brokers.envelope import MAX_ENVELOPE_BYTES, decode_envelope, encode_envelope
+from chatserver.core.commands import Urgency
 from chatserver.core.effects import (
     ALL_ROOMS,
     AlertRecord,
@@ -17,11 +18,13 @@ from chatserver.core.effects import (
 )
 from chatserver.core.events import Encoded, Message, Notice, Person
 from chatserver.core.ids import AlertId, CaseId, HeldId, MessageId, ParticipantId, RoomId
+from chatserver.core.roles import Role
 from chatserver.core.sync import Sync
+from chatserver.core.vocabulary import AlertStatus, CaseStatus, RoomKind
 from chatserver.ports import Envelope
 
 R = RoomId("room-1")
-ALEX = Person(ParticipantId("p_alex"), "Alex", "participant")
+ALEX = Person(ParticipantId("p_alex"), "Alex", Role.PARTICIPANT)
 
 
 def msg(seq: int, room: RoomId = R) -> Message:
@@ -33,13 +36,15 @@ def test_envelopes_decode_strictly() -> None:
     assert decode_envelope(encode_envelope(env)) == env
     held = HeldRecord(HeldId("h1"), R, ALEX, MessageId("m1"), "how old are you",
                       (("grooming.age", "grooming"),), 5)
-    case = CaseRecord(CaseId("c1"), R, ALEX.id, "Alex", "urgent", "claimed", "note", 6, "u_f",
+    case = CaseRecord(CaseId("c1"), R, ALEX.id, "Alex", Urgency.URGENT, CaseStatus.CLAIMED,
+                      "note", 6, "u_f",
                       ParticipantId("u_c"), RoomId("c1-room"), None, (msg(1),))
-    room = RoomRecord(R, "Room", ("16-17",), "default", "group", True, 30, {"p_x": 99},
+    room = RoomRecord(R, "Room", ("16-17",), "default", RoomKind.GROUP, True, 30, {"p_x": 99},
                       ("p_y",), True)
     alert = AlertRecord(AlertId("al_1"), R, "risk", ALEX.id, "Alex", "excerpt",
                         (("risk.intent", "risk"),), 7, 3, HeldId("h1"), MessageId("m1"),
-                        "acknowledged", Person(ParticipantId("u_f"), "Sam", "facilitator"), 8)
+                        AlertStatus.ACKNOWLEDGED, Person(ParticipantId("u_f"), "Sam",
+                                                         Role.FACILITATOR), 8)
     sync = Sync((room, held, HeldDecided(HeldId("h1")), case, alert), ((R, (ALEX,)),), True,
                 (R,), True)
     env = Envelope(ALL_ROOMS, sync, Audience.MEMBERS, None, "n2")

@@ -28,11 +28,12 @@ from chatserver.core.effects import (
     RoomRecord,
     Welcome,
 )
-from chatserver.core.events import Ack, Message
+from chatserver.core.events import Ack, AckStatus, Message
 from chatserver.core.ids import ConnId, IdFactory, MessageId, ParticipantId, RoomId
 from chatserver.core.node import ChatCore
 from chatserver.core.roles import Role
 from chatserver.core.session import Identity
+from chatserver.core.vocabulary import RoomKind
 from chatserver.moderation.engine import RuleSet
 from chatserver.moderation.pipeline import Moderator
 
@@ -46,7 +47,7 @@ class RoomHarness:
             Config(rooms=dataclasses.replace(RoomsConfig(require_facilitator=False),
                                              **rooms_config)),
             Moderator(rules), IdFactory(lambda n: f"{next(counter):0{n}d}"))
-        self.core.add_room(RoomRecord(RoomId("r"), "Room", ("16-17",), "default", "group",
+        self.core.add_room(RoomRecord(RoomId("r"), "Room", ("16-17",), "default", RoomKind.GROUP,
                                       False, 0, {}, (), bool(rooms_config.get(
                                           "require_facilitator", False))))
         self.got: dict[ConnId, list[Frame]] = defaultdict(list)
@@ -104,7 +105,7 @@ class RoomHarness:
                 for cid in self.core.recipients(e.room, msg, Audience.MEMBERS, None):
                     self.got[cid].append(msg.to_wire())
                 if e.conn is not None and e.ref is not None:
-                    ack = Ack(e.ref, "sent", seq=msg.seq, room=e.room)
+                    ack = Ack(e.ref, AckStatus.SENT, seq=msg.seq, room=e.room)
                     self.got[e.conn].append(ack.to_wire())
                     self.run(self.core.complete_send(e.sender.id, e.msg_id, ack))
             elif isinstance(e, Close):

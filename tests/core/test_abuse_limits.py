@@ -6,12 +6,14 @@ from __future__ import annotations
 from chatserver.core.alerts import AlertBook
 from chatserver.core.events import Person
 from chatserver.core.ids import IdFactory, ParticipantId, RoomId
+from chatserver.core.roles import Role
 from chatserver.core.room import Member, Room
 from chatserver.core.scopes import audit_scope, sees_case
 from chatserver.core.summary import AuditSummary
+from chatserver.core.vocabulary import CaseStatus
 
 R = RoomId("r")
-ANA = Person(ParticipantId("p_ana"), "Ana", "participant")
+ANA = Person(ParticipantId("p_ana"), "Ana", Role.PARTICIPANT)
 
 
 def test_a_burst_is_its_first_entry_then_one_summary_when_the_window_ends() -> None:
@@ -41,7 +43,7 @@ def test_same_kind_and_participant_within_the_window_is_counted_not_new() -> Non
 
 def test_a_departed_person_is_forgotten_after_the_window_but_removal_stays() -> None:
     room = Room(R, "Room", ())
-    bob = Person(ParticipantId("p_bob"), "Bob", "participant")
+    bob = Person(ParticipantId("p_bob"), "Bob", Role.PARTICIPANT)
     for p in (ANA, bob):
         room.members[p.id] = Member(p)
     room.ignores[ANA.id] = {bob.id}
@@ -58,7 +60,7 @@ def test_a_departed_person_is_forgotten_after_the_window_but_removal_stays() -> 
 def test_departed_are_capped_oldest_first() -> None:
     room = Room(R, "Room", ())
     for i in range(5):
-        p = Person(ParticipantId(f"p_{i}"), f"N{i}", "participant")
+        p = Person(ParticipantId(f"p_{i}"), f"N{i}", Role.PARTICIPANT)
         room.members[p.id] = Member(p)
         room.depart(p.id, i)
     assert room.forget_departed(10, 600_000, 3) == ["p_0", "p_1"]
@@ -66,13 +68,13 @@ def test_departed_are_capped_oldest_first() -> None:
 
 def test_one_rule_for_cases_and_audit_scopes_by_role() -> None:
     me, other = ParticipantId("u_me"), ParticipantId("u_other")
-    assert sees_case("counsellor", me, "open", None)
-    assert sees_case("counsellor", me, "claimed", me)
-    assert not sees_case("counsellor", me, "claimed", other)
-    assert not sees_case("counsellor", me, "closed", other)
-    assert sees_case("ops", me, "closed", other)
-    assert not sees_case("facilitator", me, "open", None)
-    assert not sees_case("nobody", me, "open", None)
+    assert sees_case("counsellor", me, CaseStatus.OPEN, None)
+    assert sees_case("counsellor", me, CaseStatus.CLAIMED, me)
+    assert not sees_case("counsellor", me, CaseStatus.CLAIMED, other)
+    assert not sees_case("counsellor", me, CaseStatus.CLOSED, other)
+    assert sees_case("ops", me, CaseStatus.CLOSED, other)
+    assert not sees_case("facilitator", me, CaseStatus.OPEN, None)
+    assert not sees_case("nobody", me, CaseStatus.OPEN, None)
     fac = audit_scope("facilitator", ["lounge"])
     assert fac is not None and fac.rooms == frozenset({"lounge"})
     assert {"close_case", "claim", "request_support"} <= fac.hidden_actions

@@ -6,10 +6,12 @@ from __future__ import annotations
 import pytest
 
 from chatserver.core import commands as c
+from chatserver.core.audit import AuditAction
 from chatserver.core.effects import AlertRecord, CaseRecord, Persist, RoomRecord
 from chatserver.core.ids import AlertId, ConnId, ParticipantId, RoomId
 from chatserver.core.roles import Role
 from chatserver.core.session import Identity
+from chatserver.core.vocabulary import RoomKind
 from chatserver.moderation.engine import RuleSet
 from tests.core.harness import RoomHarness
 
@@ -25,7 +27,7 @@ def pid(name: str) -> ParticipantId:
 @pytest.fixture
 def h(rules: RuleSet) -> RoomHarness:
     h = RoomHarness(rules)
-    h.core.add_room(RoomRecord(OTHER, "Other", ("16-17",), "default", "group", False, 0, {},
+    h.core.add_room(RoomRecord(OTHER, "Other", ("16-17",), "default", RoomKind.GROUP, False, 0, {},
                                (), False))
     return h
 
@@ -97,7 +99,7 @@ def test_acknowledge_is_seen_by_every_facilitator_and_audited(h: RoomHarness) ->
     h.send(other, c.AlertAck(R, alert), now=71_000)
     error = h.of(other, "error")[-1]
     assert error["code"] == "conflict" and "Fac" in str(error["message"])
-    assert [e.action for e in h.audit].count("alert_ack") == 1
+    assert [e.action for e in h.audit].count(AuditAction.ALERT_ACK) == 1
 
 
 def test_resolve_takes_an_alert_out_of_the_backlog(h: RoomHarness) -> None:
@@ -191,7 +193,7 @@ def test_request_support_opens_one_case_at_the_urgency_the_signals_call_for(
     again = h.of(ana, "notice")[-1]
     assert (again["kind"], again["case"]) == ("support_pending", notice["case"])
     assert len(h.of(cou, "case")) == 1
-    assert [e.action for e in h.audit].count("request_support") == 1
+    assert [e.action for e in h.audit].count(AuditAction.REQUEST_SUPPORT) == 1
 
 
 @pytest.mark.parametrize(("said", "urgency"), [

@@ -8,6 +8,7 @@ from chatserver.core.effects import Measure, Measurement, RoomRecord
 from chatserver.core.events import Message, Person
 from chatserver.core.ids import CaseId, HeldId, MessageId, ParticipantId, RoomId
 from chatserver.core.roles import Role
+from chatserver.core.vocabulary import RoomKind
 from chatserver.moderation.engine import RuleSet
 from tests.core.harness import RoomHarness
 
@@ -83,10 +84,11 @@ def test_in_a_cluster_only_the_node_that_delivered_a_post_counts_it(rules: RuleS
     ana = h.connect("Ana")
     ack = h.say(ana, "is anyone there?", "a1", now=0)
     other = RoomHarness(rules, unanswered_s=120)  # another node of the cluster
-    other.core.add_room(RoomRecord(R, "Room", ("16-17",), "default", "group", False, 0, {}, (),
+    other.core.add_room(RoomRecord(R, "Room", ("16-17",), "default", RoomKind.GROUP, False, 0, {},
+                                   (),
                                    False))
     other.core.observe(Message(R, int(str(ack["seq"])), MessageId("a1"),
-                               Person(ParticipantId("id-Ana"), "Ana", "participant"),
+                               Person(ParticipantId("id-Ana"), "Ana", Role.PARTICIPANT),
                                "is anyone there?", 0))
     other.tick(121 * S)
     h.tick(121 * S)

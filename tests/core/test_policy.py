@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chatserver.config import RoomsConfig
+from chatserver.core.commands import Urgency
 from chatserver.core.effects import CaseRecord
 from chatserver.core.errors import ChatError, ErrorCode
 from chatserver.core.ids import CaseId, ParticipantId, RoomId
@@ -21,6 +22,7 @@ from chatserver.core.roles import Role
 from chatserver.core.room import Room
 from chatserver.core.session import Identity
 from chatserver.core.views import visible_cases
+from chatserver.core.vocabulary import CaseStatus
 from chatserver.moderation.engine import RuleSet
 
 ROOMS = RoomsConfig()
@@ -144,7 +146,8 @@ def test_a_new_room_is_refused(title: str, bands: object, rid: str, code: ErrorC
 
 def _case(cid: str, urgency: str, ts: int, status: str = "open",
           counsellor: str | None = None) -> CaseRecord:
-    return CaseRecord(CaseId(cid), RoomId("r"), ParticipantId("p"), "Ana", urgency, status,
+    return CaseRecord(CaseId(cid), RoomId("r"), ParticipantId("p"), "Ana", Urgency(urgency),
+                      CaseStatus(status),
                       "note", ts, "f", ParticipantId(counsellor) if counsellor else None)
 
 

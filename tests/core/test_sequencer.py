@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from chatserver.core.events import Message, Person
 from chatserver.core.ids import MessageId, ParticipantId, RoomId
+from chatserver.core.roles import Role
 from chatserver.core.sequencer import Hole, Sequencer
 
 R = RoomId("r")
-ALEX = Person(ParticipantId("p"), "Alex", "participant")
+ALEX = Person(ParticipantId("p"), "Alex", Role.PARTICIPANT)
 
 
 def m(seq: int, room: RoomId = R) -> Message:

@@ -25,8 +25,10 @@ def records(effects: Sequence[Effect]) -> Sync:
 
 def gossip(a: RoomHarness, b: RoomHarness, now: int = 0) -> None:
     """Each node tells the other who is connected to it (a heartbeat)."""
-    b.run(b.core.apply_sync("a", Sync(presence=a.core.presence(), full=True), now)[0])
-    a.run(a.core.apply_sync("b", Sync(presence=b.core.presence(), full=True), now)[0])
+    b.run(b.core.cluster.apply_sync("a", Sync(presence=a.core.cluster.presence(), full=True),
+                                    now)[0])
+    a.run(a.core.cluster.apply_sync("b", Sync(presence=b.core.cluster.presence(), full=True),
+                                    now)[0])
 
 
 def members(h: RoomHarness) -> list[tuple[str, str]]:
@@ -51,7 +53,7 @@ def test_a_mute_on_node_a_silences_a_young_person_on_node_b(rules: RuleSet) -> N
     gossip(a, b)
     effects = a.core.handle(fac, c.Mute(R, ParticipantId("id-Kid"), 5, "calm"), 0)
     assert not [e for e in effects if isinstance(e, Emit) and e.conn == fac]  # no error
-    b.run(b.core.apply_sync("a", records(effects), 0)[0])
+    b.run(b.core.cluster.apply_sync("a", records(effects), 0)[0])
     assert b.say(kid, "hello", "m1")["code"] == "muted"
     assert [m.muted for m in b.core.rooms[R].state(0).members if m.name == "Kid"] == [True]
 
@@ -63,7 +65,7 @@ def test_a_removal_on_node_a_closes_the_young_person_on_node_b(rules: RuleSet) -
     gossip(a, b)
     effects = a.core.handle(fac, c.Remove(R, ParticipantId("id-Kid"), "abusive"), 0)
     assert ("Kid", "participant") not in members(a)  # gone at once on A
-    applied, _ = b.core.apply_sync("a", records(effects), 0)
+    applied, _ = b.core.cluster.apply_sync("a", records(effects), 0)
     assert any(isinstance(e, Emit) and e.conn == kid and isinstance(e.event, Notice)
                and e.event.kind == "removed" for e in applied)
     assert any(isinstance(e, Close) and e.conn == kid and e.code == 4403 for e in applied)
@@ -86,13 +88,13 @@ def test_a_silent_node_leaves_the_member_lists_and_the_lead(rules: RuleSet) -> N
     a.connect("Zoe")
     kid = b.connect("Kid")
     gossip(a, b, now=1000)
-    assert not b.core.leads("b") and a.core.leads("a")
-    assert b.core.expire_nodes(6999, 6000) == []  # still within the expiry
-    effects = b.core.expire_nodes(7000, 6000)
+    assert not b.core.cluster.leads("b") and a.core.cluster.leads("a")
+    assert b.core.cluster.expire_nodes(6999, 6000) == []  # still within the expiry
+    effects = b.core.cluster.expire_nodes(7000, 6000)
     states = [e.event for e in effects if isinstance(e, Emit) and e.conn == kid]
     assert len(states) == 1 and isinstance(states[0], RoomState)
     assert [m.name for m in states[0].members] == ["Kid"]
-    assert b.core.leads("b")
+    assert b.core.cluster.leads("b")
 
 
 def test_held_messages_and_their_resends_are_known_on_every_node(rules: RuleSet) -> None:
@@ -101,7 +103,7 @@ def test_held_messages_and_their_resends_are_known_on_every_node(rules: RuleSet)
     effects = a.core.handle(kid_a, c.Send(R, MessageId("h1"), "how old are you? send pics"), 0)
     sync = records(effects)
     assert sync.records  # the held record travels
-    b.core.apply_sync("a", sync, 0)
+    b.core.cluster.apply_sync("a", sync, 0)
     assert len(b.core.rooms[R].held) == 1
     kid_b = b.connect("Kid")  # the same young person, reconnected to node B, resends
     assert b.say(kid_b, "how old are you? send pics", "h1")["status"] == "held"

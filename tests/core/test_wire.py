@@ -19,8 +19,9 @@ from hypothesis import example, given, settings, strategies as st
 
 from chatserver.core import commands as c
 from chatserver.core.errors import HTTP_STATUS, ChatError, ErrorCode
-from chatserver.core.events import Ack, Encoded, ErrorEvent, Message, Person, Redacted
+from chatserver.core.events import Ack, AckStatus, Encoded, ErrorEvent, Message, Person, Redacted
 from chatserver.core.ids import AlertId, CaseId, HeldId, MessageId, ParticipantId, RoomId
+from chatserver.core.roles import Role
 from chatserver.core.wire import (
     MAX_ID_CHARS,
     MAX_JSON_DEPTH,
@@ -168,10 +169,10 @@ def test_notes_are_trimmed() -> None:
 
 
 @pytest.mark.parametrize("event", [
-    Message(RoomId("r"), 7, MessageId("m1"), Person(ParticipantId("p1"), "Ana", "participant"),
+    Message(RoomId("r"), 7, MessageId("m1"), Person(ParticipantId("p1"), "Ana", Role.PARTICIPANT),
             "hi \u2028 \U0001f600 </script>", 1_700_000_000_000),
-    Ack("m1", "sent", seq=7, room=RoomId("r")),
-    Ack("m2", "rejected", code=ErrorCode.RATE_LIMITED.value),
+    Ack("m1", AckStatus.SENT, seq=7, room=RoomId("r")),
+    Ack("m2", AckStatus.REJECTED, code=ErrorCode.RATE_LIMITED.value),
     Redacted(RoomId("r"), 7),
     ErrorEvent(ErrorCode.BAD_REQUEST.value, "Field 'room' is missing."),
 ])

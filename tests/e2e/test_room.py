@@ -20,6 +20,7 @@ from playwright.async_api import (
 
 from chatserver.core.effects import RoomRecord
 from chatserver.core.ids import RoomId
+from chatserver.core.vocabulary import RoomKind
 from tests.conftest import Client, Running, require
 from tests.e2e.conftest import HAVE_AXE, shot
 from tests.e2e.test_pages import axe
@@ -304,7 +305,8 @@ async def test_the_conversation_survives_a_reload(browser: Browser, site: Runnin
 async def quiet_room(site: Running) -> None:
     """A room that, like every real one, is closed to young people without a facilitator."""
     await site.server.ensure_room(RoomRecord(RoomId("quiet"), "Quiet room", ("16-17",),
-                                             "default", "group", False, 0, {}, (), True, False))
+                                             "default", RoomKind.GROUP, False, 0, {}, (), True,
+                                             False))
 
 
 @pytest.mark.parametrize("viewport", SIZES)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from chatserver.core.audit import AuditAction
+from chatserver.core.commands import Urgency
 from chatserver.core.effects import (
     AlertRecord,
     AuditEntry,
@@ -27,22 +29,24 @@ from chatserver.core.effects import (
 )
 from chatserver.core.events import Message, Person
 from chatserver.core.ids import AlertId, CaseId, HeldId, MessageId, ParticipantId, RoomId
+from chatserver.core.roles import Role
+from chatserver.core.vocabulary import AlertStatus, CaseStatus, RoomKind
 from chatserver.ports import Store, StoreError, UserRow
 from chatserver.stores.postgres import PostgresStore
 from chatserver.stores.sqlite import SqliteStore
 from tests.conftest import require
 
 PG_DSN = os.environ.get("CHATSERVER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-ALEX = Person(ParticipantId("p_alex"), "Alex", "participant")
+ALEX = Person(ParticipantId("p_alex"), "Alex", Role.PARTICIPANT)
 
 
 def room(rid: str) -> RoomRecord:
-    return RoomRecord(RoomId(rid), rid.title(), ("16-17",), "default", "group", False, 0, {},
+    return RoomRecord(RoomId(rid), rid.title(), ("16-17",), "default", RoomKind.GROUP, False, 0, {},
                       (), True)
 
 
 def audit(action: str = "message.allow", room_id: str = "a", ts: int = 1) -> AuditEntry:
-    return AuditEntry(ts, RoomId(room_id), "p_alex", action, None, {"rules": []}, "v1")
+    return AuditEntry(ts, RoomId(room_id), "p_alex", AuditAction(action), None, {"rules": []}, "v1")
 
 
 async def _pg_available() -> bool:
@@ -101,7 +105,7 @@ async def test_seq_is_per_room_consecutive_and_idempotent(store: Store) -> None:
 
 
 async def test_concurrent_senders_get_unique_consecutive_seqs(store: Store) -> None:
-    people = [Person(ParticipantId(f"p{i}"), f"P{i}", "participant") for i in range(20)]
+    people = [Person(ParticipantId(f"p{i}"), f"P{i}", Role.PARTICIPANT) for i in range(20)]
     results = await asyncio.gather(*(
         store.append_message(RoomId("a"), p, MessageId("x"), "hi", 1, audit())
         for p in people))
@@ -140,7 +144,7 @@ async def test_two_nodes_on_one_postgresql_share_seq_and_one_audit_chain() -> No
     """The cluster: two stores (two nodes) append to the same rooms at once."""
     from chatserver.auditchain import verify
     async with _two_nodes() as (a, b):
-        people = [Person(ParticipantId(f"p{i}"), f"P{i}", "participant") for i in range(40)]
+        people = [Person(ParticipantId(f"p{i}"), f"P{i}", Role.PARTICIPANT) for i in range(40)]
         results = await asyncio.gather(*(
             (a if i % 2 else b).append_message(RoomId("ab"[i % 4 // 2]), p, MessageId("x"),
                                                "hi", i, audit(room_id="ab"[i % 4 // 2]))
@@ -157,7 +161,7 @@ async def test_the_same_send_reaching_two_nodes_at_once_fails_nobody_else() -> N
     """One participant's resend lands on two nodes at the same instant, each in a batch
     with other people's messages: every send is stored once, none is refused."""
     async with _two_nodes() as (a, b):
-        others = [Person(ParticipantId(f"p{i}"), f"P{i}", "participant") for i in range(8)]
+        others = [Person(ParticipantId(f"p{i}"), f"P{i}", Role.PARTICIPANT) for i in range(8)]
         for round_ in range(5):
             mid = MessageId(f"dup{round_}")
             results = await asyncio.gather(
@@ -191,9 +195,10 @@ async def test_seq_is_never_reused_after_reopening(kind: str, tmp_path: Path) ->
 async def test_records_round_trip(store: Store) -> None:
     held = HeldRecord(HeldId("h1"), RoomId("a"), ALEX, MessageId("m1"), "how old are you",
                       (("grooming.age", "grooming"),), 5)
-    case = CaseRecord(CaseId("c1"), RoomId("a"), ALEX.id, "Alex", "urgent", "open", "note", 6,
+    case = CaseRecord(CaseId("c1"), RoomId("a"), ALEX.id, "Alex", Urgency.URGENT, CaseStatus.OPEN,
+                      "note", 6,
                       "u_fac")
-    muted = RoomRecord(RoomId("a"), "A", ("16-17",), "default", "group", True, 30,
+    muted = RoomRecord(RoomId("a"), "A", ("16-17",), "default", RoomKind.GROUP, True, 30,
                        {"p_x": 99}, ("p_y",), True)
     await store.apply([held, case, muted])
     assert await store.held() == [held]
@@ -204,7 +209,7 @@ async def test_records_round_trip(store: Store) -> None:
     assert await store.held() == []
 
 
-FAC = Person(ParticipantId("u_fac"), "Sam", "facilitator")
+FAC = Person(ParticipantId("u_fac"), "Sam", Role.FACILITATOR)
 
 
 def alert_record(ts: int, alert_id: str = "al_1") -> AlertRecord:
@@ -219,11 +224,11 @@ async def test_alerts_are_kept_until_resolved_with_who_acknowledged_them(
     first, second = alert_record(5), alert_record(3, "al_0")
     await store.apply([first, second])
     assert await store.alerts() == [second, first]  # oldest first
-    acked = dataclasses.replace(first, status="acknowledged", acknowledged_by=FAC,
+    acked = dataclasses.replace(first, status=AlertStatus.ACKNOWLEDGED, acknowledged_by=FAC,
                                 acknowledged_ts=9, seq=4)
     await store.apply([acked, audit("alert_ack")])
     assert await store.alerts() == [second, acked]
-    await store.apply([dataclasses.replace(second, status="resolved", resolved_by=FAC,
+    await store.apply([dataclasses.replace(second, status=AlertStatus.RESOLVED, resolved_by=FAC,
                                            resolved_ts=10)])
     assert await store.alerts() == [acked]
 
@@ -232,10 +237,11 @@ async def test_a_case_is_claimed_once(store: Store) -> None:
     """Two counsellors on two nodes claim at once: the second claim is refused, and
     nothing of its transaction is written."""
     from chatserver.ports import StoreConflict
-    case = CaseRecord(CaseId("c1"), RoomId("a"), ALEX.id, "Alex", "urgent", "open", "", 6,
+    case = CaseRecord(CaseId("c1"), RoomId("a"), ALEX.id, "Alex", Urgency.URGENT, CaseStatus.OPEN,
+                      "", 6,
                       "u_fac")
     await store.apply([case])
-    first = dataclasses.replace(case, status="claimed", counsellor=ParticipantId("u_one"),
+    first = dataclasses.replace(case, status=CaseStatus.CLAIMED, counsellor=ParticipantId("u_one"),
                                 private_room=RoomId("c1-room"))
     await store.apply([first, audit("claim")])
     second = dataclasses.replace(first, counsellor=ParticipantId("u_two"))
@@ -319,7 +325,7 @@ async def test_retention_purges_each_class_and_keeps_the_chain_whole(store: Stor
     from chatserver.ports import Cutoffs
 
     day = 86_400_000
-    blocked = AuditEntry(10 * day, RoomId("a"), "p_alex", "message.block", "m9",
+    blocked = AuditEntry(10 * day, RoomId("a"), "p_alex", AuditAction.MESSAGE_BLOCK, "m9",
                          {"rules": ["contact.phone"]}, "v1", text="call me on 07700 900 123")
     await store.append_message(RoomId("a"), ALEX, MessageId("old"), "old news", 10 * day,
                                audit())
@@ -327,9 +333,10 @@ async def test_retention_purges_each_class_and_keeps_the_chain_whole(store: Stor
                                audit())
     held = HeldRecord(HeldId("h1"), RoomId("a"), ALEX, MessageId("m1"), "how old are you",
                       (("grooming.age", "grooming"),), 10 * day)
-    closed = CaseRecord(CaseId("c1"), RoomId("a"), ALEX.id, "Alex", "urgent", "closed", "n",
+    closed = CaseRecord(CaseId("c1"), RoomId("a"), ALEX.id, "Alex", Urgency.URGENT,
+                        CaseStatus.CLOSED, "n",
                         10 * day, "u_fac", outcome="referred")
-    resolved = dataclasses.replace(alert_record(10 * day), status="resolved",
+    resolved = dataclasses.replace(alert_record(10 * day), status=AlertStatus.RESOLVED,
                                    resolved_by=FAC, resolved_ts=10 * day)
     still_open = alert_record(10 * day, "al_open")
     await store.apply([blocked, held, HeldDecided(HeldId("h1")), closed, resolved,
@@ -359,7 +366,8 @@ async def test_retention_purges_each_class_and_keeps_the_chain_whole(store: Stor
 async def test_audit_verify_catches_edited_text(store: Store) -> None:
     from chatserver.auditchain import verify
 
-    await store.apply([AuditEntry(1, RoomId("a"), "p_alex", "message.hold", "m1", {}, "v1",
+    await store.apply([AuditEntry(1, RoomId("a"), "p_alex", AuditAction.MESSAGE_HOLD, "m1", {},
+                                  "v1",
                                   text="the original words")])
     chain = await store.audit_chain()
     assert verify(chain)[1] is None
@@ -372,7 +380,8 @@ async def test_an_approval_is_decided_and_delivered_in_one_write(store: Store) -
     held = HeldRecord(HeldId("h1"), RoomId("a"), ALEX, MessageId("m1"), "how old are you",
                       (("grooming.age", "grooming"),), 5)
     await store.apply([held])
-    approve = AuditEntry(6, RoomId("a"), "u_fac", "approve", ALEX.id, {"held": "h1"}, "v1")
+    approve = AuditEntry(6, RoomId("a"), "u_fac", AuditAction.APPROVE, ALEX.id, {"held": "h1"},
+                         "v1")
     seq, new = await store.append_message(RoomId("a"), ALEX, MessageId("m1"), held.text, 6,
                                           approve, also=[HeldDecided(HeldId("h1"))])
     assert (seq, new) == (1, True)
@@ -399,7 +408,8 @@ async def test_reopening_keeps_every_record(kind: str, tmp_path: Path) -> None:
     schema = f"t_{secrets.token_hex(6)}"
     held = HeldRecord(HeldId("h1"), RoomId("a"), ALEX, MessageId("m1"), "how old are you",
                       (("grooming.age", "grooming"),), 5)
-    case = CaseRecord(CaseId("c1"), RoomId("a"), ALEX.id, "Alex", "urgent", "open", "n", 6,
+    case = CaseRecord(CaseId("c1"), RoomId("a"), ALEX.id, "Alex", Urgency.URGENT, CaseStatus.OPEN,
+                      "n", 6,
                       "u_fac")
     alert = alert_record(7)
     user = UserRow("u1", "sam", "facilitator", "hash", False, display_name="Sam")
@@ -455,10 +465,11 @@ async def test_a_message_and_everything_with_it_are_one_write(store: Store) -> N
     """``also`` is in the message's transaction: a refused claim in it stores nothing of
     the message, its seq or its audit entries."""
     from chatserver.ports import StoreConflict
-    case = CaseRecord(CaseId("c1"), RoomId("a"), ALEX.id, "Alex", "urgent", "closed", "", 6,
+    case = CaseRecord(CaseId("c1"), RoomId("a"), ALEX.id, "Alex", Urgency.URGENT,
+                      CaseStatus.CLOSED, "", 6,
                       "u_fac")
     await store.apply([case])
-    claim = dataclasses.replace(case, status="claimed", counsellor=ParticipantId("u_one"))
+    claim = dataclasses.replace(case, status=CaseStatus.CLAIMED, counsellor=ParticipantId("u_one"))
     with pytest.raises(StoreConflict):
         await store.append_message(RoomId("a"), ALEX, MessageId("m1"), "hi", 1, audit(),
                                    also=[audit("claim"), claim])
@@ -497,11 +508,12 @@ async def test_rerecording_a_room_keeps_its_seq(kind: str, tmp_path: Path) -> No
 
 
 async def test_cases_keep_their_latest_record(store: Store) -> None:
-    case = CaseRecord(CaseId("c1"), RoomId("a"), ALEX.id, "Alex", "urgent", "open", "", 6,
+    case = CaseRecord(CaseId("c1"), RoomId("a"), ALEX.id, "Alex", Urgency.URGENT, CaseStatus.OPEN,
+                      "", 6,
                       "u_fac")
-    other = dataclasses.replace(case, id=CaseId("c2"), urgency="soon")
+    other = dataclasses.replace(case, id=CaseId("c2"), urgency=Urgency.ROUTINE)
     await store.apply([case, other])
-    closed = dataclasses.replace(case, status="closed", outcome="referred")
+    closed = dataclasses.replace(case, status=CaseStatus.CLOSED, outcome="referred")
     await store.apply([closed])
     assert sorted(await store.cases(), key=lambda c: c.id) == [closed, other]
 
@@ -511,13 +523,14 @@ async def test_the_audit_shows_only_what_the_scope_allows_before_the_limit(
     from chatserver.core.scopes import AuditScope
     await store.apply([
         audit("mute", "a", 1), audit("claim", "a", 2), audit("pause", "b", 3),
-        AuditEntry(4, None, "u_ops", "login", None, {}, "v1"), audit("resume", "a", 5)])
-    facilitator = AuditScope(rooms=frozenset({"a"}), hidden_actions=frozenset({"claim"}))
+        AuditEntry(4, None, "u_ops", AuditAction.LOGIN, None, {}, "v1"), audit(AuditAction.RESUME,
+                                                                               "a", 5)])
+    facilitator = AuditScope(rooms=frozenset({"a"}), hidden_actions=frozenset({AuditAction.CLAIM}))
     assert [e.action for e in await store.audit(None, 0, 2, scope=facilitator)] == [
         "mute", "resume"]
     nobody = AuditScope(rooms=frozenset())
     assert await store.audit(None, 0, 10, scope=nobody) == []
-    hide_login = AuditScope(hidden_actions=frozenset({"login", "claim"}))
+    hide_login = AuditScope(hidden_actions=frozenset({AuditAction.LOGIN, AuditAction.CLAIM}))
     assert [e.action for e in await store.audit(None, 0, 10, scope=hide_login)] == [
         "mute", "pause", "resume"]
     everything = await store.audit(None, 0, 10, scope=AuditScope())
@@ -528,7 +541,7 @@ async def test_the_audit_shows_only_what_the_scope_allows_before_the_limit(
 
 async def test_audit_rows_carry_detail_and_a_digest_of_the_text_never_the_text(
         store: Store) -> None:
-    held_text = AuditEntry(1, RoomId("a"), "p_alex", "message.hold", "m1",
+    held_text = AuditEntry(1, RoomId("a"), "p_alex", AuditAction.MESSAGE_HOLD, "m1",
                            {"rules": ["risk.intent"]}, "v1", text="the held words")
     await store.apply([held_text])
     await store.append_message(RoomId("a"), ALEX, MessageId("m2"), "hi", 2, audit(ts=2))
@@ -595,7 +608,8 @@ async def test_drift_a_records_columns_follow_its_latest_version(store: Store) -
     record). The columns are the record's index: they always agree with it."""
     from chatserver.ports import Cutoffs
     day = 86_400_000
-    case = CaseRecord(CaseId("c1"), RoomId("a"), ALEX.id, "Alex", "urgent", "closed", "",
+    case = CaseRecord(CaseId("c1"), RoomId("a"), ALEX.id, "Alex", Urgency.URGENT,
+                      CaseStatus.CLOSED, "",
                       10 * day, "u_fac")
     held = HeldRecord(HeldId("h1"), RoomId("a"), ALEX, MessageId("m1"), "how old are you",
                       (("grooming.age", "grooming"),), 10 * day)
