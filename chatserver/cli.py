@@ -199,6 +199,21 @@ def serve(args: argparse.Namespace, config: Config) -> int:
 
     async def ready(bound: int, metrics_bound: int) -> None:
         """Only once the port is ours and served: demo accounts, "ready" and the URLs."""
+        # SIGHUP reloads the rules: in place before "ready" is announced, so a reload
+        # sent as soon as the banner shows never meets the default action (exit).
+        reloads: set[asyncio.Task[None]] = set()
+
+        def on_hup() -> None:
+            async def go() -> None:
+                try:
+                    await server.reload_rules_by("system", "sighup")
+                except RuleLoadError as e:
+                    log.error("rules_reload_refused", problems=[str(p) for p in e.problems])
+            task = asyncio.get_running_loop().create_task(go())
+            reloads.add(task)  # held until done: the loop keeps only a weak reference
+            task.add_done_callback(reloads.discard)
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_hup)
         if args.demo:
             announce("\nDemo staff accounts (passwords are new each time you start --demo):")
             for username, role, password in await _demo_accounts(store):
@@ -211,16 +226,6 @@ def serve(args: argparse.Namespace, config: Config) -> int:
                  f"  Staff sign-in:       {base}/staff\n"
                  f"  Health:              {base}/healthz\n"
                  f"  Metrics (ops only):  http://{_url_host(mhost)}:{metrics_bound}/metrics\n")
-
-        def on_hup() -> None:
-            async def go() -> None:
-                try:
-                    await server.reload_rules()
-                except RuleLoadError as e:
-                    log.error("rules_reload_refused", problems=[str(p) for p in e.problems])
-            asyncio.get_running_loop().create_task(go())
-
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_hup)
 
     loop_factory = None
     try:

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from chatserver.config import Config, read_rule_files
 from chatserver.core import commands as c
+from chatserver.core.audit import AuditAction
 from chatserver.core.effects import (
     Audience,
     AuditEntry,
@@ -40,7 +41,7 @@ from chatserver.core.session import Identity
 from chatserver.core.sync import Sync
 from chatserver.moderation.engine import Verdict, load_rules
 from chatserver.moderation.pipeline import Moderator
-from chatserver.moderation.rules import Action
+from chatserver.moderation.rules import Action, RuleLoadError
 from chatserver.observability import Metrics, log
 from chatserver.ports import (
     Broker,
@@ -153,6 +154,24 @@ class Server:
             self.core.set_rules(ruleset)
             log.info("rules_reloaded", version=ruleset.version, rules=len(ruleset))
             return len(ruleset), ruleset.version
+
+    async def reload_rules_by(self, actor: str, how: str) -> tuple[int, str]:
+        """Ops' reload (``POST /api/rules/reload`` with ``actor`` the ops account, or
+        SIGHUP as ``system``): audited either way, refused or done, and on success every
+        other node reloads too. Raises RuleLoadError with the running set kept."""
+        try:
+            count, version = await self.reload_rules()
+        except RuleLoadError as e:
+            await self.store.apply([AuditEntry(
+                self.now(), None, actor, AuditAction.RULES_RELOAD_REFUSED, None,
+                {"problems": len(e.problems), "by": how}, self.core.rules.version)])
+            log.info("rules_reload_audited", by=how, refused=True)
+            raise
+        await self.store.apply([AuditEntry(self.now(), None, actor, AuditAction.RULES_RELOAD,
+                                           None, {"rules": count, "by": how}, version)])
+        log.info("rules_reload_audited", by=how, refused=False)
+        await self.rules_reloaded_here()
+        return count, version
 
     async def rules_reloaded_here(self) -> None:
         """Ops reloaded the rules through this node: every other node reloads too."""

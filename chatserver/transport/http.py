@@ -317,21 +317,13 @@ async def rules_reload(request: web.Request) -> web.Response:
     server = request.app[APP_KEY]
     ident = await staff(request, Role.OPS)
     try:
-        count, version = await server.reload_rules()
+        count, version = await server.reload_rules_by(ident.id, "api")
     except RuleLoadError as e:
-        await server.store.apply([AuditEntry(server.now(), None, ident.id,
-                                             AuditAction.RULES_RELOAD_REFUSED,
-                                             None, {"problems": len(e.problems)},
-                                             server.core.rules.version)])
         return web.json_response({"error": {
             "code": "bad_request", "message": f"{len(e.problems)} problem(s); the running "
                                               "rules were kept.",
             "problems": [{"file": p.file, "rule": p.rule, "message": p.message}
                          for p in e.problems]}}, status=400)
-    await server.store.apply([AuditEntry(server.now(), None, ident.id, AuditAction.RULES_RELOAD,
-                                         None,
-                                         {"rules": count}, version)])
-    await server.rules_reloaded_here()
     return web.json_response({"rules": count, "version": version})
 
 

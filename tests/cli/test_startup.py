@@ -145,3 +145,54 @@ def test_a_missing_config_file_given_with_config_stops_start_up(tmp_path: Path) 
     assert done.stderr.strip().splitlines() == [
         f"config: {tmp_path / 'nope.toml'}: no such file (--config names a file that must "
         "exist)"]
+
+
+def _wait_for_log(proc: subprocess.Popen[str], event: str) -> dict[str, object]:
+    """The next JSON log line of ``event`` the server writes (stdout; ends at exit)."""
+    import json
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if f'"{event}"' in line:
+            parsed: dict[str, object] = json.loads(line)
+            return parsed
+    raise AssertionError(f"the server exited before logging {event}")
+
+
+def test_a_sighup_reload_is_audited_done_or_refused(tmp_path: Path) -> None:
+    import shutil
+    import sqlite3
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES_DIR, rules)
+    config = _config(tmp_path, 0).read_text().replace(str(RULES_DIR), str(rules))
+    (tmp_path / "chat.toml").write_text(config)
+    proc = subprocess.Popen([CHATSERVER, "serve", "--config", str(tmp_path / "chat.toml")],
+                            cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    import threading
+    watchdog = threading.Timer(120, proc.kill)  # a missing log line fails, never hangs
+    watchdog.start()
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the banner's last line: SIGHUP is handled by then
+            if "Health:" in line:
+                break
+        proc.send_signal(signal.SIGHUP)
+        assert _wait_for_log(proc, "rules_reload_audited")["refused"] is False
+        (rules / "broken.toml").write_text('[[rule]]\nid = "x"\n')
+        proc.send_signal(signal.SIGHUP)
+        assert _wait_for_log(proc, "rules_reload_audited")["refused"] is True
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    with sqlite3.connect(tmp_path / "data" / "chat.db") as db:
+        rows = db.execute("SELECT actor, action, detail FROM audit WHERE action LIKE "
+                          "'rules_reload%' ORDER BY id").fetchall()
+    assert [(a, act) for a, act, _ in rows] == [("system", "rules_reload"),
+                                                ("system", "rules_reload_refused")]
+    assert all('"sighup"' in detail for _, _, detail in rows)
