@@ -173,6 +173,9 @@ class _Pattern:
     word_start: bool = False
     """Every match begins a word (``\\b`` then a letter: a word or phrase of a rule),
     so its start is looked for only where a word starts (``RuleSet._start``)."""
+    lead: str = ""
+    """The letter such a match begins with (lower case), when it is ASCII: a word that
+    begins with another ASCII character cannot be its start."""
 
     @property
     def flags(self) -> int:
@@ -229,11 +232,16 @@ class RuleSet:
             # does is the answer the loop below gives too (the character before a word
             # start is not part of a word, so the loop stops there): one ``re`` call per
             # word tried, instead of one per character.
+            lead = self._patterns[pid].lead
             at = bisect.bisect_left(words, end) - 1
             while at >= 0 and words[at] >= low:
-                m = py.match(view, words[at], end)
-                if m is not None and m.end() == end:
-                    return words[at]
+                first = view[words[at]]
+                # Under IGNORECASE an ASCII character matches an ASCII letter only as
+                # its other case ("f u c k": three of every four word starts skipped).
+                if not lead or not first.isascii() or first.lower() == lead:
+                    m = py.match(view, words[at], end)
+                    if m is not None and m.end() == end:
+                        return words[at]
                 at -= 1
             return max(0, end - 1)
         best: int | None = None
@@ -429,8 +437,9 @@ def compile_rules(rules: list[Rule], version: str, allowed: frozenset[str] = HEL
                 problems.append(RuleProblem(rule.file, rule.id, f"{text!r} has no letters"))
                 continue
             expressions.append(pat.encode())
+            lead = words_view(normalize(text).folded).lstrip()[:1]
             patterns.append(_Pattern(idx, False, _ordinary(normalize(text).folded), pat, every,
-                                     word_start=True))
+                                     word_start=True, lead=lead if lead.isascii() else ""))
         for regex in rule.regex:
             expressions.append(regex.encode())
             patterns.append(_Pattern(idx, False, "", regex, every))
