@@ -7,6 +7,7 @@ database; a message is scanned once, over ``folded + "\\n" + words`` (see
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import functools
 import hashlib
@@ -92,18 +93,30 @@ _APOSTROPHES: Final = re.compile(r"['`´ʼ’‘]")
 _EDGE_PUNCTUATION: Final = re.compile(r"(?:(?<=\s)|^)[^\w\s]+|[^\w\s]+(?=\s|$)")
 _SPLIT_WORD: Final = re.compile(r"\w[^\w\s]+\w|(?:\b\w\b ){2}\b\w\b")
 _WORD_HYPHEN: Final = re.compile(r"(?<=\w\w)-(?=\w\w)")
+_WORD_START: Final = re.compile(r"\b\w")
 
 
+@functools.lru_cache(maxsize=4096)
 def _ordinary(text: str) -> str:
     """Text as ordinary spelling writes it: apostrophes gone (``don't`` = ``dont``),
     punctuation at the edges of words gone (``no, one``), a hyphen between two words a
     space (``self-harm``). What is left that differs from the pattern is an evasion:
-    ``k.i.l.l``, ``k i l l``, ``k1ll`` (issue 13 § 5: a signal without noise)."""
+    ``k.i.l.l``, ``k i l l``, ``k1ll`` (issue 13 § 5: a signal without noise).
+
+    Cached: a line that repeats one masked word asks this about the same few spans
+    hundreds of times (F-15: bounded work per message)."""
     if text.isalnum():
         return text
     text = _APOSTROPHES.sub("", text)
     text = _WORD_HYPHEN.sub(" ", _EDGE_PUNCTUATION.sub(" ", text))
     return " ".join(text.split())
+
+
+def _char_ends(view: str) -> list[int]:
+    """``[0, end of the 1st character, end of the 2nd, …]`` in ``view.encode()``: found
+    once per view, so mapping each match's byte offset back is a bisection, not a decode
+    of everything before it (F-15: hundreds of matches in a 2,000-character line)."""
+    return list(itertools.accumulate(map(len, map(str.encode, view)), initial=0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +170,12 @@ class _Pattern:
     every: bool = True
     """Report every match (a masking rule masks each one); otherwise the first is enough
     to decide, and hyperscan stops reporting the pattern (``HS_FLAG_SINGLEMATCH``)."""
+    word_start: bool = False
+    """Every match begins a word (``\\b`` then a letter: a word or phrase of a rule),
+    so its start is looked for only where a word starts (``RuleSet._start``)."""
+    lead: str = ""
+    """The letter such a match begins with (lower case), when it is ASCII: a word that
+    begins with another ASCII character cannot be its start."""
 
     @property
     def flags(self) -> int:
@@ -195,18 +214,38 @@ class RuleSet:
     def __repr__(self) -> str:
         return f"RuleSet(version={self.version!r}, rules={len(self.rules)})"
 
-    def _start(self, pid: int, view: str, end: int) -> int:
+    def _start(self, pid: int, view: str, end: int, words: list[int] | None = None) -> int:
         """Where the leftmost match of pattern ``pid`` that ends at ``end`` begins.
 
         ``match(view, pos, end)`` sees the text before ``pos``, so ``\\b`` holds as in
         hyperscan. Runs only for a message that matched: cheap where it matters.
+        ``words``: where the words of ``view`` start (``_WORD_START``), for a pattern
+        whose matches begin a word (``_Pattern.word_start``).
         """
         py = self._py.get(pid)
         if py is None:
             py = self._py[pid] = re.compile(self._patterns[pid].source, re.IGNORECASE)
-        best: int | None = None
         # No further back than the widest match: bounded work per match (F-15).
-        for start in range(end - 1, max(-1, end - self._patterns[pid].width - 1), -1):
+        low = max(0, end - self._patterns[pid].width)
+        if words is not None:
+            # Only a word start can begin such a match, and the one nearest the end that
+            # does is the answer the loop below gives too (the character before a word
+            # start is not part of a word, so the loop stops there): one ``re`` call per
+            # word tried, instead of one per character.
+            lead = self._patterns[pid].lead
+            at = bisect.bisect_left(words, end) - 1
+            while at >= 0 and words[at] >= low:
+                first = view[words[at]]
+                # Under IGNORECASE an ASCII character matches an ASCII letter only as
+                # its other case ("f u c k": three of every four word starts skipped).
+                if not lead or not first.isascii() or first.lower() == lead:
+                    m = py.match(view, words[at], end)
+                    if m is not None and m.end() == end:
+                        return words[at]
+                at -= 1
+            return max(0, end - 1)
+        best: int | None = None
+        for start in range(end - 1, low - 1, -1):
             m = py.match(view, start, end)
             if m is not None and m.end() == end:
                 best = start
@@ -235,6 +274,16 @@ class RuleSet:
         if not raw:
             return hits, suppressed
         ascii_text = boundary == len(norm.folded)
+        # Where words start in each view, found once per message for every match of a
+        # word or phrase (``_start``); None until a match needs it.
+        word_starts: dict[bool, list[int]] = {}
+        char_ends: dict[bool, list[int]] = {}
+        """Per view (not ASCII only), the byte offset where each character ends."""
+        # The views are often the same text (letters and spaces only): then a word or
+        # phrase matches the words view exactly where it matched the folded one, with the
+        # same span and the same evasion, so that second half of the hits is skipped (a
+        # regex is still read in both: a hit in the words view counts as evasive).
+        same = norm.words == norm.folded
         for pid, _, end in raw:
             pat = self._patterns[pid]
             if end == boundary + 1:
@@ -243,15 +292,27 @@ class RuleSet:
                 suppressed.add(pat.rule)
                 continue
             in_words = end > boundary
+            if in_words and same and pat.plain != "":
+                continue
             if in_words:
                 end = end - boundary - 1
-                view_b, view = data[boundary + 1:], norm.words
+                view = norm.words
             else:
-                view_b, view = folded_b, norm.folded
+                view = norm.folded
             if not ascii_text:
-                # hyperscan reports byte offsets; the views are indexed by character.
-                end = len(view_b[:end].decode(errors="ignore"))
-            start = self._start(pid, view, end)
+                # hyperscan reports byte offsets; the views are indexed by character:
+                # the characters that end at or before the byte offset.
+                offsets = char_ends.get(in_words)
+                if offsets is None:
+                    offsets = char_ends[in_words] = _char_ends(view)
+                end = bisect.bisect_right(offsets, end) - 1
+            words = None
+            if pat.word_start:
+                words = word_starts.get(in_words)
+                if words is None:
+                    words = word_starts[in_words] = [
+                        m.start() for m in _WORD_START.finditer(view)]
+            start = self._start(pid, view, end, words)
             plain = _ordinary(norm.folded[start:end])
             if pat.plain is None:  # combine: symbols or digits standing in for letters,
                 # a symbol inside a word, or letters spaced out one by one
@@ -376,7 +437,9 @@ def compile_rules(rules: list[Rule], version: str, allowed: frozenset[str] = HEL
                 problems.append(RuleProblem(rule.file, rule.id, f"{text!r} has no letters"))
                 continue
             expressions.append(pat.encode())
-            patterns.append(_Pattern(idx, False, _ordinary(normalize(text).folded), pat, every))
+            lead = words_view(normalize(text).folded).lstrip()[:1]
+            patterns.append(_Pattern(idx, False, _ordinary(normalize(text).folded), pat, every,
+                                     word_start=True, lead=lead if lead.isascii() else ""))
         for regex in rule.regex:
             expressions.append(regex.encode())
             patterns.append(_Pattern(idx, False, "", regex, every))

@@ -27,6 +27,7 @@ import os
 import re
 import threading
 import zlib
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -163,10 +164,13 @@ class Featurizer:
 
     def ngrams(self, folded: str) -> tuple[npt.NDArray[np.int64], FloatArray]:
         """Sublinear tf × idf over hashed buckets, unit length."""
+        # Each distinct n-gram is hashed once (a long line repeats the same few hundreds
+        # of times); buckets keep the order of their first n-gram, so the vector is the
+        # same as hashing every occurrence.
         counts: dict[int, int] = {}
-        for g in _ngrams(folded):
+        for g, n in Counter(_ngrams(folded)).items():
             b = bucket(g)
-            counts[b] = counts.get(b, 0) + 1
+            counts[b] = counts.get(b, 0) + n
         idx = np.fromiter(counts, dtype=np.int64, count=len(counts))
         tf = np.fromiter(counts.values(), dtype=np.float32, count=len(counts))
         val = (1 + np.log(tf)) * self.vocab.bucket_idf[idx]

@@ -95,11 +95,28 @@ class Normalized:
         return self.index[start], self.index[end - 1] + 1
 
 
+class _WordsTable(dict[int, str]):
+    """``str.translate`` table for the ``words`` view of any character, filled as
+    characters are first seen (one C-level lookup per character after that, instead of a
+    Python call; F-15: bounded work per message). At most ``_WORDS_CACHED`` entries are
+    kept, so text in every script cannot grow it without bound."""
+
+    def __missing__(self, code: int) -> str:
+        out = _words_char(chr(code))
+        if len(self) < _WORDS_CACHED:
+            self[code] = out
+        return out
+
+
+_WORDS_CACHED: Final = 65_536
+_WORDS_TABLE: Final = _WordsTable()
+
+
 def words_view(folded: str) -> str:
     """The ``words`` view of already-folded text (also used to normalize patterns)."""
     if folded.isascii():
         return folded.encode("ascii").translate(_ASCII_WORDS).decode("ascii")
-    return "".join(_words_char(ch) for ch in folded)
+    return folded.translate(_WORDS_TABLE)
 
 
 @functools.lru_cache(maxsize=8192)

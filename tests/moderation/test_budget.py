@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from chatserver.moderation.engine import MAX_SPAN, RuleSet
+from chatserver.moderation.engine import _WORD_START, MAX_SPAN, RuleSet
+from chatserver.moderation.normalize import normalize
 from chatserver.moderation.rules import Action
 
 
@@ -38,6 +39,8 @@ ADVERSARIAL = [
     ("f.u.c.k " * 250)[:2000],
     "x@example.com " * 140,
     "how old are you " * 125,
+    ("f u c k 😂 " * 200)[:2000],        # spaced letters: every letter starts a word
+    ("f u c k s h i t " * 130)[:2000],  # two masked words spaced out, overlapping
 ]
 
 
@@ -58,3 +61,28 @@ def test_finding_match_starts_is_bounded_per_match(rules: RuleSet, text: str) ->
     occurrences = max(1, sum(len(h.spans) for h in verdict.hits))
     assert calls <= occurrences * MAX_SPAN, (calls, occurrences)
     assert calls <= 20_000, calls
+
+
+SPELLINGS = ["what the f u c k", "f.u.c.k off", "fuuuck it", "a s s", "you ass hole",
+             "k i l l  m y s e l f", "kill.your.self", "shit shit", "sh1t", "fuck fuck",
+             "f u c k 😂 f u c k", "\uff46\uff55\uff43\uff4b", "oh f u c k s", "x" * 300 + " fuck"]
+
+
+@pytest.mark.parametrize("text", SPELLINGS)
+def test_a_word_is_found_from_its_start_as_by_trying_every_position(rules: RuleSet,
+                                                                    text: str) -> None:
+    # The word-start search (one ``re`` call per word) gives the same start as trying
+    # every character back from the end, for every word and phrase pattern that matched.
+    norm = normalize(text)
+    tried = 0
+    for view in (norm.folded, norm.words):
+        words = [m.start() for m in _WORD_START.finditer(view)]
+        for pid, pat in enumerate(rules._patterns):
+            if not pat.word_start:
+                continue
+            py = re.compile(pat.source, re.IGNORECASE)
+            for m in py.finditer(view):
+                tried += 1
+                assert rules._start(pid, view, m.end(), words) == \
+                    rules._start(pid, view, m.end()), (pat.source, m)
+    assert tried > 0
