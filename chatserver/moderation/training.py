@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -160,27 +161,45 @@ def _clearable_holds(rows: Sequence[Row], rules_dir: str) -> npt.NDArray[np.bool
     return out
 
 
+def _jobs() -> int:
+    """Processes for the folds: ``$CHATSERVER_TRAIN_JOBS``, else every core."""
+    return int(os.environ.get("CHATSERVER_TRAIN_JOBS", "0")) or (os.cpu_count() or 1)
+
+
+def _fold(data: _Data, held: npt.NDArray[np.bool_]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One author held out: the fast and full scores of their lines (heads fit without)."""
+    fast: dict[str, Any] = {}
+    full: dict[str, Any] = {}
+    for h in HEADS:
+        y = data.ys[h][~held]
+        if h in ACTING:
+            fast[h] = _fit(data.x_fast[~held], y).predict_proba(data.x_fast[held])[:, 1]
+        full[h] = _fit(data.x_full[~held], y).predict_proba(data.x_full[held])[:, 1]
+    joint = _joint_scores(_fit_joint(data.x_full[~held], data.labels[~held]),
+                          data.x_full[held])
+    for j, h in enumerate(HEADS):  # as classifier.full_scores: the mean of both
+        full[h] = (full[h] + joint[:, j]) / 2
+    return fast, full
+
+
 def train(rows: Sequence[Row], corpus_hash: str, rules_dir: str,
           oof_out: Path | None = None) -> dict[str, Any]:
     """Fit every head on ``rows``; gates and thresholds from author-held-out folds."""
     data = _Data(rows)
     labels, authors = data.labels, data.authors
-    # Out-of-fold scores: each author's lines scored by heads that never saw them.
+    # Out-of-fold scores: each author's lines scored by heads that never saw them. The
+    # folds are independent, so they run on every core (lbfgs is deterministic: the
+    # scores do not depend on how many processes computed them).
+    from joblib import Parallel, delayed
     oof_fast = {h: np.zeros(len(rows)) for h in HEADS}
     oof_full = {h: np.zeros(len(rows)) for h in HEADS}
-    for author in sorted(set(authors)):
-        held = authors == author
+    folds = [authors == author for author in sorted(set(authors))]
+    results = Parallel(n_jobs=_jobs())(delayed(_fold)(data, held) for held in folds)
+    for held, (fast, full) in zip(folds, results, strict=True):
         for h in HEADS:
-            y = data.ys[h][~held]
             if h in ACTING:
-                oof_fast[h][held] = _fit(data.x_fast[~held], y).predict_proba(
-                    data.x_fast[held])[:, 1]
-            oof_full[h][held] = _fit(data.x_full[~held], y).predict_proba(
-                data.x_full[held])[:, 1]
-        joint = _joint_scores(_fit_joint(data.x_full[~held], labels[~held]),
-                              data.x_full[held])
-        for j, h in enumerate(HEADS):  # as classifier.full_scores: the mean of both
-            oof_full[h][held] = (oof_full[h][held] + joint[:, j]) / 2
+                oof_fast[h][held] = fast[h]
+            oof_full[h][held] = full[h]
     if oof_out is not None:  # for choosing budgets: scores no head saw in training
         arrays: dict[str, Any] = {"labels": labels, "authors": authors,
                                   **{f"fast_{h}": v for h, v in oof_fast.items()},
