@@ -419,9 +419,11 @@ def start_workers(args: argparse.Namespace, tokens: list[tuple[str, str, str]],
     for w in range(n):
         parent, child = ctx.Pipe()
         # Round robin: every room has members in every worker, so deliveries cross
-        # processes as they would cross machines.
+        # processes as they would cross machines. The texts are dealt out too: with the
+        # whole list each, every worker sent the same line at the same moment, and the
+        # server saw each line twice at once (a twin it may answer from the first).
         p = ctx.Process(target=worker_main, daemon=True,
-                        args=(child, args.kind, w, tokens[w::n], texts))
+                        args=(child, args.kind, w, tokens[w::n], texts[w::n]))
         p.start()
         conns.append(parent)
         procs.append(p)
