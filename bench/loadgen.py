@@ -72,7 +72,18 @@ def now_ns() -> int:
 
 
 def _pids(spec: str) -> list[int]:
-    return [int(p) for p in str(spec).split(",") if p]
+    """Every server process and its descendants (the encoder process of
+    ``moderation.model.encoder = "process"`` works for the server: its CPU and memory
+    count as the server's)."""
+    out: list[int] = []
+    todo = [int(p) for p in str(spec).split(",") if p]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+    return out
 
 
 def proc_cpu_s(pids: str) -> float:
@@ -86,12 +97,19 @@ def proc_rss_mb(pids: str) -> float:
 
 def _proc_cpu_s(pid: int) -> float:
     # utime + stime of the whole process (every thread: the store writer, the encoder).
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # a child that has just exited
+        return 0.0
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def _proc_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # a child that has just exited
+        return 0.0
+    for line in status.splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
@@ -419,9 +437,11 @@ def start_workers(args: argparse.Namespace, tokens: list[tuple[str, str, str]],
     for w in range(n):
         parent, child = ctx.Pipe()
         # Round robin: every room has members in every worker, so deliveries cross
-        # processes as they would cross machines.
+        # processes as they would cross machines. The texts are dealt out too: with the
+        # whole list each, every worker sent the same line at the same moment, and the
+        # server saw each line twice at once (a twin it may answer from the first).
         p = ctx.Process(target=worker_main, daemon=True,
-                        args=(child, args.kind, w, tokens[w::n], texts))
+                        args=(child, args.kind, w, tokens[w::n], texts[w::n]))
         p.start()
         conns.append(parent)
         procs.append(p)

@@ -10,8 +10,9 @@ import signal
 import socket
 import sys
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -26,6 +27,9 @@ from chatserver.moderation.pipeline import Moderator
 from chatserver.moderation.rules import RuleLoadError
 from chatserver.ports import Broker, ClusterState, Store, UserRow
 from chatserver.stores.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from chatserver.moderation.classifier import Encoder
 
 __all__ = ["main"]
 
@@ -125,7 +129,7 @@ def serve(args: argparse.Namespace, config: Config) -> int:
         raise SystemExit("a cluster needs auth.secret (or CHATSERVER_AUTH_SECRET), the same "
                          "on every node, so a token from one node is valid on the others")
     rules = _rules(config.moderation.rules_path)
-    moderator = _moderator(config, rules)
+    moderator = _moderator(config, rules, serve=True)
     host, port = config.server.host, config.server.port
     # Bind first: a port in use stops here, before the store or the secret file is opened,
     # made or changed, and before anything is announced.
@@ -239,6 +243,10 @@ def serve(args: argparse.Namespace, config: Config) -> int:
     finally:
         for sock in (*socks, *msocks):
             sock.close()
+        if moderator.classifier is not None:
+            from chatserver.runtime.encoder import ProcessEncoder
+            if isinstance(moderator.classifier.encoder, ProcessEncoder):
+                moderator.classifier.encoder.close()
     return 0
 
 
@@ -377,17 +385,27 @@ def purge_cmd(args: argparse.Namespace, config: Config) -> int:
 
 # ------------------------------------------------------------------- rules
 def _moderator(config: Config, ruleset: RuleSet, model_path: str | None = None,
-               thresholds: Mapping[str, float] | None = None) -> Moderator:
+               thresholds: Mapping[str, float] | None = None,
+               serve: bool = False) -> Moderator:
     """Rules plus the learned heads; a model that cannot load stops the command (fail
-    closed: the server never runs without the second stage it was configured with)."""
+    closed: the server never runs without the second stage it was configured with).
+    ``serve``: the encoder where ``moderation.model.encoder`` says (the other commands
+    encode in their own process)."""
     from chatserver.moderation.classifier import ModelLoadError, load_classifier
+    from chatserver.moderation.features import SentenceEncoder
     model = config.moderation.model
     if thresholds:
         model = dataclasses.replace(model, thresholds={**model.thresholds, **thresholds})
     if not model.enabled and model_path is None:
         return Moderator(ruleset, None, model)
+    make: Callable[[], Encoder] = SentenceEncoder
+    if serve and model.encoder == "process":
+        from chatserver.runtime.encoder import ProcessEncoder
+        child = ProcessEncoder()  # loads in its process while this one loads the heads
+        make = child.wait
     try:
-        return Moderator(ruleset, load_classifier(model_path or model.path or None), model)
+        return Moderator(ruleset, load_classifier(model_path or model.path or None, make),
+                         model)
     except ModelLoadError as e:
         raise SystemExit(f"{e}\n(set moderation.model.enabled = false to run on rules "
                          "alone)") from None

@@ -158,6 +158,9 @@ def _model_config(raw: dict[str, Any], env: Mapping[str, str]) -> ModelConfig:
     model = _section(ModelConfig, raw, "moderation.model", env)
     if model.mode not in ("live", "shadow"):
         raise ConfigError(f"moderation.model.mode: 'live' or 'shadow', not {model.mode!r}")
+    if model.encoder not in ("process", "thread"):
+        raise ConfigError("moderation.model.encoder: 'process' or 'thread', not "
+                          f"{model.encoder!r}")
     return dataclasses.replace(model, thresholds=thresholds, profile_thresholds=profiles)
 
 

@@ -188,6 +188,12 @@ class ModelConfig:
     """Per head, over training's choice."""
     profile_thresholds: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     """Room profile → head → threshold, over both."""
+    encoder: str = "thread"
+    """Where ``serve`` runs the sentence encoder: ``thread`` (a worker thread of the
+    server's process, sharing its core with the event loop) or ``process`` (a child
+    process of its own, on another core; restarted if it dies). Same vectors either way
+    (``runtime/encoder.py``). ``thread`` measured as well or better on the shared 2-core
+    machine (bench/README.md, 2026-12-01 18:30), and starts a second faster."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -44,8 +44,8 @@ from chatserver.moderation.features import (
     prepare,
 )
 
-__all__ = ["DEFAULT_MODEL", "HEADS", "Classifier", "Heads", "JointHead", "ModelInfo",
-           "ModelLoadError", "load_classifier"]
+__all__ = ["DEFAULT_MODEL", "HEADS", "Classifier", "Encoder", "Heads", "JointHead",
+           "ModelInfo", "ModelLoadError", "load_classifier"]
 
 HEADS: Final = ("risk", "method", "support", "abuse", "contact", "grooming", "everyday")
 """``risk``: the sender's own risk (a method question counts too); ``support``: recovery
@@ -56,6 +56,13 @@ DEFAULT_MODEL: Final = "model/heads.npz"
 FloatArray = npt.NDArray[np.float32]
 NGrams = tuple[npt.NDArray[np.int64], FloatArray]
 """Hashed n-gram indices and their weights (``Featurizer.ngrams``)."""
+
+
+class Encoder(Protocol):
+    """Prepared texts → sentence vectors, (n, 512): ``SentenceEncoder`` in this process,
+    or the server's encoder process (``runtime/encoder.py``), which loads the same one."""
+
+    def encode(self, folded: Sequence[str]) -> FloatArray: ...
 
 
 class ModelLoadError(RuntimeError):
@@ -113,7 +120,7 @@ class JointHead:
 
 
 class Classifier:
-    def __init__(self, featurizer: Featurizer, encoder: SentenceEncoder, fast: Heads,
+    def __init__(self, featurizer: Featurizer, encoder: Encoder, fast: Heads,
                  full: Heads, heads: tuple[str, ...], info: ModelInfo,
                  joint: JointHead | None = None) -> None:
         self.featurizer = featurizer
@@ -166,8 +173,11 @@ def _path(where: str | None) -> Path:
     return Path(str(resources.files("chatserver.moderation").joinpath(DEFAULT_MODEL)))
 
 
-def load_classifier(where: str | None = None) -> Classifier:
-    """Load the committed heads (or ``where``) and the encoder they were trained with.
+def load_classifier(where: str | None = None,
+                    encoder: Callable[[], Encoder] = SentenceEncoder) -> Classifier:
+    """Load the committed heads (or ``where``) and the encoder they were trained with
+    (``encoder`` makes it, once the installed version is checked: in this process by
+    default, or the server's encoder process).
 
     Raises:
         ModelLoadError: with one line that says what is wrong; the server refuses to
@@ -210,11 +220,11 @@ def load_classifier(where: str | None = None) -> Classifier:
         if installed != meta["encoder"]:
             raise ModelLoadError(f"moderation model {path} was trained with "
                                  f"{meta['encoder']}, but {installed} is installed")
-        encoder = SentenceEncoder()
+        made = encoder()
     except EncoderError as e:
         raise ModelLoadError(str(e)) from e
     info = ModelInfo(version=digest.hexdigest()[:12], encoder=meta["encoder"],
                      corpus_hash=meta["corpus_hash"], seed=int(meta["seed"]),
                      thresholds=dict(meta["thresholds"]), gates=dict(meta["gates"]),
                      trained=dict(meta["trained"]))
-    return Classifier(Featurizer(vocab), encoder, fast, full, heads, info, joint)
+    return Classifier(Featurizer(vocab), made, fast, full, heads, info, joint)

@@ -60,6 +60,9 @@ class _Prepared:
     fast: dict[str, float]
     rules: Verdict
     vector: FloatArray | None = None
+    uses: int = 1
+    """Checks still to come for it: the same line in flight twice (two people sending
+    one copy-paste) shares one preparation, and the second check still finds it."""
 
 
 def _model_rule(head: str, notice: str | None) -> Rule:
@@ -119,15 +122,23 @@ class Moderator:
         clf = self._active(role)
         if clf is None:
             return None
-        folded = prepare(text)
-        grams = clf.ngrams(folded)
-        fast = clf.fast_scores(folded, grams)
-        rules = self.ruleset.check(text, role)
-        self._prepared[(text, role)] = _Prepared(folded, grams, fast, rules)
-        self._prepared.move_to_end((text, role))
+        key = (text, role)
+        ready = self._prepared.get(key)
+        if ready is not None:
+            # Its twin is in flight: one entry for both (the first check used to take
+            # it, and the second computed the sentence vector inline, on the loop).
+            ready.uses += 1
+        else:
+            folded = prepare(text)
+            grams = clf.ngrams(folded)
+            ready = _Prepared(folded, grams, clf.fast_scores(folded, grams),
+                              self.ruleset.check(text, role))
+            self._prepared[key] = ready
+        self._prepared.move_to_end(key)
         while len(self._prepared) > PREPARED:
             self._prepared.popitem(last=False)
-        return folded if clf.past_gate(fast) or self._clearable(rules) else None
+        return ready.folded if clf.past_gate(ready.fast) or self._clearable(ready.rules) \
+            else None
 
     def _clearable(self, v: Verdict) -> bool:
         """A hold the model may clear: only then do the full heads matter to a line
@@ -153,7 +164,11 @@ class Moderator:
     def check(self, text: str, role: str = "participant",
               disabled: frozenset[str] = frozenset(), profile: str = "default") -> Verdict:
         clf = self._active(role)
-        ready = self._prepared.pop((text, role), None)
+        ready = self._prepared.get((text, role))
+        if ready is not None:
+            ready.uses -= 1
+            if ready.uses <= 0:
+                del self._prepared[(text, role)]
         if ready is not None and not disabled:
             v = ready.rules
         else:

@@ -39,6 +39,7 @@ from chatserver.core.node import ChatCore
 from chatserver.core.roles import Role
 from chatserver.core.session import Identity
 from chatserver.core.sync import Sync
+from chatserver.moderation.classifier import Classifier
 from chatserver.moderation.engine import Verdict, load_rules
 from chatserver.moderation.pipeline import Moderator
 from chatserver.moderation.rules import Action, RuleLoadError
@@ -56,6 +57,7 @@ from chatserver.runtime.accounts import still_signed_in
 from chatserver.runtime.clock import mono_ms, now_ms
 from chatserver.runtime.cluster import Cluster
 from chatserver.runtime.delivery import Delivery, Socket
+from chatserver.runtime.encoder import EncoderDown, ProcessEncoder
 from chatserver.runtime.history import HistoryReader
 from chatserver.runtime.vectors import VectorBatcher
 
@@ -229,11 +231,23 @@ class Server:
             folded = moderator.needs_vector(text, role.value)
             if folded is not None:
                 if self._vectors is None:
-                    self._vectors = VectorBatcher(moderator.classifier.embed)
+                    self._vectors = self._batcher(moderator.classifier)
                 moderator.remember(text, role.value, await self._vectors.vector(folded))
+        except EncoderDown as e:
+            # The encoder process died: the core holds this line (fail closed) and a
+            # new process is already starting.
+            self.metrics.ops_alerts.labels("encoder").inc()
+            log.error("ops_alert", kind="encoder", detail=str(e))
         except Exception:
             # The core scores the line itself; failing that, it holds it (fail closed).
             log.exception("moderation_prepare_failed")
+
+    @staticmethod
+    def _batcher(classifier: Classifier) -> VectorBatcher:
+        """Where the sentence vectors are computed (``moderation.model.encoder``)."""
+        if isinstance(classifier.encoder, ProcessEncoder):
+            return VectorBatcher(classifier.encoder.encode_async)
+        return VectorBatcher.in_thread(classifier.embed)
 
     async def moderate(self, text: str, role: Role = Role.PARTICIPANT) -> Verdict:
         """A text written outside a room (the "Tell us" page) read by the same moderator

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import pytest
 
 from chatserver.config import ModelConfig
+from chatserver.moderation.classifier import Encoder, FloatArray
 from chatserver.moderation.engine import RuleSet
 from chatserver.moderation.pipeline import Moderator
 from chatserver.moderation.rules import Action
@@ -97,3 +99,37 @@ def test_a_short_line_needs_a_near_certain_score_to_be_held_by_the_model(
     assert v.action == Action.ALLOW and v.scores["risk"] < 0.985
     eager = Moderator(rules, classifier(), ModelConfig(thresholds={"contact": 0.0}))
     assert eager.check("hello 9 from 2").action == Action.ALLOW
+
+
+def test_the_same_line_in_flight_twice_finds_its_vector_both_times(rules: RuleSet) -> None:
+    """Two people send one line at once: the shell prepares it twice, then both checks
+    run; neither computes the sentence vector inline (on the event loop), and both get
+    the verdict of a line checked alone."""
+    clf = classifier()
+    moderator = Moderator(rules, clf, ModelConfig())
+    alone = Moderator(rules, clf, ModelConfig()).check(INDIRECT)
+    folded = [moderator.needs_vector(INDIRECT), moderator.needs_vector(INDIRECT)]
+    assert folded[0] is not None and folded == [folded[0]] * 2
+    vector = clf.embed([folded[0]])[0]
+    moderator.remember(INDIRECT, "participant", vector)
+    moderator.remember(INDIRECT, "participant", vector)
+    inline: list[object] = []
+    encoder = clf.encoder
+    try:
+        clf.encoder = _Counting(encoder, inline)
+        first, second = moderator.check(INDIRECT), moderator.check(INDIRECT)
+    finally:
+        clf.encoder = encoder
+    assert inline == []
+    assert first == second == alone
+
+
+class _Counting:
+    """The real encoder, counting its calls."""
+
+    def __init__(self, encoder: Encoder, calls: list[object]) -> None:
+        self.encoder, self.calls = encoder, calls
+
+    def encode(self, folded: Sequence[str]) -> FloatArray:
+        self.calls.append(list(folded))
+        return self.encoder.encode(folded)

@@ -29,7 +29,7 @@ class GatedEncoder:
 
 async def test_the_loop_keeps_serving_while_the_encoder_works() -> None:
     enc = GatedEncoder()
-    batcher = VectorBatcher(enc)
+    batcher = VectorBatcher.in_thread(enc)
     first = asyncio.create_task(batcher.vector("a line that needs a closer look"))
     await asyncio.to_thread(enc.started.wait, 30)
     # The encoder is busy in its thread; other work on the loop still runs.
@@ -41,7 +41,7 @@ async def test_the_loop_keeps_serving_while_the_encoder_works() -> None:
 
 async def test_lines_that_wait_are_encoded_together() -> None:
     enc = GatedEncoder()
-    batcher = VectorBatcher(enc)
+    batcher = VectorBatcher.in_thread(enc)
     first = asyncio.create_task(batcher.vector("one"))
     await asyncio.to_thread(enc.started.wait, 30)
     waiting = [asyncio.create_task(batcher.vector(t)) for t in ("two", "three", "four")]
@@ -56,7 +56,7 @@ async def test_an_encoder_error_reaches_every_waiting_line() -> None:
     def broken(texts: Sequence[str]) -> Vectors:
         raise RuntimeError("encoder failed")
 
-    batcher = VectorBatcher(broken)
+    batcher = VectorBatcher.in_thread(broken)
     with pytest.raises(RuntimeError, match="encoder failed"):
         await batcher.vector("anything")
     # The next line gets a fresh try (the worker is not left wedged).
