@@ -1,5 +1,6 @@
-"""This node's sockets: frames queued to bounded outboxes, one writer per socket, slow
-clients cut rather than waited for (CONTRIBUTING.md § Style), closes that always finish.
+"""This node's sockets: frames written straight to a socket that keeps up, queued to a
+bounded outbox (one writer task per socket) behind one that does not, slow clients cut
+rather than waited for (CONTRIBUTING.md § Style), closes that always finish.
 
 The one owner of ``Socket`` objects: everything that writes to a client goes through
 ``Delivery``.
@@ -28,9 +29,22 @@ from chatserver.observability import Metrics, log
 __all__ = ["Delivery", "Socket", "reset"]
 
 
+def text_frame(payload: bytes) -> bytes:
+    """The WebSocket frame aiohttp's writer would send for ``payload`` (RFC 6455 § 5.2: FIN,
+    opcode text, no mask from a server, no extension bits as compression is off), built
+    once per event so that every recipient is one ``transport.write`` of the same bytes."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return struct.pack("!BBH", 0x81, 126, n) + payload
+    return struct.pack("!BBQ", 0x81, 127, n) + payload
+
+
 @dataclass(slots=True)
 class Socket:
-    """One WebSocket: a bounded outbox drained by one writer task (CONTRIBUTING.md § Style)."""
+    """One WebSocket: written to directly while it keeps up, else through a bounded
+    outbox drained by one writer task (CONTRIBUTING.md § Style)."""
 
     ws: web.WebSocketResponse
     outbox: asyncio.Queue[bytes]
@@ -48,9 +62,26 @@ class Socket:
     floor: dict[RoomId, int] = field(default_factory=dict)
     """Per room, the last seq this socket was sent as history: live copies are dropped."""
 
-    def put(self, frame: bytes) -> bool:
-        """Queue a frame; False when the client has fallen too far behind."""
+    wrote: bool = False
+    """A frame went straight to the transport since the reader last yielded."""
+
+    def put(self, frame: bytes, wire: bytes | None = None) -> bool:
+        """Send a frame (``wire``: its ``text_frame``, when already built); False when
+        the client has fallen too far behind.
+
+        Written at once, with no task wake-up, when nothing is queued before it and the
+        kernel took everything written so far (an empty write buffer). Otherwise it goes
+        to the outbox, behind the frames already there, for the writer, which waits on
+        aiohttp's flow control: the bytes held for a slow client stay bounded by the
+        outbox and one transport buffer, as before, and its overflow still cuts it."""
         if self.closing:
+            return True
+        transport = self.transport
+        if (transport is not None and self.outbox.empty()
+                and not transport.get_write_buffer_size() and not self.ws.closed):
+            if not transport.is_closing():  # else the peer is gone: its reader ends it
+                transport.write(text_frame(frame) if wire is None else wire)
+                self.wrote = True
             return True
         try:
             self.outbox.put_nowait(frame)
@@ -113,11 +144,12 @@ class Delivery:
 
     def fan_out(self, room: RoomId, event: Event, audience: Audience,
                 target: ParticipantId | None) -> None:
-        """Encoded once; the same bytes are queued to each socket; nobody is awaited."""
+        """Encoded and framed once; the same bytes go to each socket; nobody is awaited."""
         targets = self.core.recipients(room, event, audience, target)
         if not targets:
             return
         frame = encode(event)
+        wire = text_frame(frame)
         seq = event.seq if isinstance(event, Message) else None
         for cid in targets:
             sock = self.sockets.get(cid)
@@ -128,7 +160,7 @@ class Delivery:
                 continue
             if seq is not None and sock.floor and seq <= sock.floor.get(room, 0):
                 continue  # this socket had it as history already
-            if not sock.put(frame):
+            if not sock.put(frame, wire):
                 self._too_slow(cid)
 
     def _too_slow(self, cid: ConnId) -> None:
@@ -178,7 +210,7 @@ class Delivery:
                                               reset, transport)
 
     async def write_loop(self, sock: Socket) -> None:
-        """The one writer of a socket (CONTRIBUTING.md § Style)."""
+        """The writer of a socket's queued frames (CONTRIBUTING.md § Style)."""
         while True:
             frame = await sock.outbox.get()
             try:

@@ -191,5 +191,6 @@ async def _reject(server: Server, sock: Socket, conn: ConnId, error: ChatError,
 async def _yield_if_replies(sock: Socket) -> None:
     """receive() returns without suspending while frames are buffered: yield so this
     socket's writer (and every other connection) runs between the frames of a burst."""
-    if not sock.outbox.empty():
+    if sock.wrote or not sock.outbox.empty():
+        sock.wrote = False
         await asyncio.sleep(0)
