@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+import orjson
 import pytest
 import websockets
 from aiohttp import ClientSession
@@ -40,6 +41,29 @@ async def test_two_participants_exchange_messages_with_one_ack_and_rising_seq(
     assert seqs == sorted(seqs) and len(set(seqs)) == 3
     acks = [e for e in alex.seen if e["type"] == "ack"]
     assert len(acks) == 3  # exactly one ack per send
+
+
+async def test_frames_of_every_length_arrive_whole(tmp_path: Path, rules: RuleSet) -> None:
+    """The server builds each WebSocket frame itself (Delivery.fan_out): short, medium
+    (16-bit length) and long (64-bit length: a welcome over 64 KiB) frames all arrive as
+    sent, to a client that checks the framing (websockets)."""
+    running = await start_server(tmp_path, rules, frame_rate=1e6, frame_burst=1e6)
+    try:
+        talker = await running.client(await running.login("facilitator"))
+        await talker.send(type="join", room="lounge")
+        await talker.expect("room")
+        listener = await running.client(await running.join("Listener"))
+        texts = ["ok", "y" * 125, "z" * 126, *(f"{n:02d}" + "x" * 1988 for n in range(40))]
+        for n, text in enumerate(texts):
+            assert (await talker.say(text, f"t{n}"))["status"] == "sent"
+            assert (await listener.expect("message", has_id(f"t{n}")))["text"] == text
+        late = await running.client_raw(await running.join("Late"))
+        welcome = orjson.loads(raw := await asyncio.wait_for(late.ws.recv(), 5))
+        assert len(raw) > 65535
+        assert [m["text"] for m in welcome["history"]["lounge"]] == texts[-len(
+            welcome["history"]["lounge"]):]
+    finally:
+        await running.stop()
 
 
 async def test_no_hello_closes_4001(running: Running) -> None:
