@@ -22,6 +22,8 @@ spaced or reversed spelling).
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -453,6 +455,7 @@ _SPELT_HINT: Final = re.compile(
     r"(?<![a-z0-9])[a-z]{1,6}[\W_]+(?:[a-z]{1,6}[\W_]+){0,2}(?:\d|(?:"
     + "|".join(w for w, d in _UNITS.items() if len(d) == 1) + r")(?![a-z]))")
 """A short word then a digit: the start of every spelt postcode ("s w one", "em one")."""
+_DIGIT_WORDS: Final = frozenset(w for w, d in _UNITS.items() if len(d) == 1)
 _MIXED: Final = re.compile(r"[a-z]?\d[a-z\d]?")
 _POSTCODE_SPELT: Final = re.compile(
     r"(?<![a-z0-9])(?:[a-z]{1,2}\d[a-z\d]?|gir)\d[abd-hjlnp-uw-z]{2}(?![a-z0-9])")
@@ -465,37 +468,53 @@ def find_postcodes(norm: Normalized, allowed: frozenset[str] = HELPLINES) -> lis
                          if (m.start() == 0 or not folded[m.start() - 1].isalnum())
                          and (m.end() == len(folded) or not folded[m.end()].isalnum())]
     # Spelt out: a run of single characters and letter or digit names. Each token becomes
-    # its character(s) in ``chars`` (other words a "|"), so one regex search finds them.
-    if _SPELT_HINT.search(folded) is None:
+    # its character(s) in ``spelt`` (other words a "|"), so one regex search finds them.
+    # The hint needs a digit or a digit word after a separator: a cheap test of that
+    # first, as the hint's search tries every word start of a long line (F-15).
+    tokens = _SPELT.findall(folded)
+    if (_DIGIT.search(folded) is None and _DIGIT_WORDS.isdisjoint(tokens)) or \
+            _SPELT_HINT.search(folded) is None:
         return found
-    chars: list[str] = []
-    where: list[tuple[int, int]] = []
-    repeat = 1
-    for m in _SPELT.finditer(folded):
-        tok = m.group()
-        if tok in ("double", "dbl"):
-            repeat = 2
-            continue
-        char = tok if len(tok) == 1 else _LETTER_NAMES.get(tok)
-        if repeat == 2 and tok in ("you", "u"):
-            char, repeat = "w", 1  # "double you"
-        if char is None and len(tok) <= 3 and _MIXED.fullmatch(tok):
-            char = tok  # "m1", "1a" mixed in with spelt letters
-        if char is None:
-            chars.append("|")
-            where.append((m.start(), m.end()))
-            repeat = 1
-            continue
-        for c in char * repeat:
-            chars.append(c)
-            where.append((m.start(), m.end()))
-        repeat = 1
+    chars = [_spelt_char(tok) for tok in tokens]
+    doubled = "double" in chars or "dbl" in chars
+    if doubled:
+        for i in range(len(tokens)):
+            if chars[i] not in ("double", "dbl"):
+                continue
+            chars[i] = ""
+            if i + 1 < len(tokens) and chars[i + 1] not in ("double", "dbl", "|"):
+                chars[i + 1] = "w" if tokens[i + 1] in ("you", "u") else chars[i + 1] * 2
     spelt = "".join(chars)
+    # One character per token (no doubling, no letter-digit mix): a character's index is
+    # its token's; otherwise the token a character came from is found by bisection.
+    one_each = not doubled and len(spelt) == len(tokens)
+    ends = None if one_each else list(itertools.accumulate(map(len, chars)))
+    spans: list[tuple[int, int]] | None = None
     for m in _POSTCODE_SPELT.finditer(spelt):
-        first, last = where[m.start()], where[m.end() - 1]
+        if ends is None:
+            first, last = m.start(), m.end() - 1
+        else:
+            first, last = bisect.bisect_right(ends, m.start()), \
+                bisect.bisect_right(ends, m.end() - 1)
         if first != last:  # one token alone is a written postcode, found above
-            found.append((first[0], last[1], True))
+            if spans is None:
+                spans = [t.span() for t in _SPELT.finditer(folded)]
+            found.append((spans[first][0], spans[last][1], True))
     return found
+
+
+def _spelt_char(tok: str) -> str:
+    """What a token spells in a postcode: a character, a letter or digit name's
+    character, a short letter-digit mix as it is; "double"/"dbl" kept for the caller;
+    any other word "|"."""
+    if len(tok) == 1 or tok in ("double", "dbl"):
+        return tok
+    char = _LETTER_NAMES.get(tok)
+    if char is not None:
+        return char
+    if len(tok) <= 3 and _MIXED.fullmatch(tok):
+        return tok  # "m1", "1a" mixed in with spelt letters
+    return "|"
 
 
 # ------------------------------------------------------------------------ addresses

@@ -284,6 +284,11 @@ class RuleSet:
         # same span and the same evasion, so that second half of the hits is skipped (a
         # regex is still read in both: a hit in the words view counts as evasive).
         same = norm.words == norm.folded
+        # Where each word or phrase matched in the folded view, by (pattern, end): a match
+        # of the words view ending there repeats it when the two views agree over the
+        # match and the character before it (the same ``_start``, span and evasion),
+        # as each spaced-out word beside an emoji does ("f u c k 😂", F-15).
+        starts: dict[tuple[int, int], int] = {}
         for pid, _, end in raw:
             pat = self._patterns[pid]
             if end == boundary + 1:
@@ -306,6 +311,12 @@ class RuleSet:
                 if offsets is None:
                     offsets = char_ends[in_words] = _char_ends(view)
                 end = bisect.bisect_right(offsets, end) - 1
+            if pat.plain != "" and in_words:
+                seen = starts.get((pid, end))
+                if seen is not None:
+                    before = max(0, seen - 1)
+                    if norm.words[before:end] == norm.folded[before:end]:
+                        continue
             words = None
             if pat.word_start:
                 words = word_starts.get(in_words)
@@ -313,6 +324,8 @@ class RuleSet:
                     words = word_starts[in_words] = [
                         m.start() for m in _WORD_START.finditer(view)]
             start = self._start(pid, view, end, words)
+            if pat.plain != "" and not in_words:
+                starts[(pid, end)] = start
             plain = _ordinary(norm.folded[start:end])
             if pat.plain is None:  # combine: symbols or digits standing in for letters,
                 # a symbol inside a word, or letters spaced out one by one
@@ -331,15 +344,19 @@ class RuleSet:
         return {self.rules[i].id for i in hits if i not in suppressed}
 
     def check(self, text: str, role: str = "participant",
-              disabled: frozenset[str] = frozenset()) -> Verdict:
+              disabled: frozenset[str] = frozenset(), norm: Normalized | None = None
+              ) -> Verdict:
         """Decide what happens to ``text`` sent by ``role``.
 
         Args:
             text: the message as the sender typed it.
             role: the sender's role; a rule applies only to roles in its ``applies_to``.
             disabled: categories the room's profile switches off (e.g. ``profanity``).
+            norm: ``normalize(text)`` when the caller already has it (the pipeline
+                shares one with the learned heads' ``prepared``).
         """
-        norm = normalize(text)
+        if norm is None or norm.original != text:
+            norm = normalize(text)
         found, suppressed = self._scan(norm)
         live: list[Hit] = []
         shadow: list[Hit] = []
