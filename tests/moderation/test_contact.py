@@ -224,7 +224,7 @@ examples.no_match = ["b"]
     assert any("'allow' needs a 'detector'" in m for m in messages), messages
 
 
-@pytest.mark.parametrize("text,spelt", [
+@pytest.mark.parametrize(("text", "spelt"), [
     ("mine is ess double you one ay one ay ay ok", "ess double you one ay one ay ay"),
     ("post code: em one one ay ee thanks", "em one one ay ee"),
     ("its s w one a one a a lol", "s w one a one a a"),

@@ -1,0 +1,78 @@
+"""Reworded and disguised messages written for issue 13 (made up here, none copied from
+any dataset) that reached the room before the rules and views they name were added:
+each is now held or blocked by the rules alone, so the model is not what catches it."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from chatserver.moderation.engine import RuleSet
+from chatserver.moderation.rules import Action
+
+CAUGHT = [
+    # grooming: short checks that a child is alone or unsupervised
+    ("grooming", "are u alone?"),
+    ("grooming", "parents home?"),
+    ("grooming", "u home alone?"),
+    ("grooming", "r ur parents around"),
+    ("grooming", "mum n dad out?"),
+    ("grooming", "where r ur parents?"),
+    ("grooming", "anyone watching ur screen"),
+    ("grooming", "is ur door locked"),
+    # grooming: secrecy in text-speak
+    ("grooming", "keep it secret ok"),
+    ("grooming", "dnt tell any1"),
+    ("grooming", "dont tell no1 ok"),
+    ("grooming", "delete after reading"),
+    # grooming: gifts in game currency, moving the chat elsewhere
+    ("grooming", "ill gift u vbucks"),
+    ("grooming", "i'll send you a nitro"),
+    ("grooming", "this app is rubbish, whatsapp me"),
+    # method: plurals misspelt, mixing household chemicals
+    ("method", "how many pillz"),
+    ("method", "how manny tabs would do it"),
+    ("method", "mixing bleach and ammonia will it kill me"),
+    # contact: a handle asked for by its sign alone
+    ("contact", "what's ur @"),
+    # written backwards
+    ("abuse", "flesruoy llik"),
+    # a phone number in base64
+    ("contact", "MDc3MDAgOTAwIDMxMg=="),
+]
+
+STILL_ALLOWED = [
+    "i was home alone and got scared",
+    "my parents home is in wales",
+    "where are your parents from originally? mine are from ghana",
+    "never mix bleach and ammonia when you clean",
+    "i got sc tomorrow",  # a signal at most, never held alone
+]
+
+
+@pytest.mark.parametrize(("category", "text"), CAUGHT)
+def test_issue13_probe_is_held_or_blocked(rules: RuleSet, category: str, text: str) -> None:
+    v = rules.check(text)
+    assert v.action >= Action.HOLD, (text, v.hits)
+    assert category in v.categories, (text, v.categories)
+
+
+@pytest.mark.parametrize("text", STILL_ALLOWED)
+def test_the_same_words_in_ordinary_talk_are_not_held(rules: RuleSet, text: str) -> None:
+    v = rules.check(text)
+    assert v.action < Action.HOLD, (text, [h.rule.id for h in v.hits])
+    assert "evasion" not in v.alerts
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 999), st.sampled_from(["", " ", "-", "."]),
+       st.sampled_from(["{}", "text me {}", "{} ok"]))
+def test_a_fictional_number_in_base64_is_caught(rules: RuleSet, n: int, sep: str,
+                                                 carrier: str) -> None:
+    number = f"07700{sep}900{sep}{n:03d}"
+    encoded = base64.b64encode(number.encode()).decode()
+    v = rules.check(carrier.format(encoded))
+    assert v.action >= Action.HOLD and "contact" in v.categories, encoded
+    assert "evasion" in v.alerts
