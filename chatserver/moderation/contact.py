@@ -532,6 +532,14 @@ _NUMBERED_STREET: Final = re.compile(
     rf"\b\d{{1,4}}[a-z]?\s*,?\s+(?:{_NOT_NAME}[a-z]+\s+){{1,3}}(?:{_STREET_TYPES})\b")
 """12 oak road", "12a, high st", "flat 3 12 oak road"."""
 _STREET_WORD: Final = re.compile(rf"\b(?:{_STREET_TYPES}|estate|flats|towers?)\b")
+_STRONG_TYPES: Final = (r"road|rd|street|avenue|ave|lane|close|drive|crescent|grove|terrace|"
+                        r"gardens|gdns|mews|estate|flats|towers?")
+"""Street types that are rarely anything else: "way", "place", "walk", "court" are, so
+"im on my way" and "i'm in a dark place" are not addresses without a house number."""
+_SPOKEN_NUMBER: Final = (
+    r"(?:twenty|thirty|forty|fourty|fifty|sixty|seventy|eighty|ninety)(?:[\s-]+(?:one|two|"
+    r"three|four|five|six|seven|eight|nine))?|one|two|three|four|five|six|seven|eight|nine|"
+    r"ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen")
 _MY_ADDRESS: Final = re.compile(r"\bmy\s+(?:home\s+)?address\s*(?:is|=|:)")
 _INTERNATIONAL: Final = ("calle", "c/", "avenida", "av.", "rue", "boulevard", "bd", "via",
                          "viale", "piazza", "plaza", "praca", "rua", "ulica", "ul.", "carrer",
@@ -546,9 +554,13 @@ _ADDRESS_PATTERNS: Final[tuple[tuple[re.Pattern[str], bool, bool, tuple[str, ...
     (re.compile(r"\b(?:flat|apt|apartment|unit|house\s+number|house\s+no|door\s+number)\s*"
                 r"(?:no\.?\s*|number\s*)?\d{1,4}[a-z]?\b"), True, False,
      ("flat", "apt", "apartment", "unit", "house", "door")),
-    # "i live at number 12 elm street", "im on oak road"
+    # "i live at number 12 elm street", "im on oak road", "i live at nine acacia avenue"; a
+    # name is not a little word ("im on my way") and, without a number, the street type
+    # is a strong one ("im in dark place" is not an address)
     (re.compile(rf"\b(?:i\s+live|we\s+live|im|i\s+m|i\s+am)\s+(?:at|on|in)\s+(?:number\s+)?"
-                rf"(?:\d{{1,4}}\s+)?[a-z]+\s+(?:{_STREET_TYPES}|estate|flats|towers?)\b"),
+                rf"(?:(?:(?:\d{{1,4}}|{_SPOKEN_NUMBER})\s+)(?:{_NOT_NAME}[a-z]+\s+){{1,2}}"
+                rf"(?:{_STREET_TYPES}|estate|flats|towers?)|(?:{_NOT_NAME}[a-z]+\s+){{1,2}}"
+                rf"(?:{_STRONG_TYPES}))\b"),
      False, True, ("live", "m ", "am ")),
     (re.compile(r"\bp\.?\s*o\.?\s*box\s*\d+"), True, False, ("box",)),
     # international: "calle mayor 5", "rue de la paix 12", "via roma 3", "rua augusta 20"

@@ -25,7 +25,8 @@ _COMMON: Final = frozenset((
     "that", "are", "was", "im", "not", "how", "many", "pills", "kill", "myself", "die",
     "want", "would", "take", "much", "end", "life", "do", "can", "what", "where", "when",
     "yourself", "urself", "hate", "stupid", "ugly", "will", "alone", "home", "parents",
-    "tell", "anyone", "secret", "pics", "send",
+    "tell", "anyone", "secret", "pics", "send", "go", "way", "least", "painful", "painless",
+    "jump", "bridge", "cut",
 ))
 """Words that are not a common word read backwards ("on", whose reversal "no" is, left out)."""
 _WORD: Final = re.compile(r"[a-z]+")

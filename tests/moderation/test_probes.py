@@ -22,8 +22,11 @@ CAUGHT = [
     ("grooming", "where r ur parents?"),
     ("grooming", "anyone watching ur screen"),
     ("grooming", "is ur door locked"),
+    ("grooming", "ur parents not home?"),
+    ("grooming", "who else is home rn"),
     # grooming: secrecy in text-speak
     ("grooming", "keep it secret ok"),
+    ("grooming", "u have to keep it a secret"),
     ("grooming", "dnt tell any1"),
     ("grooming", "dont tell no1 ok"),
     ("grooming", "delete after reading"),
@@ -35,10 +38,15 @@ CAUGHT = [
     ("method", "how many pillz"),
     ("method", "how manny tabs would do it"),
     ("method", "mixing bleach and ammonia will it kill me"),
+    ("method", "whats the least painful way to go"),
+    # a street address with the house number in words
+    ("contact", "i live at nine acacia avenue"),
+    ("contact", "im at twenty two oak close"),
     # contact: a handle asked for by its sign alone
     ("contact", "what's ur @"),
     # written backwards
     ("abuse", "flesruoy llik"),
+    ("method", "og ot yaw lufniap tsael"),
     # a phone number in base64
     ("contact", "MDc3MDAgOTAwIDMxMg=="),
 ]
@@ -49,6 +57,13 @@ STILL_ALLOWED = [
     "where are your parents from originally? mine are from ghana",
     "never mix bleach and ammonia when you clean",
     "i got sc tomorrow",  # a signal at most, never held alone
+    "if someone online says keep it secret thats a red flag. tell an adult",
+    "i can't keep it a secret if you're in danger, but i'll stay with you",
+    # street types that are ordinary words, without a house number
+    "im on my way",
+    "im in a dark place rn",
+    "im on the way home now",
+    "it's been one long road but im ok",
 ]
 
 
