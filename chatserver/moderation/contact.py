@@ -532,6 +532,10 @@ _NUMBERED_STREET: Final = re.compile(
     rf"\b\d{{1,4}}[a-z]?\s*,?\s+(?:{_NOT_NAME}[a-z]+\s+){{1,3}}(?:{_STREET_TYPES})\b")
 """12 oak road", "12a, high st", "flat 3 12 oak road"."""
 _STREET_WORD: Final = re.compile(rf"\b(?:{_STREET_TYPES}|estate|flats|towers?)\b")
+_STREET_WORDS: Final = frozenset(
+    w for w in _STREET_TYPES.split("|") if "\\" not in w) | {"estate", "flats", "tower", "towers"}
+"""The street words as whole words ("park road" and "hill road" end in "road")."""
+_WHOLE_WORD: Final = re.compile(r"\w+")
 _STRONG_TYPES: Final = (r"road|rd|street|avenue|ave|lane|close|drive|crescent|grove|terrace|"
                         r"gardens|gdns|mews|estate|flats|towers?")
 """Street types that are rarely anything else: "way", "place", "walk", "court" are, so
@@ -582,7 +586,9 @@ def find_addresses(norm: Normalized, allowed: frozenset[str] = HELPLINES) -> lis
     folded = norm.folded
     found: list[Span] = []
     digits = _DIGIT.search(folded) is not None
-    street = _STREET_WORD.search(folded) is not None
+    # Each street word is one whole word: a set lookup per distinct word finds what
+    # ``_STREET_WORD.search`` finds, without trying its alternation at every position.
+    street = not _STREET_WORDS.isdisjoint(_WHOLE_WORD.findall(folded))
     for pattern, needs_digit, needs_street, words in _ADDRESS_PATTERNS:
         if (needs_digit and not digits) or (needs_street and not street) or \
                 (words and not any(w in folded for w in words)):

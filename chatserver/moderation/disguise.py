@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections import Counter
 from typing import Final
 
 __all__ = ["hidden_views"]
@@ -40,8 +41,9 @@ def _looks_reversed(folded: str) -> bool:
     words = _WORD.findall(folded)
     if len(words) < 2:
         return False
-    forwards = sum(w in _COMMON for w in words)
-    backwards = sum(w[::-1] in _COMMON for w in words)
+    counts = Counter(words)  # each distinct word looked up once (a long line repeats)
+    forwards = sum(n for w, n in counts.items() if w in _COMMON)
+    backwards = sum(n for w, n in counts.items() if w[::-1] in _COMMON)
     return backwards >= 2 and backwards > forwards
 
 

@@ -39,6 +39,12 @@ MAX_SPAN: Final = 200
 """Longest match whose start is searched for, for an unbounded pattern (F-15: a match's
 start is found by trying ``re`` backwards from its end; unbounded, a 2,000-character
 digit run took 420 ms)."""
+_LOCAL_MISSES: Final = 8
+"""Matches of one view whose start is looked for among nearby word starts only; past
+this many, every word start of the view is listed once."""
+_MEMO_CHARS: Final = 32
+"""How far back from a match's end ``RuleSet._start`` keys what it found (a word or
+phrase's start nearer than this is remembered for the rest of the message)."""
 MASK_CHAR: Final = "*"
 """Masked spans keep their length so the sentence still reads naturally."""
 
@@ -94,6 +100,7 @@ _EDGE_PUNCTUATION: Final = re.compile(r"(?:(?<=\s)|^)[^\w\s]+|[^\w\s]+(?=\s|$)")
 _SPLIT_WORD: Final = re.compile(r"\w[^\w\s]+\w|(?:\b\w\b ){2}\b\w\b")
 _WORD_HYPHEN: Final = re.compile(r"(?<=\w\w)-(?=\w\w)")
 _WORD_START: Final = re.compile(r"\b\w")
+_MATCH_START: Final = re.Match.start
 
 
 @functools.lru_cache(maxsize=4096)
@@ -214,13 +221,16 @@ class RuleSet:
     def __repr__(self) -> str:
         return f"RuleSet(version={self.version!r}, rules={len(self.rules)})"
 
-    def _start(self, pid: int, view: str, end: int, words: list[int] | None = None) -> int:
+    def _start(self, pid: int, view: str, end: int, words: list[int] | None = None,
+               memo: dict[tuple[int, str], int] | None = None) -> int:
         """Where the leftmost match of pattern ``pid`` that ends at ``end`` begins.
 
         ``match(view, pos, end)`` sees the text before ``pos``, so ``\\b`` holds as in
         hyperscan. Runs only for a message that matched: cheap where it matters.
         ``words``: where the words of ``view`` start (``_WORD_START``), for a pattern
-        whose matches begin a word (``_Pattern.word_start``).
+        whose matches begin a word (``_Pattern.word_start``). ``memo``: answers already
+        found in this message, by pattern and the ``_MEMO_CHARS`` characters before
+        ``end`` (see below).
         """
         py = self._py.get(pid)
         if py is None:
@@ -232,6 +242,14 @@ class RuleSet:
             # does is the answer the loop below gives too (the character before a word
             # start is not part of a word, so the loop stops there): one ``re`` call per
             # word tried, instead of one per character.
+            # The answer depends only on the text from the character before it to
+            # ``end`` (which positions start a word, and what ``re`` sees from each), so
+            # a start found within the last ``_MEMO_CHARS`` characters is the answer
+            # wherever the same characters end a match of the same pattern: a line that
+            # repeats one masked word looks for it once, not hundreds of times (F-15).
+            key = (pid, view[max(0, end - _MEMO_CHARS):end])
+            if memo is not None and (back := memo.get(key)) is not None:
+                return end - back
             lead = self._patterns[pid].lead
             at = bisect.bisect_left(words, end) - 1
             while at >= 0 and words[at] >= low:
@@ -241,6 +259,8 @@ class RuleSet:
                 if not lead or not first.isascii() or first.lower() == lead:
                     m = py.match(view, words[at], end)
                     if m is not None and m.end() == end:
+                        if memo is not None and end - words[at] < _MEMO_CHARS:
+                            memo[key] = end - words[at]
                         return words[at]
                 at -= 1
             return max(0, end - 1)
@@ -289,6 +309,8 @@ class RuleSet:
         # match and the character before it (the same ``_start``, span and evasion),
         # as each spaced-out word beside an emoji does ("f u c k 😂", F-15).
         starts: dict[tuple[int, int], int] = {}
+        memo: dict[tuple[int, str], int] = {}
+        misses = {False: 0, True: 0}
         for pid, _, end in raw:
             pat = self._patterns[pid]
             if end == boundary + 1:
@@ -320,10 +342,18 @@ class RuleSet:
             words = None
             if pat.word_start:
                 words = word_starts.get(in_words)
-                if words is None:
-                    words = word_starts[in_words] = [
-                        m.start() for m in _WORD_START.finditer(view)]
-            start = self._start(pid, view, end, words)
+                if words is None and (pid, view[max(0, end - _MEMO_CHARS):end]) not in memo:
+                    if misses[in_words] < _LOCAL_MISSES:
+                        # The word starts of the few characters a match can span: a line
+                        # that repeats one word needs them only for its first match.
+                        misses[in_words] += 1
+                        low = max(0, end - pat.width)
+                        words = list(map(_MATCH_START, _WORD_START.finditer(view, low, end)))
+                    else:
+                        words = word_starts[in_words] = list(
+                            map(_MATCH_START, _WORD_START.finditer(view)))
+                words = words or []
+            start = self._start(pid, view, end, words, memo)
             if pat.plain != "" and not in_words:
                 starts[(pid, end)] = start
             plain = _ordinary(norm.folded[start:end])

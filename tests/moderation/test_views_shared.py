@@ -7,6 +7,8 @@ from collections import Counter
 
 from hypothesis import given, settings, strategies as st
 
+from chatserver.moderation import engine
+from chatserver.moderation.engine import RuleSet
 from chatserver.moderation.features import MAX_CHARS, _ngrams, gram_counts, prepare, prepared
 from chatserver.moderation.normalize import _fold_char, normalize
 
@@ -53,3 +55,23 @@ def test_the_heads_read_the_same_text_from_the_rules_views(text: str, pad: int) 
                 max_size=40).map("".join))
 def test_ngrams_counted_per_word_in_the_same_order(text: str) -> None:
     assert list(gram_counts(text).items()) == list(Counter(_ngrams(text)).items())
+
+
+REPEATED = st.lists(st.sampled_from([
+    "fuck", "f u c k", "f.u.c.k", "fuuuck", "shit", "s h i t", "😂", "ｆｕｃｋ", "hello", "you",
+    "are", "stupid", "k i l l", "yourself", "12", "x@example.com", " ", ", ",
+]), min_size=1, max_size=80).map(" ".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(REPEATED)
+def test_remembered_match_starts_give_the_verdict_looking_each_up_gives(
+        rules: RuleSet, text: str) -> None:
+    remembered = rules.check(text)
+    saved = engine._MEMO_CHARS, engine._LOCAL_MISSES
+    engine._MEMO_CHARS, engine._LOCAL_MISSES = 0, 0  # every start looked up, every time
+    try:
+        looked_up = rules.check(text)
+    finally:
+        engine._MEMO_CHARS, engine._LOCAL_MISSES = saved
+    assert remembered == looked_up
