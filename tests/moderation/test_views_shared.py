@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from chatserver.moderation import engine
@@ -68,10 +69,8 @@ REPEATED = st.lists(st.sampled_from([
 def test_remembered_match_starts_give_the_verdict_looking_each_up_gives(
         rules: RuleSet, text: str) -> None:
     remembered = rules.check(text)
-    saved = engine._MEMO_CHARS, engine._LOCAL_MISSES
-    engine._MEMO_CHARS, engine._LOCAL_MISSES = 0, 0  # every start looked up, every time
-    try:
+    with pytest.MonkeyPatch.context() as mp:  # every start looked up, every time
+        mp.setattr(engine, "_MEMO_CHARS", 0)
+        mp.setattr(engine, "_LOCAL_MISSES", 0)
         looked_up = rules.check(text)
-    finally:
-        engine._MEMO_CHARS, engine._LOCAL_MISSES = saved
     assert remembered == looked_up
