@@ -417,6 +417,13 @@ _HANDLE_PATTERNS: Final = (
     # "sc: jess_07", "discord - coolkid99"
     re.compile(rf"(?<![a-z])(?:{APPS})\s*(?::|=|-|is)\s*@?[a-z0-9_.]*[0-9_.][a-z0-9_.]*"),
 )
+_HANDLE_NEEDS: Final[tuple[tuple[str, ...], ...]] = (
+    (), ("my", "his", "her", "our"), ("👻", "ghost"), ("what", "wat", "wot"), ("on",),
+    ("search", "look", "find", "add"), ("#",), (),
+)
+"""Text each of ``_HANDLE_PATTERNS`` cannot match without (one of these substrings):
+a pattern whose words are absent is not run (F-15: each is an alternation of app names
+tried at every word of a long line)."""
 
 
 def find_handles(norm: Normalized, allowed: frozenset[str] = HELPLINES) -> list[Span]:
@@ -430,7 +437,9 @@ def find_handles(norm: Normalized, allowed: frozenset[str] = HELPLINES) -> list[
     if norm.words != folded:
         views.append((norm.words, True))
     for view, disguised in views:
-        for pattern in _HANDLE_PATTERNS:
+        for pattern, needs in zip(_HANDLE_PATTERNS, _HANDLE_NEEDS, strict=True):
+            if needs and not any(word in view for word in needs):
+                continue
             for m in pattern.finditer(view):
                 found.append((m.start(), m.end(), disguised))
         if found:
