@@ -285,6 +285,17 @@ def _trivial(d: str) -> bool:
                             or d in "109876543210")
 
 
+def _beside_helpline(digits: str, allowed: frozenset[str]) -> bool:
+    """A helpline run together with a few digits that cannot be a number themselves:
+    "samaritans are 24/7, 116 123, i rang" reads as the one run 2471161231 (the "i"
+    after digits is a 1); the digits beside the helpline are fewer than a number's."""
+    for number in allowed:
+        if len(number) >= 5 and number in digits \
+                and len(digits) - len(number) < MIN_RUN_DIGITS:
+            return True
+    return False
+
+
 def _matches(digits: str, plus: bool) -> bool:
     text = ("+" if plus else "") + digits
     for region in PHONE_REGIONS:
@@ -301,7 +312,7 @@ def find_phones(norm: Normalized, allowed: frozenset[str] = HELPLINES) -> list[S
     for run in runs[:MAX_RUNS]:
         national = digits_of(("+" if run.plus else "") + run.digits) if run.plus \
             else run.digits
-        if national in allowed or run.digits in allowed:
+        if national in allowed or run.digits in allowed or _beside_helpline(run.digits, allowed):
             continue
         if _trivial(run.digits):
             continue

@@ -395,7 +395,12 @@ class RuleSet:
             if idx in suppressed or role not in rule.applies_to or rule.category in disabled:
                 continue
             orig = tuple(sorted({norm.to_original(s, e) for s, e, _ in spans}))
-            evasive = norm.obfuscated > 0 or any(ev for _, _, ev in spans)
+            # A span is evasive only if every pattern of the rule that matched it did so
+            # evasively: "self harm" matches "selfharm" split by a space and "self harm"
+            # as written, and is ordinary spelling (issue 13 § 5: no noise).
+            plain_spans = {(s, e) for s, e, ev in spans if not ev}
+            evasive = norm.obfuscated > 0 or any(
+                ev and (s, e) not in plain_spans for s, e, ev in spans)
             (shadow if rule.shadow else live).append(Hit(rule, orig[0], orig, evasive))
         seen = {h.rule.id for h in live} | {h.rule.id for h in shadow}
         for view in hidden_views(norm.folded, text):

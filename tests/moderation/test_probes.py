@@ -64,6 +64,8 @@ STILL_ALLOWED = [
     "im in a dark place rn",
     "im on the way home now",
     "it's been one long road but im ok",
+    # a helpline run together with other digits
+    "samaritans are 24/7, 116 123, i rang at 4am once and someone picked up",
 ]
 
 
@@ -91,3 +93,20 @@ def test_a_fictional_number_in_base64_is_caught(rules: RuleSet, n: int, sep: str
     v = rules.check(carrier.format(encoded))
     assert v.action >= Action.HOLD and "contact" in v.categories, encoded
     assert "evasion" in v.alerts
+
+
+@pytest.mark.parametrize("text", [
+    "i think my cousin is self harming, she wears long sleeves",
+    "If you are self-harming, you are not bad or attention-seeking.",
+    "7 months no self harm today!!",
+])
+def test_ordinary_spellings_that_two_patterns_read_raise_no_evasion(rules: RuleSet,
+                                                                     text: str) -> None:
+    # "self harm" is also "selfharm" split by a space: one pattern reads it as written.
+    assert "evasion" not in rules.check(text).alerts
+
+
+@pytest.mark.parametrize("text", ["ring 07700 900123 116123", "0800 1111 07700 900 312",
+                                  "116123 07700 900 312 call me"])
+def test_a_number_beside_a_helpline_is_still_caught(rules: RuleSet, text: str) -> None:
+    assert rules.check(text).action == Action.BLOCK
