@@ -25,7 +25,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -349,18 +349,28 @@ _EMAIL_WORDS: Final = re.compile(
     rf"(?:{_loose(_WEAK_PROVIDERS)}){_DOT}(?:{_TLDS})\b)")
 _SPACED_OUT: Final = re.compile(r"(?<!\S)(?:\S\s+){3,}\S(?!\S)")
 _SQUASH: Final = re.compile(r"[\s._\-]+")
+_NON_SPACE: Final = re.compile(r"\S")
+_MATCH_START: Final = re.Match.start
 _EMAIL_HINTS: Final = (*_PROVIDER_NAMES, "dot", "moc", "liam", "(at)", "[at]", "{at}", "<at>")
 """Without one of these (or an ``@``), a message holds no email address: skip the rest."""
 
 
-def _collapsed(folded: str) -> tuple[str, list[int]]:
+def _collapsed(folded: str) -> tuple[str, Sequence[int]]:
     """``folded`` with the spaces between single characters removed ("j o @ g m a i l"
-    → "jo@gmail"), with the map back; other spaces stay, so words do not run together."""
-    drop: set[int] = set()
+    → "jo@gmail"), with the map back; other spaces stay, so words do not run together.
+    Built a run at a time (the characters kept inside a spaced-out run are its ``\\S``
+    matches), not a Python step per character (F-15)."""
+    keep: list[int] = []
+    pos = 0
     for m in _SPACED_OUT.finditer(folded):
-        drop.update(i for i in range(m.start(), m.end()) if folded[i].isspace())
-    keep = [i for i in range(len(folded)) if i not in drop]
-    return "".join(folded[i] for i in keep), keep
+        start, end = m.span()
+        keep.extend(range(pos, start))
+        keep.extend(map(_MATCH_START, _NON_SPACE.finditer(folded, start, end)))
+        pos = end
+    if not pos:
+        return folded, range(len(folded))
+    keep.extend(range(pos, len(folded)))
+    return "".join(map(folded.__getitem__, keep)), keep
 
 
 def find_emails(norm: Normalized, allowed: frozenset[str] = HELPLINES) -> list[Span]:
@@ -372,7 +382,11 @@ def find_emails(norm: Normalized, allowed: frozenset[str] = HELPLINES) -> list[S
     joined, keep = _collapsed(folded)
     found: list[Span] = []
     spaced = joined != folded
-    for pattern in (_EMAIL_PLAIN, _EMAIL_WORDS):
+    # A written address has an "@" and a dot after it: without both (forwards or
+    # backwards) its pattern is not run over the line (F-15).
+    patterns = (_EMAIL_PLAIN, _EMAIL_WORDS) if "@" in joined and "." in joined \
+        else (_EMAIL_WORDS,)
+    for pattern in patterns:
         for m in pattern.finditer(joined):
             s, e = keep[m.start()], keep[m.end() - 1] + 1
             plain = "@" in m.group() and folded[s:e] == m.group()
@@ -380,7 +394,7 @@ def find_emails(norm: Normalized, allowed: frozenset[str] = HELPLINES) -> list[S
     if not found:
         backwards = joined[::-1]
         n = len(joined)
-        for pattern in (_EMAIL_PLAIN, _EMAIL_WORDS):
+        for pattern in patterns:
             for m in pattern.finditer(backwards):
                 s, e = keep[n - m.end()], keep[n - 1 - m.start()] + 1
                 found.append((s, e, True))

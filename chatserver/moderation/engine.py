@@ -273,8 +273,12 @@ class RuleSet:
                 break  # past the word the match began in
         return best if best is not None else max(0, end - 1)
 
-    def _scan(self, norm: Normalized) -> tuple[dict[int, list[tuple[int, int, bool]]], set[int]]:
-        """Return rule index → [(start, end, evasive)] in ``folded`` coordinates."""
+    def _scan(self, norm: Normalized) -> tuple[dict[int, list[tuple[int, int, bool]]], set[int],
+                                                set[tuple[int, int, int]]]:
+        """Return rule index → [(start, end, evasive)] in ``folded`` coordinates, the
+        rules an ``unless`` suppressed, and (rule, start, end) of every span a word,
+        phrase or combine matched as ordinary spelling (a regex or a detector says
+        nothing about that: only whether its own match was disguised)."""
         folded_b = norm.folded.encode()
         data = folded_b + b"\n" + norm.words.encode()
         boundary = len(folded_b)
@@ -291,8 +295,9 @@ class RuleSet:
             found = DETECTORS[name](norm, allowed)
             if found:
                 hits.setdefault(idx, []).extend(found)
+        plain_spans: set[tuple[int, int, int]] = set()
         if not raw:
-            return hits, suppressed
+            return hits, suppressed, plain_spans
         ascii_text = boundary == len(norm.folded)
         # Where words start in each view, found once per message for every match of a
         # word or phrase (``_start``); None until a match needs it.
@@ -357,20 +362,24 @@ class RuleSet:
             if pat.plain != "" and not in_words:
                 starts[(pid, end)] = start
             plain = _ordinary(norm.folded[start:end])
-            if pat.plain is None:  # combine: symbols or digits standing in for letters,
-                # a symbol inside a word, or letters spaced out one by one
+            if pat.plain is None or (pat.plain == "" and in_words):
+                # combine, or a regex that only the words view sees: symbols or digits
+                # standing in for letters, a symbol inside a word, or letters spaced out
+                # one by one (an apostrophe read as a space is ordinary: "what's ur")
                 evasive = any(f != w != " " for f, w in
                               zip(norm.folded[start:end], norm.words[start:end], strict=True)) \
                     or _SPLIT_WORD.search(plain) is not None
             else:
-                # A regex has no plain form: a hit only the words view sees is evasive.
-                evasive = in_words if not pat.plain else plain != pat.plain
+                # A regex in the folded view is as written.
+                evasive = False if not pat.plain else plain != pat.plain
             hits.setdefault(pat.rule, []).append((start, end, evasive))
-        return hits, suppressed
+            if not evasive and pat.plain != "":
+                plain_spans.add((pat.rule, start, end))
+        return hits, suppressed, plain_spans
 
     def matching_rules(self, text: str) -> set[str]:
         """Ids of rules (live or shadow) whose patterns match ``text`` after ``unless``."""
-        hits, suppressed = self._scan(normalize(text))
+        hits, suppressed, _ = self._scan(normalize(text))
         return {self.rules[i].id for i in hits if i not in suppressed}
 
     def check(self, text: str, role: str = "participant",
@@ -387,7 +396,7 @@ class RuleSet:
         """
         if norm is None or norm.original != text:
             norm = normalize(text)
-        found, suppressed = self._scan(norm)
+        found, suppressed, plain_spans = self._scan(norm)
         live: list[Hit] = []
         shadow: list[Hit] = []
         for idx, spans in found.items():
@@ -395,19 +404,19 @@ class RuleSet:
             if idx in suppressed or role not in rule.applies_to or rule.category in disabled:
                 continue
             orig = tuple(sorted({norm.to_original(s, e) for s, e, _ in spans}))
-            # A span is evasive only if every pattern of the rule that matched it did so
-            # evasively: "self harm" matches "selfharm" split by a space and "self harm"
-            # as written, and is ordinary spelling (issue 13 § 5: no noise).
-            plain_spans = {(s, e) for s, e, ev in spans if not ev}
+            # A span is not evasive when a word or phrase of the same rule matched it as
+            # written: "self harm" is also "selfharm" split by a space (issue 13 § 5: no
+            # noise). A regex or detector hit vouches for nothing: "jo at gmail dot
+            # com" stays evasive though a regex of the rule reads it too.
             evasive = norm.obfuscated > 0 or any(
-                ev and (s, e) not in plain_spans for s, e, ev in spans)
+                ev and (idx, s, e) not in plain_spans for s, e, ev in spans)
             (shadow if rule.shadow else live).append(Hit(rule, orig[0], orig, evasive))
         seen = {h.rule.id for h in live} | {h.rule.id for h in shadow}
         for view in hidden_views(norm.folded, text):
             # Written backwards or in base64: what a holding or blocking rule finds there
             # is reported over the whole message, as evasion (masking a span of a
             # decoded view would mask nothing the reader sees).
-            found_v, suppressed_v = self._scan(normalize(view))
+            found_v, suppressed_v, _ = self._scan(normalize(view))
             for idx in found_v:
                 rule = self.rules[idx]
                 if idx in suppressed_v or rule.id in seen or rule.action < Action.HOLD \

@@ -110,3 +110,17 @@ def test_ordinary_spellings_that_two_patterns_read_raise_no_evasion(rules: RuleS
                                   "116123 07700 900 312 call me"])
 def test_a_number_beside_a_helpline_is_still_caught(rules: RuleSet, text: str) -> None:
     assert rules.check(text).action == Action.BLOCK
+
+
+@pytest.mark.parametrize(("text", "evasion"), [
+    ("what's your insta", False),       # an apostrophe read as a space
+    ("where abouts are you", False),    # "whereabouts" written as two words
+    ("we should meet up sometime", False),
+    ("jo smith at gmail dot com", True),  # "at ... dot com" is a disguise
+    ("whats ur sn4p", True),
+    ("add me on s.n.a.p", True),
+])
+def test_evasion_is_raised_for_disguises_only(rules: RuleSet, text: str, evasion: bool) -> None:
+    v = rules.check(text)
+    assert v.action >= Action.HOLD
+    assert ("evasion" in v.alerts) == evasion, (text, v.alerts)
