@@ -22,8 +22,10 @@ spaced or reversed spelling).
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -283,6 +285,17 @@ def _trivial(d: str) -> bool:
                             or d in "109876543210")
 
 
+def _beside_helpline(digits: str, allowed: frozenset[str]) -> bool:
+    """A helpline run together with a few digits that cannot be a number themselves:
+    "samaritans are 24/7, 116 123, i rang" reads as the one run 2471161231 (the "i"
+    after digits is a 1); the digits beside the helpline are fewer than a number's."""
+    for number in allowed:
+        if len(number) >= 5 and number in digits \
+                and len(digits) - len(number) < MIN_RUN_DIGITS:
+            return True
+    return False
+
+
 def _matches(digits: str, plus: bool) -> bool:
     text = ("+" if plus else "") + digits
     for region in PHONE_REGIONS:
@@ -299,7 +312,7 @@ def find_phones(norm: Normalized, allowed: frozenset[str] = HELPLINES) -> list[S
     for run in runs[:MAX_RUNS]:
         national = digits_of(("+" if run.plus else "") + run.digits) if run.plus \
             else run.digits
-        if national in allowed or run.digits in allowed:
+        if national in allowed or run.digits in allowed or _beside_helpline(run.digits, allowed):
             continue
         if _trivial(run.digits):
             continue
@@ -336,18 +349,28 @@ _EMAIL_WORDS: Final = re.compile(
     rf"(?:{_loose(_WEAK_PROVIDERS)}){_DOT}(?:{_TLDS})\b)")
 _SPACED_OUT: Final = re.compile(r"(?<!\S)(?:\S\s+){3,}\S(?!\S)")
 _SQUASH: Final = re.compile(r"[\s._\-]+")
+_NON_SPACE: Final = re.compile(r"\S")
+_MATCH_START: Final = re.Match.start
 _EMAIL_HINTS: Final = (*_PROVIDER_NAMES, "dot", "moc", "liam", "(at)", "[at]", "{at}", "<at>")
 """Without one of these (or an ``@``), a message holds no email address: skip the rest."""
 
 
-def _collapsed(folded: str) -> tuple[str, list[int]]:
+def _collapsed(folded: str) -> tuple[str, Sequence[int]]:
     """``folded`` with the spaces between single characters removed ("j o @ g m a i l"
-    → "jo@gmail"), with the map back; other spaces stay, so words do not run together."""
-    drop: set[int] = set()
+    → "jo@gmail"), with the map back; other spaces stay, so words do not run together.
+    Built a run at a time (the characters kept inside a spaced-out run are its ``\\S``
+    matches), not a Python step per character (F-15)."""
+    keep: list[int] = []
+    pos = 0
     for m in _SPACED_OUT.finditer(folded):
-        drop.update(i for i in range(m.start(), m.end()) if folded[i].isspace())
-    keep = [i for i in range(len(folded)) if i not in drop]
-    return "".join(folded[i] for i in keep), keep
+        start, end = m.span()
+        keep.extend(range(pos, start))
+        keep.extend(map(_MATCH_START, _NON_SPACE.finditer(folded, start, end)))
+        pos = end
+    if not pos:
+        return folded, range(len(folded))
+    keep.extend(range(pos, len(folded)))
+    return "".join(map(folded.__getitem__, keep)), keep
 
 
 def find_emails(norm: Normalized, allowed: frozenset[str] = HELPLINES) -> list[Span]:
@@ -359,7 +382,11 @@ def find_emails(norm: Normalized, allowed: frozenset[str] = HELPLINES) -> list[S
     joined, keep = _collapsed(folded)
     found: list[Span] = []
     spaced = joined != folded
-    for pattern in (_EMAIL_PLAIN, _EMAIL_WORDS):
+    # A written address has an "@" and a dot after it: without both (forwards or
+    # backwards) its pattern is not run over the line (F-15).
+    patterns = (_EMAIL_PLAIN, _EMAIL_WORDS) if "@" in joined and "." in joined \
+        else (_EMAIL_WORDS,)
+    for pattern in patterns:
         for m in pattern.finditer(joined):
             s, e = keep[m.start()], keep[m.end() - 1] + 1
             plain = "@" in m.group() and folded[s:e] == m.group()
@@ -367,7 +394,7 @@ def find_emails(norm: Normalized, allowed: frozenset[str] = HELPLINES) -> list[S
     if not found:
         backwards = joined[::-1]
         n = len(joined)
-        for pattern in (_EMAIL_PLAIN, _EMAIL_WORDS):
+        for pattern in patterns:
             for m in pattern.finditer(backwards):
                 s, e = keep[n - m.end()], keep[n - 1 - m.start()] + 1
                 found.append((s, e, True))
@@ -415,6 +442,13 @@ _HANDLE_PATTERNS: Final = (
     # "sc: jess_07", "discord - coolkid99"
     re.compile(rf"(?<![a-z])(?:{APPS})\s*(?::|=|-|is)\s*@?[a-z0-9_.]*[0-9_.][a-z0-9_.]*"),
 )
+_HANDLE_NEEDS: Final[tuple[tuple[str, ...], ...]] = (
+    (), ("my", "his", "her", "our"), ("👻", "ghost"), ("what", "wat", "wot"), ("on",),
+    ("search", "look", "find", "add"), ("#",), (),
+)
+"""Text each of ``_HANDLE_PATTERNS`` cannot match without (one of these substrings):
+a pattern whose words are absent is not run (F-15: each is an alternation of app names
+tried at every word of a long line)."""
 
 
 def find_handles(norm: Normalized, allowed: frozenset[str] = HELPLINES) -> list[Span]:
@@ -428,7 +462,9 @@ def find_handles(norm: Normalized, allowed: frozenset[str] = HELPLINES) -> list[
     if norm.words != folded:
         views.append((norm.words, True))
     for view, disguised in views:
-        for pattern in _HANDLE_PATTERNS:
+        for pattern, needs in zip(_HANDLE_PATTERNS, _HANDLE_NEEDS, strict=True):
+            if needs and not any(word in view for word in needs):
+                continue
             for m in pattern.finditer(view):
                 found.append((m.start(), m.end(), disguised))
         if found:
@@ -453,6 +489,7 @@ _SPELT_HINT: Final = re.compile(
     r"(?<![a-z0-9])[a-z]{1,6}[\W_]+(?:[a-z]{1,6}[\W_]+){0,2}(?:\d|(?:"
     + "|".join(w for w, d in _UNITS.items() if len(d) == 1) + r")(?![a-z]))")
 """A short word then a digit: the start of every spelt postcode ("s w one", "em one")."""
+_DIGIT_WORDS: Final = frozenset(w for w, d in _UNITS.items() if len(d) == 1)
 _MIXED: Final = re.compile(r"[a-z]?\d[a-z\d]?")
 _POSTCODE_SPELT: Final = re.compile(
     r"(?<![a-z0-9])(?:[a-z]{1,2}\d[a-z\d]?|gir)\d[abd-hjlnp-uw-z]{2}(?![a-z0-9])")
@@ -465,37 +502,53 @@ def find_postcodes(norm: Normalized, allowed: frozenset[str] = HELPLINES) -> lis
                          if (m.start() == 0 or not folded[m.start() - 1].isalnum())
                          and (m.end() == len(folded) or not folded[m.end()].isalnum())]
     # Spelt out: a run of single characters and letter or digit names. Each token becomes
-    # its character(s) in ``chars`` (other words a "|"), so one regex search finds them.
-    if _SPELT_HINT.search(folded) is None:
+    # its character(s) in ``spelt`` (other words a "|"), so one regex search finds them.
+    # The hint needs a digit or a digit word after a separator: a cheap test of that
+    # first, as the hint's search tries every word start of a long line (F-15).
+    tokens = _SPELT.findall(folded)
+    if (_DIGIT.search(folded) is None and _DIGIT_WORDS.isdisjoint(tokens)) or \
+            _SPELT_HINT.search(folded) is None:
         return found
-    chars: list[str] = []
-    where: list[tuple[int, int]] = []
-    repeat = 1
-    for m in _SPELT.finditer(folded):
-        tok = m.group()
-        if tok in ("double", "dbl"):
-            repeat = 2
-            continue
-        char = tok if len(tok) == 1 else _LETTER_NAMES.get(tok)
-        if repeat == 2 and tok in ("you", "u"):
-            char, repeat = "w", 1  # "double you"
-        if char is None and len(tok) <= 3 and _MIXED.fullmatch(tok):
-            char = tok  # "m1", "1a" mixed in with spelt letters
-        if char is None:
-            chars.append("|")
-            where.append((m.start(), m.end()))
-            repeat = 1
-            continue
-        for c in char * repeat:
-            chars.append(c)
-            where.append((m.start(), m.end()))
-        repeat = 1
+    chars = [_spelt_char(tok) for tok in tokens]
+    doubled = "double" in chars or "dbl" in chars
+    if doubled:
+        for i in range(len(tokens)):
+            if chars[i] not in ("double", "dbl"):
+                continue
+            chars[i] = ""
+            if i + 1 < len(tokens) and chars[i + 1] not in ("double", "dbl", "|"):
+                chars[i + 1] = "w" if tokens[i + 1] in ("you", "u") else chars[i + 1] * 2
     spelt = "".join(chars)
+    # One character per token (no doubling, no letter-digit mix): a character's index is
+    # its token's; otherwise the token a character came from is found by bisection.
+    one_each = not doubled and len(spelt) == len(tokens)
+    ends = None if one_each else list(itertools.accumulate(map(len, chars)))
+    spans: list[tuple[int, int]] | None = None
     for m in _POSTCODE_SPELT.finditer(spelt):
-        first, last = where[m.start()], where[m.end() - 1]
+        if ends is None:
+            first, last = m.start(), m.end() - 1
+        else:
+            first, last = bisect.bisect_right(ends, m.start()), \
+                bisect.bisect_right(ends, m.end() - 1)
         if first != last:  # one token alone is a written postcode, found above
-            found.append((first[0], last[1], True))
+            if spans is None:
+                spans = [t.span() for t in _SPELT.finditer(folded)]
+            found.append((spans[first][0], spans[last][1], True))
     return found
+
+
+def _spelt_char(tok: str) -> str:
+    """What a token spells in a postcode: a character, a letter or digit name's
+    character, a short letter-digit mix as it is; "double"/"dbl" kept for the caller;
+    any other word "|"."""
+    if len(tok) == 1 or tok in ("double", "dbl"):
+        return tok
+    char = _LETTER_NAMES.get(tok)
+    if char is not None:
+        return char
+    if len(tok) <= 3 and _MIXED.fullmatch(tok):
+        return tok  # "m1", "1a" mixed in with spelt letters
+    return "|"
 
 
 # ------------------------------------------------------------------------ addresses
@@ -513,6 +566,18 @@ _NUMBERED_STREET: Final = re.compile(
     rf"\b\d{{1,4}}[a-z]?\s*,?\s+(?:{_NOT_NAME}[a-z]+\s+){{1,3}}(?:{_STREET_TYPES})\b")
 """12 oak road", "12a, high st", "flat 3 12 oak road"."""
 _STREET_WORD: Final = re.compile(rf"\b(?:{_STREET_TYPES}|estate|flats|towers?)\b")
+_STREET_WORDS: Final = frozenset(
+    w for w in _STREET_TYPES.split("|") if "\\" not in w) | {"estate", "flats", "tower", "towers"}
+"""The street words as whole words ("park road" and "hill road" end in "road")."""
+_WHOLE_WORD: Final = re.compile(r"\w+")
+_STRONG_TYPES: Final = (r"road|rd|street|avenue|ave|lane|close|drive|crescent|grove|terrace|"
+                        r"gardens|gdns|mews|estate|flats|towers?")
+"""Street types that are rarely anything else: "way", "place", "walk", "court" are, so
+"im on my way" and "i'm in a dark place" are not addresses without a house number."""
+_SPOKEN_NUMBER: Final = (
+    r"(?:twenty|thirty|forty|fourty|fifty|sixty|seventy|eighty|ninety)(?:[\s-]+(?:one|two|"
+    r"three|four|five|six|seven|eight|nine))?|one|two|three|four|five|six|seven|eight|nine|"
+    r"ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen")
 _MY_ADDRESS: Final = re.compile(r"\bmy\s+(?:home\s+)?address\s*(?:is|=|:)")
 _INTERNATIONAL: Final = ("calle", "c/", "avenida", "av.", "rue", "boulevard", "bd", "via",
                          "viale", "piazza", "plaza", "praca", "rua", "ulica", "ul.", "carrer",
@@ -527,9 +592,13 @@ _ADDRESS_PATTERNS: Final[tuple[tuple[re.Pattern[str], bool, bool, tuple[str, ...
     (re.compile(r"\b(?:flat|apt|apartment|unit|house\s+number|house\s+no|door\s+number)\s*"
                 r"(?:no\.?\s*|number\s*)?\d{1,4}[a-z]?\b"), True, False,
      ("flat", "apt", "apartment", "unit", "house", "door")),
-    # "i live at number 12 elm street", "im on oak road"
+    # "i live at number 12 elm street", "im on oak road", "i live at nine acacia avenue"; a
+    # name is not a little word ("im on my way") and, without a number, the street type
+    # is a strong one ("im in dark place" is not an address)
     (re.compile(rf"\b(?:i\s+live|we\s+live|im|i\s+m|i\s+am)\s+(?:at|on|in)\s+(?:number\s+)?"
-                rf"(?:\d{{1,4}}\s+)?[a-z]+\s+(?:{_STREET_TYPES}|estate|flats|towers?)\b"),
+                rf"(?:(?:(?:\d{{1,4}}|{_SPOKEN_NUMBER})\s+)(?:{_NOT_NAME}[a-z]+\s+){{1,2}}"
+                rf"(?:{_STREET_TYPES}|estate|flats|towers?)|(?:{_NOT_NAME}[a-z]+\s+){{1,2}}"
+                rf"(?:{_STRONG_TYPES}))\b"),
      False, True, ("live", "m ", "am ")),
     (re.compile(r"\bp\.?\s*o\.?\s*box\s*\d+"), True, False, ("box",)),
     # international: "calle mayor 5", "rue de la paix 12", "via roma 3", "rua augusta 20"
@@ -551,7 +620,9 @@ def find_addresses(norm: Normalized, allowed: frozenset[str] = HELPLINES) -> lis
     folded = norm.folded
     found: list[Span] = []
     digits = _DIGIT.search(folded) is not None
-    street = _STREET_WORD.search(folded) is not None
+    # Each street word is one whole word: a set lookup per distinct word finds what
+    # ``_STREET_WORD.search`` finds, without trying its alternation at every position.
+    street = not _STREET_WORDS.isdisjoint(_WHOLE_WORD.findall(folded))
     for pattern, needs_digit, needs_street, words in _ADDRESS_PATTERNS:
         if (needs_digit and not digits) or (needs_street and not street) or \
                 (words and not any(w in folded for w in words)):

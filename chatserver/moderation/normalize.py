@@ -21,6 +21,7 @@ ASCII text, most chat, takes a fast path: lower-casing plus one ``bytes.translat
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -64,7 +65,7 @@ def _ascii_words_table() -> bytes:
 
 
 _ASCII_WORDS: Final = _ascii_words_table()
-_NON_ASCII: Final = re.compile(r"[^\x00-\x7f]+")
+_NON_ASCII_CHAR: Final = re.compile(r"[^\x00-\x7f]")
 
 
 def _words_char(ch: str) -> str:
@@ -163,29 +164,34 @@ def _fold_char(ch: str) -> tuple[str, bool]:
     return "".join(out), False
 
 
+_ASCII_LOWER: Final = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
+"""``str.translate`` table lower-casing ASCII letters (as ``str.lower`` does them)."""
+
+
 def normalize(text: str) -> Normalized:
-    """Build the views of ``text``; never raises on any Unicode string."""
+    """Build the views of ``text``; never raises on any Unicode string.
+
+    Each character folds on its own (``_fold_char``), so a line is folded by one
+    ``str.translate`` over a table of its distinct characters, and the map back to the
+    original is built only when a character folds to none or to several (F-15: bounded
+    work, not a Python step per character of a 2,000-character line)."""
     if text.isascii():
         folded = text.lower()
         return Normalized(text, folded, words_view(folded), None, 0)
-    parts: list[str] = []
-    index: list[int] = []
+    table: dict[int, int | str] = dict(_ASCII_LOWER)
     obfuscated = 0
-    pos = 0
-    for run in _NON_ASCII.finditer(text):
-        start, end = run.span()
-        if start > pos:
-            parts.append(text[pos:start].lower())
-            index.extend(range(pos, start))
-        for i in range(start, end):
-            folded_ch, evasive = _fold_char(text[i])
-            obfuscated += evasive
-            if folded_ch:
-                parts.append(folded_ch)
-                index.extend([i] * len(folded_ch))
-        pos = end
-    if pos < len(text):
-        parts.append(text[pos:].lower())
-        index.extend(range(pos, len(text)))
-    folded = "".join(parts)
-    return Normalized(text, folded, words_view(folded), tuple(index), obfuscated)
+    same_length = True
+    for ch in set(_NON_ASCII_CHAR.findall(text)):
+        folded_ch, evasive = _fold_char(ch)
+        table[ord(ch)] = folded_ch
+        if evasive:
+            obfuscated += text.count(ch)
+        same_length = same_length and len(folded_ch) == 1
+    folded = text.translate(table)
+    index: tuple[int, ...] | None = None
+    if not same_length:
+        widths = {chr(code): len(f) for code, f in table.items() if isinstance(f, str)}
+        index = tuple(itertools.chain.from_iterable(map(
+            itertools.repeat, range(len(text)),
+            map(widths.get, text, itertools.repeat(1)))))
+    return Normalized(text, folded, words_view(folded), index, obfuscated)

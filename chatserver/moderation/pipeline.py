@@ -32,7 +32,8 @@ from typing import Final
 
 from chatserver.moderation.classifier import Classifier, FloatArray, NGrams
 from chatserver.moderation.engine import Hit, RuleSet, Verdict
-from chatserver.moderation.features import prepare
+from chatserver.moderation.features import prepared
+from chatserver.moderation.normalize import normalize
 from chatserver.moderation.rules import Action, Rule
 from chatserver.settings import ModelConfig
 
@@ -129,10 +130,11 @@ class Moderator:
             # it, and the second computed the sentence vector inline, on the loop).
             ready.uses += 1
         else:
-            folded = prepare(text)
+            norm = normalize(text)  # once, for both stages
+            folded = prepared(norm)
             grams = clf.ngrams(folded)
             ready = _Prepared(folded, grams, clf.fast_scores(folded, grams),
-                              self.ruleset.check(text, role))
+                              self.ruleset.check(text, role, norm=norm))
             self._prepared[key] = ready
         self._prepared.move_to_end(key)
         while len(self._prepared) > PREPARED:
@@ -169,15 +171,17 @@ class Moderator:
             ready.uses -= 1
             if ready.uses <= 0:
                 del self._prepared[(text, role)]
+        norm = None
         if ready is not None and not disabled:
             v = ready.rules
         else:
-            v = self.ruleset.check(text, role, disabled)
+            norm = normalize(text) if ready is None and clf is not None else None
+            v = self.ruleset.check(text, role, disabled, norm=norm)
         stage = "rules" if v.action > Action.ALLOW else "none"
         if clf is None:
             return dataclasses.replace(v, stage=stage)
         if ready is None:
-            folded = prepare(text)
+            folded = prepared(norm or normalize(text))
             grams = clf.ngrams(folded)
             ready = _Prepared(folded, grams, clf.fast_scores(folded, grams), v)
         scores, full = self._scores(clf, ready, self._clearable(v))

@@ -222,3 +222,14 @@ examples.no_match = ["b"]
     messages = [str(p) for p in problems]
     assert any("unknown detector 'fax'" in m for m in messages), messages
     assert any("'allow' needs a 'detector'" in m for m in messages), messages
+
+
+@pytest.mark.parametrize(("text", "spelt"), [
+    ("mine is ess double you one ay one ay ay ok", "ess double you one ay one ay ay"),
+    ("post code: em one one ay ee thanks", "em one one ay ee"),
+    ("its s w one a one a a lol", "s w one a one a a"),
+])
+def test_a_spelt_postcode_is_found_where_it_is_written(text: str, spelt: str) -> None:
+    norm = normalize(text)
+    spans = [(s, e) for s, e, disguised in find_postcodes(norm) if disguised]
+    assert [text[s:e] for s, e in spans] == [spelt]

@@ -1,0 +1,76 @@
+"""The faster ways of building a line's views give what the plain ways give (issue 13,
+acceptance 3: a non-ASCII line folded once, its n-grams counted once per word)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from chatserver.moderation import engine
+from chatserver.moderation.engine import RuleSet
+from chatserver.moderation.features import MAX_CHARS, _ngrams, gram_counts, prepare, prepared
+from chatserver.moderation.normalize import _fold_char, normalize
+
+# Letters, digits and separators beside the characters that fold to none (zero-width,
+# soft hyphen, overlays), to several ("ß", "ﬁ") or to a look-alike (Cyrillic, fullwidth,
+# circled, keycaps, other scripts' digits).
+PIECES = st.sampled_from([
+    "a", "B", "k", "1", "0", " ", ".", "@", "'", "ß", "ﬁ", "é", "\u200b", "\u00ad", "\u0336",
+    "😂", "🇫", "ⓕ", "ᴀ", "к", "ｆ", "٣", "३", "𝟕", "7\ufe0f\u20e3", "İ", "’", "\u202e", "Σ",
+])
+LINES = st.lists(PIECES, max_size=60).map("".join)
+
+
+def _fold_by_character(text: str) -> tuple[str, tuple[int, ...]]:
+    """The definition: each character folded on its own, ASCII lower-cased."""
+    out: list[str] = []
+    index: list[int] = []
+    for i, ch in enumerate(text):
+        folded = ch.lower() if ch.isascii() else _fold_char(ch)[0]
+        out.append(folded)
+        index += [i] * len(folded)
+    return "".join(out), tuple(index)
+
+
+@settings(max_examples=500, deadline=None)
+@given(LINES)
+def test_one_translate_folds_as_each_character_alone(text: str) -> None:
+    folded, index = _fold_by_character(text)
+    norm = normalize(text)
+    assert norm.folded == folded
+    assert (norm.index if norm.index is not None else tuple(range(len(text)))) == index
+    assert norm.obfuscated == sum(_fold_char(ch)[1] for ch in text if not ch.isascii())
+
+
+@settings(max_examples=300, deadline=None)
+@given(LINES, st.integers(min_value=0, max_value=MAX_CHARS + 20))
+def test_the_heads_read_the_same_text_from_the_rules_views(text: str, pad: int) -> None:
+    long = "x" * pad + text  # lines that cross the featurized prefix's end too
+    assert prepared(normalize(long)) == prepare(long)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(["w:ab", "ab", "1", "22", "😂", "a", "b:a", " ", "  "]),
+                max_size=40).map("".join))
+def test_ngrams_counted_per_word_in_the_same_order(text: str) -> None:
+    assert list(gram_counts(text).items()) == list(Counter(_ngrams(text)).items())
+
+
+REPEATED = st.lists(st.sampled_from([
+    "fuck", "f u c k", "f.u.c.k", "fuuuck", "shit", "s h i t", "😂", "ｆｕｃｋ", "hello", "you",
+    "are", "stupid", "k i l l", "yourself", "12", "x@example.com", " ", ", ",
+]), min_size=1, max_size=80).map(" ".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(REPEATED)
+def test_remembered_match_starts_give_the_verdict_looking_each_up_gives(
+        rules: RuleSet, text: str) -> None:
+    remembered = rules.check(text)
+    with pytest.MonkeyPatch.context() as mp:  # every start looked up, every time
+        mp.setattr(engine, "_MEMO_CHARS", 0)
+        mp.setattr(engine, "_LOCAL_MISSES", 0)
+        looked_up = rules.check(text)
+    assert remembered == looked_up
