@@ -40,7 +40,7 @@ def _store(config: Config) -> Store:
     """The store named by ``store.url``: ``sqlite:///…`` (default) or ``postgresql://…``."""
     url = config.store_url
     if url.startswith("sqlite:"):
-        return SqliteStore.from_url(url)
+        return SqliteStore.from_url(url, config.store.sqlite_synchronous)
     if url.startswith(("postgresql://", "postgres://")):
         from chatserver.stores.postgres import PostgresStore
         return PostgresStore.from_url(url)

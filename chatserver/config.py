@@ -211,13 +211,17 @@ def load_config(path: str | Path | None = None,
                  profile=r.get("profile", "default"),
                  require_facilitator=r.get("require_facilitator"))
         for r in raw.get("room", []))
+    store = _section(StoreConfig, raw.get("store", {}), "store", env)
+    if store.sqlite_synchronous not in ("normal", "full"):
+        raise ConfigError("store.sqlite_synchronous: 'normal' or 'full', not "
+                          f"{store.sqlite_synchronous!r}")
     server = _section(ServerConfig, raw.get("server", {}), "server", env)
     _check_networks(server.trusted_proxies, "server.trusted_proxies")
     return Config(
         server=server,
         auth=_section(AuthConfig, raw.get("auth", {}), "auth", env),
         broker=_section(BrokerConfig, raw.get("broker", {}), "broker", env),
-        store=_section(StoreConfig, raw.get("store", {}), "store", env),
+        store=store,
         limits=_section(LimitsConfig, raw.get("limits", {}), "limits", env),
         moderation=moderation,
         rooms=_section(RoomsConfig, raw.get("rooms", {}), "rooms", env),

@@ -108,6 +108,11 @@ class BrokerConfig:
 class StoreConfig:
     url: str = ""
     """Default: sqlite:///<data_dir>/chat.db."""
+    sqlite_synchronous: str = "normal"
+    """SQLite in WAL mode (``stores/sqlite.py``): ``normal`` keeps every acked write
+    through a process crash, and the file whole through power loss, which may lose the
+    last moments' commits; ``full`` keeps acked writes through power loss too, for an
+    fsync per commit. Not ``off`` (power loss could corrupt the file)."""
 
 
 @dataclass(frozen=True, slots=True)

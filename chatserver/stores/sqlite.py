@@ -1,13 +1,25 @@
-"""The embedded store: SQLite in WAL mode through aiosqlite, with group commit.
+"""The embedded store: SQLite in WAL mode on a thread of its own, with group commit.
 
 One writer task takes queued writes and commits them together, so a burst of sends
 costs one commit, not one each, while every caller still learns only after its own
-write is durable (docs/architecture.md invariant 7). ``synchronous=NORMAL`` in WAL mode survives
-a process crash (SIGKILL); surviving power loss needs ``FULL`` (config, slower).
+write is durable (docs/architecture.md invariant 7).
+
+A batch is one call to the store's thread: the idempotency lookup, every statement, the
+audit chain's rows and the COMMIT (or the ROLLBACK) run there in one go, so a batch
+costs one hand-off to the thread and one back whatever it holds. Through aiosqlite,
+one hand-off per statement, it cost six, about five per message at 250 msg/s
+(bench/README.md, issue 17). Reads are one call each on the same thread and
+connection, so a read never runs inside a batch half written.
+
+Durability is ``store.sqlite_synchronous``: ``normal`` (the default) in WAL mode fsyncs
+at checkpoints only, so every acked write survives a process crash (SIGKILL, OOM) and
+the file survives power loss uncorrupted, but the last moments' commits may be lost
+then; ``full`` fsyncs the WAL at every commit (one fsync per batch), so an acked write
+survives power loss too, at that cost.
 
 The tables, statements and row mapping are PostgreSQL's too (``stores/sql.py``); this
-module holds the connection, the writer and each room's seq counter (in memory: one
-process owns the file).
+module holds the connection, its thread, the writer and each room's seq counter (in
+memory: one process owns the file).
 """
 
 from __future__ import annotations
@@ -15,12 +27,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Concatenate, Final, ParamSpec, TypeVar, cast
-
-import aiosqlite
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar, cast
 
 from chatserver.auditchain import GENESIS, ChainRow
 from chatserver.core.effects import (
@@ -38,29 +49,47 @@ from chatserver.ports import AuditRow, Cutoffs, StoreConflict, StoreError, UserR
 from chatserver.stores import sql
 from chatserver.stores.groupcommit import Append, GroupCommit
 
-__all__ = ["SqliteStore"]
+__all__ = ["SYNCHRONOUS", "SqliteStore"]
 
 TABLES: Final = sql.Tables(sql.SQLITE)
+SYNCHRONOUS: Final = {"normal": "NORMAL", "full": "FULL"}
+"""``store.sqlite_synchronous`` → the PRAGMA. Not ``off``: a power loss could corrupt the
+file, audit chain and all."""
 P = ParamSpec("P")
 T = TypeVar("T")
-Write = Callable[[sql.Connection], Awaitable[object]]
+Write = Callable[[sql.Connection], Coroutine[Any, Any, object]]
+
+
+def _complete(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to its end here, on the store's thread, without an event loop.
+
+    ``sql.Tables`` is written once, as coroutines, for both stores; over ``_Connection``
+    nothing in them ever waits (every call is sqlite3's, which returns when done), so
+    the first step finishes them. One that suspended would be waiting for a loop that
+    is not here: refused loudly rather than lost.
+    """
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return cast(T, done.value)
+    coro.close()
+    raise RuntimeError("a store coroutine waited on the SQLite thread")
 
 
 class _Connection:
-    """``sql.Connection`` over aiosqlite: every call is one trip to SQLite's thread."""
+    """``sql.Connection`` over sqlite3, for code on the store's thread (``_complete``)."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
 
     async def execute(self, statement: str, *args: object) -> int:
-        async with self.db.execute(statement, args) as cur:
-            return cur.rowcount
+        return self.db.execute(statement, args).rowcount
 
     async def executemany(self, statement: str, rows: Sequence[Sequence[object]]) -> None:
-        await self.db.executemany(statement, rows)
+        self.db.executemany(statement, rows)
 
     async def fetch(self, statement: str, *args: object) -> Sequence[sql.Row]:
-        return list(await self.db.execute_fetchall(statement, args))
+        return self.db.execute(statement, args).fetchall()
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +113,18 @@ PROBE_BYTES: Final = 8192
 
 
 class SqliteStore:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, synchronous: str = "normal") -> None:
+        if synchronous not in SYNCHRONOUS:
+            raise ValueError(f"synchronous: one of {', '.join(SYNCHRONOUS)}, not "
+                             f"{synchronous!r}")
         self.path = Path(path)
-        self._db: aiosqlite.Connection | None = None
+        self.synchronous = synchronous
+        self._thread: ThreadPoolExecutor | None = None
+        """One worker, so one thread: the only one that ever touches ``_db``."""
+        self._db: sqlite3.Connection | None = None
         self._writer: GroupCommit[_Item] = GroupCommit(self._commit, "sqlite-writer")
+        # On the store's thread only (open, then each batch), never while a batch runs
+        # elsewhere: the loop hands them over with each call and back with its result.
         self._hwm: dict[str, int] = {}
         """Each room's last seq; a room is here once it has a record (``sql.number``)."""
         self._last_hash = GENESIS
@@ -95,107 +132,128 @@ class SqliteStore:
         """The last write failed: readiness probes with a write until one succeeds."""
 
     @classmethod
-    def from_url(cls, url: str) -> SqliteStore:
-        return cls(url.removeprefix("sqlite:///").removeprefix("sqlite://"))
+    def from_url(cls, url: str, synchronous: str = "normal") -> SqliteStore:
+        return cls(url.removeprefix("sqlite:///").removeprefix("sqlite://"), synchronous)
 
-    @property
-    def db(self) -> aiosqlite.Connection:
-        if self._db is None:
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(connection)`` on the store's thread: one hand-off there, one back."""
+        thread, db = self._thread, self._db
+        if thread is None or db is None:
             raise StoreError("store is not open")
-        return self._db
+        return await asyncio.get_running_loop().run_in_executor(thread, fn, db)
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self.path, isolation_level=None)
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.execute("PRAGMA synchronous=NORMAL")
-        await self._db.execute("PRAGMA busy_timeout=5000")
-        await self._db.executescript(TABLES.schema)
-        for table, column, definition in TABLES.migrations:
-            async with self._db.execute(f"PRAGMA table_info({table})") as cur:
-                names = {row[1] async for row in cur}
-            if column not in names:
-                await self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
-        async with self._db.execute("SELECT id, hwm FROM rooms") as cur:
-            self._hwm = {row[0]: row[1] async for row in cur}
-        async with self._db.execute(TABLES.last_hash) as cur:
-            last = await cur.fetchone()
-        self._last_hash = last[0] if last else GENESIS
+        thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-store")
+        try:
+            self._db = await asyncio.get_running_loop().run_in_executor(thread, self._connect)
+        except BaseException:
+            thread.shutdown(wait=False)
+            raise
+        self._thread = thread
         self._writer.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        """On the store's thread: sqlite3 then refuses the connection to any other."""
+        db = sqlite3.connect(self.path, isolation_level=None)  # we say BEGIN and COMMIT
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={SYNCHRONOUS[self.synchronous]}")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(TABLES.schema)
+            for table, column, definition in TABLES.migrations:
+                names = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                if column not in names:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+            self._hwm = dict(db.execute("SELECT id, hwm FROM rooms").fetchall())
+            last = db.execute(TABLES.last_hash).fetchone()
+        except BaseException:
+            db.close()
+            raise
+        self._last_hash = last[0] if last else GENESIS
+        return db
 
     async def close(self) -> None:
         await self._writer.stop()
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        thread, db = self._thread, self._db
+        self._thread = self._db = None  # no call after this one: it closes the connection
+        if thread is not None and db is not None:
+            try:
+                await asyncio.get_running_loop().run_in_executor(thread, db.close)
+            finally:
+                thread.shutdown(wait=True)  # idle by now: every call came before the close
+
+    async def execute(self, statement: str, *args: object) -> list[sql.Row]:
+        """One statement on the store's own connection, between batches: for what is the
+        connection's (``PRAGMA max_page_count``, with which tests fill the disk)."""
+        return await self._call(lambda db: db.execute(statement, args).fetchall())
 
     async def ping(self) -> bool:
         """Reachable and able to write (``/readyz``): once a write has failed (disk full,
         I/O error), every ping is a real write probe until one succeeds."""
         try:
-            await self.db.execute("SELECT 1")
+            await self.execute("SELECT 1")
             if self._writer.running and self._write_failed:
                 return bool(await self._submit(_Probe()))
-        except (sqlite3.Error, StoreError, ValueError):
+        except (sqlite3.Error, StoreError):
             return False
         return self._writer.running
 
-    async def _probe(self) -> bool:
-        db = self.db
+    def _probe(self, db: sqlite3.Connection) -> bool:
         try:
-            await db.execute("BEGIN IMMEDIATE")
-            await db.execute("CREATE TABLE IF NOT EXISTS probe (b BLOB)")
-            await db.execute("INSERT INTO probe VALUES (zeroblob(?))", (PROBE_BYTES,))
-            await db.execute("DELETE FROM probe")
-            await db.execute("COMMIT")
-        except asyncio.CancelledError:
-            raise
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("CREATE TABLE IF NOT EXISTS probe (b BLOB)")
+            db.execute("INSERT INTO probe VALUES (zeroblob(?))", (PROBE_BYTES,))
+            db.execute("DELETE FROM probe")
+            db.execute("COMMIT")
         except Exception:
-            with contextlib.suppress(Exception):
-                await db.execute("ROLLBACK")
+            _rollback(db)
             return False
         self._write_failed = False
         return True
 
     # ------------------------------------------------------------ group commit
-    # A batch costs a fixed handful of round trips to the SQLite thread, whatever its
-    # size: one idempotency lookup, one executemany each for messages, audit entries and
-    # room high-water marks, plus the rarer records one by one. Measured: per-statement
-    # calls (four per message) made the writer the bottleneck near 1,000 sends/s.
+    # A batch is one call to the store's thread (above), and within it a fixed handful
+    # of statements whatever its size: one idempotency lookup, one executemany each for
+    # messages, audit entries and room high-water marks, plus the rarer records one by
+    # one. Measured: per-statement calls (four per message) made the writer the
+    # bottleneck near 1,000 sends/s.
     async def _submit(self, item: _Item) -> object:
         """What the batch's writer made of ``item``: for an ``Append`` its (seq, new),
         for a ``_Call`` what the call returned, for a ``_Probe`` whether it wrote."""
         return await self._writer.submit(item)
 
     async def _commit(self, items: list[_Item]) -> list[object]:
+        return await self._call(lambda db: self._commit_here(db, items))
+
+    def _commit_here(self, db: sqlite3.Connection, items: list[_Item]) -> list[object]:
+        """On the store's thread: the batch in one transaction, committed or rolled back
+        whole before the loop hears of it."""
         if any(isinstance(it, _Probe) for it in items):
             # A probe never shares a transaction: its failure must not fail real writes.
-            probed = await self._probe()
-            rest = iter(await self._commit([it for it in items
-                                            if not isinstance(it, _Probe)]))
+            probed = self._probe(db)
+            rest = iter(self._commit_here(db, [it for it in items
+                                               if not isinstance(it, _Probe)]))
             return [probed if isinstance(it, _Probe) else next(rest) for it in items]
         if not items:
             return []
         hwm_before, hash_before = dict(self._hwm), self._last_hash
         try:
-            await self.db.execute("BEGIN IMMEDIATE")
-            results = await self._write_batch(items)
-            await self.db.execute("COMMIT")
-        except asyncio.CancelledError:
-            raise
+            db.execute("BEGIN IMMEDIATE")
+            results = self._write_batch(db, items)
+            db.execute("COMMIT")
         except Exception as e:
             # SQLITE_FULL and friends roll back the whole transaction: nothing partial.
             self._hwm, self._last_hash = hwm_before, hash_before
             if not isinstance(e, StoreConflict):  # a lost race is no sign of a full disk
                 self._write_failed = True
-            with contextlib.suppress(Exception):
-                await self.db.execute("ROLLBACK")
+            _rollback(db)
             raise
         self._write_failed = False
         return results
 
-    async def _write_batch(self, items: list[_Item]) -> list[object]:
-        conn = _Connection(self.db)
+    def _write_batch(self, db: sqlite3.Connection, items: list[_Item]) -> list[object]:
+        conn = _Connection(db)
         appends = [it for it in items if isinstance(it, Append)]
         stored: dict[sql.MessageKey, int] = {}
         if appends:
@@ -203,10 +261,10 @@ class SqliteStore:
             for start in range(0, len(keys), 300):  # SQLite's bound-parameter limit
                 chunk = keys[start:start + 300]
                 values = ",".join("(?,?,?)" for _ in chunk)
-                rows = await conn.fetch(
+                rows = db.execute(
                     "SELECT room, sender_id, msg_id, seq FROM messages WHERE "
                     f"(room, sender_id, msg_id) IN (VALUES {values})",
-                    *(v for key in chunk for v in key))
+                    [v for key in chunk for v in key]).fetchall()
                 stored.update({(sql.col_str(r[0]), sql.col_str(r[1]), sql.col_str(r[2])):
                                sql.col_int(r[3]) for r in rows})
         results: list[object] = []
@@ -223,30 +281,30 @@ class SqliteStore:
                     messages.append(sql.message_row(it, seq))
                     audits.append(sql.audit_of(it, seq))
                     # Same transaction as the message (the whole batch).
-                    await self._write_ops(conn, it.also, audits)
+                    self._write_ops(conn, it.also, audits)
             elif isinstance(it, _Call):
-                results.append(await it.fn(conn))
+                results.append(_complete(it.fn(conn)))
             elif isinstance(it, _Ops):
-                await self._write_ops(conn, it.ops, audits)
+                self._write_ops(conn, it.ops, audits)
                 results.append(None)
         if messages:
-            await conn.executemany(TABLES.insert_messages, messages)
+            db.executemany(TABLES.insert_messages, messages)
         if audits:
             rows, self._last_hash = sql.chain(self._last_hash, audits)
-            await conn.executemany(TABLES.insert_audit, rows)
+            db.executemany(TABLES.insert_audit, rows)
         if rooms_touched:
-            await conn.executemany("UPDATE rooms SET hwm=? WHERE id=?",
-                                   [(self._hwm[r], r) for r in sorted(rooms_touched)])
+            db.executemany("UPDATE rooms SET hwm=? WHERE id=?",
+                           [(self._hwm[r], r) for r in sorted(rooms_touched)])
         return results
 
-    async def _write_ops(self, conn: sql.Connection, ops: Sequence[StoreOp],
-                         audits: list[sql.AuditItem]) -> None:
+    def _write_ops(self, conn: _Connection, ops: Sequence[StoreOp],
+                   audits: list[sql.AuditItem]) -> None:
         """Records now; audit entries onto ``audits`` (chained once, for the batch)."""
         for op in ops:
             if isinstance(op, AuditEntry):
                 audits.append((op, None))
                 continue
-            await TABLES.write(conn, op)
+            _complete(TABLES.write(conn, op))
             if isinstance(op, RoomRecord):
                 self._hwm.setdefault(op.id, 0)  # rolled back with the batch
 
@@ -260,16 +318,20 @@ class SqliteStore:
     async def apply(self, ops: Sequence[StoreOp]) -> None:
         await self._submit(_Ops(tuple(ops)))
 
-    async def _write(self, fn: Callable[Concatenate[sql.Connection, P], Awaitable[T]],
+    async def _write(self, fn: Callable[Concatenate[sql.Connection, P],
+                                        Coroutine[Any, Any, T]],
                      *args: P.args, **kwargs: P.kwargs) -> T:
         """``fn`` in the writer's next batch (one transaction, durable when it returns)."""
         return cast(T, await self._submit(_Call(lambda conn: fn(conn, *args, **kwargs))))
 
-    async def _read(self, fn: Callable[Concatenate[sql.Connection, P], Awaitable[T]],
+    async def _read(self, fn: Callable[Concatenate[sql.Connection, P],
+                                       Coroutine[Any, Any, T]],
                     *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn`` on the store's thread, one call: after every batch acked before it."""
         try:
-            return await fn(_Connection(self.db), *args, **kwargs)
-        except (sqlite3.Error, ValueError) as e:  # ValueError: aiosqlite's closed connection
+            return await self._call(lambda db: _complete(fn(_Connection(db), *args,
+                                                               **kwargs)))
+        except sqlite3.Error as e:
             raise StoreError(str(e)) from e
 
     async def purge(self, cutoffs: Cutoffs, dry_run: bool) -> dict[str, int]:
@@ -319,3 +381,10 @@ class SqliteStore:
 
     async def users(self) -> list[UserRow]:
         return await self._read(TABLES.users)
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """After a failed statement: SQLITE_FULL and friends may have rolled back already."""
+    if db.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")

@@ -123,6 +123,7 @@ def test_config_is_read_before_or_after_the_subcommand(tmp_path: Path, where: st
     ('[notices]\nsignpst = "hello"\n', ["'signpst'", "'signpost'"]),
     ('[server]\nport = "8080"\n', ["server.port", "integer"]),
     ('[server]\nhsts = 1\n', ["server.hsts", "true or false"]),
+    ('[store]\nsqlite_synchronous = "off"\n', ["store.sqlite_synchronous", "'off'"]),
 ])
 def test_a_config_that_cannot_be_used_stops_start_up_naming_the_key(
         tmp_path: Path, toml: str, names: list[str]) -> None:

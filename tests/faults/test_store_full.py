@@ -10,14 +10,21 @@ from pathlib import Path
 import pytest
 
 from chatserver.moderation.engine import RuleSet
+from chatserver.stores.sqlite import SqliteStore
 from tests.conftest import Running, start_server
 
 
 async def _fill(running: Running) -> None:
-    db = running.server.store.db  # type: ignore[attr-defined]
-    async with db.execute("PRAGMA page_count") as cur:
-        row = await cur.fetchone()
-    await db.execute(f"PRAGMA max_page_count={row[0]}")
+    store = running.server.store
+    assert isinstance(store, SqliteStore)
+    [(pages,)] = await store.execute("PRAGMA page_count")
+    await store.execute(f"PRAGMA max_page_count={pages}")
+
+
+async def _unfill(running: Running) -> None:
+    store = running.server.store
+    assert isinstance(store, SqliteStore)
+    await store.execute("PRAGMA max_page_count=1073741823")
 
 
 async def test_disk_full_rejects_with_internal_and_fans_out_nothing(tmp_path: Path,
@@ -64,7 +71,7 @@ async def _disk_full(running: Running) -> None:
     metrics = running.server.metrics
     assert metrics.store_errors._value.get() >= 2
     # Free space: the same server recovers, no restart.
-    await running.server.store.db.execute("PRAGMA max_page_count=1073741823")  # type: ignore[attr-defined]
+    await _unfill(running)
     assert (await ana.say("after", "a1"))["status"] == "sent"
     await ben.expect("message", lambda e: e["id"] == "a1")
     received = {e.get("id") for e in ben.seen if e["type"] == "message"}
@@ -179,8 +186,7 @@ async def test_a_staff_action_whose_audit_fails_does_not_happen(tmp_path: Path,
                 break
             paused = not paused
         assert failed is not None
-        db = running.server.store.db  # type: ignore[attr-defined]
-        await db.execute("PRAGMA max_page_count=1073741823")
+        await _unfill(running)
         # The room is exactly as before the failed action: it did not happen.
         ack = await ana.say("am i paused?", "a1")
         assert ack["status"] == ("rejected" if paused else "sent"), (failed, ack)
@@ -259,8 +265,7 @@ async def test_readyz_is_503_while_the_disk_is_full_and_200_once_writes_work(
         status, body = await running.get("/readyz")
         assert (status, body["store"]) == (503, False), body
         assert (await running.get("/healthz"))[0] == 200  # alive, only not ready
-        db = running.server.store.db  # type: ignore[attr-defined]
-        await db.execute("PRAGMA max_page_count=1073741823")
+        await _unfill(running)
         status, body = await running.get("/readyz")
         assert (status, body["store"]) == (200, True), body
         assert (await ana.say("after", "a1"))["status"] == "sent"

@@ -298,8 +298,9 @@ async def test_sqlite_disk_full_rolls_back_everything_and_recovers(tmp_path: Pat
     try:
         await store.apply([room("a")])
         await store.append_message(RoomId("a"), ALEX, MessageId("m0"), "before", 1, audit())
-        pages = (await (await store.db.execute("PRAGMA page_count")).fetchone())[0]  # type: ignore[index]
-        await store.db.execute(f"PRAGMA max_page_count={pages + 1}")
+        [(pages,)] = await store.execute("PRAGMA page_count")
+        assert isinstance(pages, int)
+        await store.execute(f"PRAGMA max_page_count={pages + 1}")
         with pytest.raises(StoreError):
             for i in range(200):
                 await store.append_message(RoomId("a"), ALEX, MessageId(f"big{i}"),
@@ -307,15 +308,29 @@ async def test_sqlite_disk_full_rolls_back_everything_and_recovers(tmp_path: Pat
         msgs = await store.recent_messages(RoomId("a"), 1000)
         entries = await store.audit("a", 0, 1000)
         assert len(msgs) == len(entries)  # every message has its audit entry, nothing half
-        await store.db.execute("PRAGMA max_page_count=1073741823")
+        await store.execute("PRAGMA max_page_count=1073741823")
         seq, new = await store.append_message(RoomId("a"), ALEX, MessageId("after"), "ok", 3,
                                               audit())
         assert new and seq == len(msgs) + 1  # no seq lost or reused by the failed writes
-        check = await (await store.db.execute("PRAGMA integrity_check")).fetchone()
-        assert check is not None and check[0] == "ok"
+        assert await store.execute("PRAGMA integrity_check") == [("ok",)]
     finally:
         await store.close()
 
+
+
+@pytest.mark.parametrize(("setting", "pragma"), [("normal", 1), ("full", 2)])
+async def test_sqlite_synchronous_is_the_configured_one(tmp_path: Path, setting: str,
+                                                        pragma: int) -> None:
+    """``store.sqlite_synchronous``: what the connection that commits actually runs with."""
+    store = SqliteStore(tmp_path / "chat.db", synchronous=setting)
+    await store.open()
+    try:
+        assert await store.execute("PRAGMA synchronous") == [(pragma,)]
+        assert await store.execute("PRAGMA journal_mode") == [("wal",)]
+    finally:
+        await store.close()
+    with pytest.raises(ValueError, match="off"):
+        SqliteStore(tmp_path / "chat.db", synchronous="off")
 
 
 async def test_retention_purges_each_class_and_keeps_the_chain_whole(store: Store) -> None:
