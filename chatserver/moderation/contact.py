@@ -76,6 +76,16 @@ HELPLINES: Final = frozenset({
     # a young person abroad
     "988",           # US Suicide & Crisis Lifeline
     "741741",        # Crisis Text Line (US)
+    "18002221222",   # Poison Control (US)
+    "18004224453",   # Childhelp National Child Abuse Hotline (US)
+    "18006686868",   # Kids Help Phone (Canada)
+    "686868",        # Kids Help Phone (text, Canada)
+    "131114",        # Lifeline (Australia)
+    "1800551800",    # Kids Helpline (Australia)
+    "1737",          # Need to talk? (New Zealand)
+    "08001110111", "08001110222",  # TelefonSeelsorge (Germany)
+    "3114",          # numéro national de prévention du suicide (France)
+    "14416",         # Tele-MANAS (India)
 })
 """Public helpline numbers as digits: never reported, so signposting is never blocked."""
 PHONE_REGIONS: Final = ("GB", "IE", "US")
@@ -451,8 +461,16 @@ a pattern whose words are absent is not run (F-15: each is an alternation of app
 tried at every word of a long line)."""
 
 
+_LONE_HANDLE: Final = re.compile(r"\s*(@[a-z0-9_.]{3,30})\s*")
+
+
 def find_handles(norm: Normalized, allowed: frozenset[str] = HELPLINES) -> list[Span]:
-    """App handles and requests for them, in the folded and the words view (``sn4p``)."""
+    """App handles and requests for them, in the folded and the words view (``sn4p``).
+    A message that is nothing but an ``@handle`` is a handle given (the rule's pattern
+    lets one that opens a message through: that addresses someone)."""
+    lone = _LONE_HANDLE.fullmatch(norm.folded)
+    if lone:
+        return [(lone.start(1), lone.end(1), False)]
     if "#" not in norm.folded and _APP_WORDS.isdisjoint(norm.words.split()) \
             and "👻" not in norm.folded:
         return []

@@ -37,7 +37,7 @@ from chatserver.moderation.normalize import normalize
 from chatserver.moderation.rules import Action, Rule
 from chatserver.settings import ModelConfig
 
-__all__ = ["ACTING_HEADS", "Moderator"]
+__all__ = ["ACTING_HEADS", "Moderator", "clear_score"]
 
 ACTING_HEADS: Final = ("method", "risk", "grooming", "contact", "abuse")
 """Heads that can hold a line, most severe first (the first notice wins)."""
@@ -201,7 +201,9 @@ class Moderator:
                        for h in firing if not self._live(h))
         v = dataclasses.replace(v, scores=scores, thresholds=th, shadow=v.shadow + shadow,
                                 model_version=clf.version)
-        supportive = scores["support"] >= th.get("support", 1.1)
+        # Clearing reads the better of support and everyday: a helper's reply and a
+        # joke ("kms i forgot my pe kit 💀") are both safe talk a risk rule would hold.
+        supportive = clear_score(scores) >= th.get("support", 1.1)
         if self._clearable(v) and supportive and not live and self._live("support"):
             # Released to the room at once, the safety net kept: the sender still sees
             # crisis support and facilitators are still alerted (the audit says cleared).
@@ -218,6 +220,12 @@ class Moderator:
             signpost=v.signpost or any(h.rule.signpost for h in hits),
             notice=v.notice or next((h.rule.notice for h in hits if h.rule.notice), None),
             stage="model")
+
+
+def clear_score(scores: Mapping[str, float]) -> float:
+    """What clearing compares with the ``support`` threshold (training chose it on the
+    same score, ``training.py``): the higher of the support and everyday heads."""
+    return max(scores["support"], scores.get("everyday", 0.0))
 
 
 def describe(v: Verdict) -> Mapping[str, object]:

@@ -182,17 +182,11 @@ def _fold(data: _Data, held: npt.NDArray[np.bool_]) -> tuple[dict[str, Any], dic
     return fast, full
 
 
-def train(rows: Sequence[Row], corpus_hash: str, rules_dir: str,
-          oof_out: Path | None = None) -> dict[str, Any]:
-    """Fit every head on ``rows``; gates and thresholds from author-held-out folds."""
-    data = _Data(rows)
-    labels, authors = data.labels, data.authors
-    # Out-of-fold scores: each author's lines scored by heads that never saw them. The
-    # folds are independent, so they run on every core (lbfgs is deterministic: the
-    # scores do not depend on how many processes computed them).
+def _out_of_fold(data: _Data) -> tuple[dict[str, Any], dict[str, Any]]:
     from joblib import Parallel, delayed
-    oof_fast = {h: np.zeros(len(rows)) for h in HEADS}
-    oof_full = {h: np.zeros(len(rows)) for h in HEADS}
+    oof_fast = {h: np.zeros(len(data.labels)) for h in HEADS}
+    oof_full = {h: np.zeros(len(data.labels)) for h in HEADS}
+    authors = data.authors
     folds = [authors == author for author in sorted(set(authors))]
     results = Parallel(n_jobs=_jobs())(delayed(_fold)(data, held) for held in folds)
     for held, (fast, full) in zip(folds, results, strict=True):
@@ -200,6 +194,33 @@ def train(rows: Sequence[Row], corpus_hash: str, rules_dir: str,
             if h in ACTING:
                 oof_fast[h][held] = fast[h]
             oof_full[h][held] = full[h]
+    return oof_fast, oof_full
+
+
+def _read_oof(path: Path, labels: npt.NDArray[np.str_], authors: npt.NDArray[np.str_]
+              ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Scores an earlier run saved with ``--oof``, for the same lines in the same order
+    (checked): the folds are the slow part, and they depend only on the corpus."""
+    with np.load(path) as saved:
+        if not (np.array_equal(saved["labels"], labels)
+                and np.array_equal(saved["authors"], authors)):
+            raise SystemExit(f"{path}: out-of-fold scores of another corpus; retrain in full")
+        return ({h: saved[f"fast_{h}"] for h in ACTING},
+                {h: saved[f"full_{h}"] for h in HEADS})
+
+
+def train(rows: Sequence[Row], corpus_hash: str, rules_dir: str,
+          oof_out: Path | None = None, oof_in: Path | None = None) -> dict[str, Any]:
+    """Fit every head on ``rows``; gates and thresholds from author-held-out folds."""
+    data = _Data(rows)
+    labels, authors = data.labels, data.authors
+    # Out-of-fold scores: each author's lines scored by heads that never saw them. The
+    # folds are independent, so they run on every core (lbfgs is deterministic: the
+    # scores do not depend on how many processes computed them).
+    if oof_in is not None:
+        oof_fast, oof_full = _read_oof(oof_in, labels, authors)
+    else:
+        oof_fast, oof_full = _out_of_fold(data)
     if oof_out is not None:  # for choosing budgets: scores no head saw in training
         arrays: dict[str, Any] = {"labels": labels, "authors": authors,
                                   **{f"fast_{h}": v for h, v in oof_fast.items()},
@@ -213,7 +234,8 @@ def train(rows: Sequence[Row], corpus_hash: str, rules_dir: str,
         fires |= oof_full[h] >= thresholds[h]
     held = _clearable_holds(rows, rules_dir)
     # Among risk lines a rule holds and no head flags, few enough may score supportive.
-    escaping = oof_full["support"][held & risky & ~fires]
+    benign = np.maximum(oof_full["support"], oof_full["everyday"])  # pipeline.clear_score
+    escaping = benign[held & risky & ~fires]
     allowed = int(CLEAR_LEAK * int((held & risky).sum()))
     ordered = np.sort(escaping)[::-1]
     thresholds["support"] = round(float(ordered[allowed]) + 1e-4, 4) \
@@ -239,10 +261,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rule-corpus", default="tests/moderation/corpus")
     parser.add_argument("--out", default="chatserver/moderation/model/heads.npz")
     parser.add_argument("--oof", help="also write out-of-fold scores here (.npz)")
+    parser.add_argument("--reuse-oof", help="take the out-of-fold scores from an earlier "
+                        "--oof file of this same corpus instead of refitting every fold "
+                        "(thresholds and gates are chosen again, the heads refit)")
     parser.add_argument("--rules", default="chatserver/moderation_rules")
     args = parser.parse_args(argv)
     corpus = load_corpus(Path(args.corpus), Path(args.rule_corpus))
-    arrays = train(corpus.train, corpus.hash, args.rules, Path(args.oof) if args.oof else None)
+    arrays = train(corpus.train, corpus.hash, args.rules, Path(args.oof) if args.oof else None,
+                   Path(args.reuse_oof) if args.reuse_oof else None)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out, **arrays)
