@@ -87,12 +87,15 @@ class Conversations:
         carried = {h.rule.signal for h in (*verdict.hits, *verdict.cleared) if h.rule.signal}
         if joined is not None:
             try:
-                whole = self.screening.rules.check(joined.text, Role.PARTICIPANT.value,
-                                                   self.screening.disabled(room))
+                # Only what can reach this message: the rules that hold, block or are a
+                # signal, and their matches that end inside it (RuleSet.reaching).
+                reaching = self.screening.rules.reaching(
+                    joined.text, joined.current, Role.PARTICIPANT.value,
+                    self.screening.disabled(room))
             except Exception:  # the message's own verdict (same rules) already stands
-                whole = None
+                reaching = ()
             supportive = bool(verdict.cleared)  # the model read this line as support
-            for hit in whole.hits if whole is not None else ():
+            for hit in reaching:
                 covered = joined.crossing(hit.spans)
                 if not covered:
                     continue

@@ -119,6 +119,11 @@ def _ordinary(text: str) -> str:
     return " ".join(text.split())
 
 
+def _severity(h: Hit) -> tuple[int, str]:
+    """Hits most severe first, then by rule id (the first notice wins)."""
+    return -h.rule.action, h.rule.id
+
+
 def _char_ends(view: str) -> list[int]:
     """``[0, end of the 1st character, end of the 2nd, …]`` in ``view.encode()``: found
     once per view, so mapping each match's byte offset back is a bisection, not a decode
@@ -214,6 +219,10 @@ class RuleSet:
         self._detectors = tuple(
             (idx, rule.detector, allowed | helpline_digits(rule.allow))
             for idx, rule in enumerate(rules) if rule.detector)
+        self._carry = frozenset(idx for idx, rule in enumerate(rules)
+                                if rule.action >= Action.HOLD or rule.signal)
+        """Rules a conversation's joined text is read for (``reaching``): those that hold
+        or block, or count as a grooming signal."""
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -273,12 +282,19 @@ class RuleSet:
                 break  # past the word the match began in
         return best if best is not None else max(0, end - 1)
 
-    def _scan(self, norm: Normalized) -> tuple[dict[int, list[tuple[int, int, bool]]], set[int],
-                                                set[tuple[int, int, int]]]:
+    def _scan(self, norm: Normalized, reach: int | None = None, matched: set[int] | None = None
+              ) -> tuple[dict[int, list[tuple[int, int, bool]]], set[int],
+                         set[tuple[int, int, int]]]:
         """Return rule index → [(start, end, evasive)] in ``folded`` coordinates, the
         rules an ``unless`` suppressed, and (rule, start, end) of every span a word,
         phrase or combine matched as ordinary spelling (a regex or a detector says
-        nothing about that: only whether its own match was disguised)."""
+        nothing about that: only whether its own match was disguised).
+
+        ``reach`` (``reaching``): only rules in ``_carry``, and only their matches that
+        end past this offset of the original text; each rule that matched at all is
+        added to ``matched`` (what a full scan would have reported it for). A match that
+        ends before is not placed (``_start``, the costly step), as nothing it finds
+        can reach the new message."""
         folded_b = norm.folded.encode()
         data = folded_b + b"\n" + norm.words.encode()
         boundary = len(folded_b)
@@ -292,9 +308,13 @@ class RuleSet:
         hits: dict[int, list[tuple[int, int, bool]]] = {}
         suppressed: set[int] = set()
         for idx, name, allowed in self._detectors:
+            if reach is not None and idx not in self._carry:
+                continue
             found = DETECTORS[name](norm, allowed)
             if found:
                 hits.setdefault(idx, []).extend(found)
+                if matched is not None:
+                    matched.add(idx)
         plain_spans: set[tuple[int, int, int]] = set()
         if not raw:
             return hits, suppressed, plain_spans
@@ -316,12 +336,15 @@ class RuleSet:
         starts: dict[tuple[int, int], int] = {}
         memo: dict[tuple[int, str], int] = {}
         misses = {False: 0, True: 0}
+        index = norm.index
         for pid, _, end in raw:
             pat = self._patterns[pid]
             if end == boundary + 1:
                 continue  # ends on the separator between the two views
             if pat.unless:
                 suppressed.add(pat.rule)
+                continue
+            if reach is not None and pat.rule not in self._carry:
                 continue
             in_words = end > boundary
             if in_words and same and pat.plain != "":
@@ -338,6 +361,10 @@ class RuleSet:
                 if offsets is None:
                     offsets = char_ends[in_words] = _char_ends(view)
                 end = bisect.bisect_right(offsets, end) - 1
+            if reach is not None and matched is not None:
+                matched.add(pat.rule)
+                if (end if index is None or end == 0 else index[end - 1] + 1) <= reach:
+                    continue
             if pat.plain != "" and in_words:
                 seen = starts.get((pid, end))
                 if seen is not None:
@@ -396,36 +423,8 @@ class RuleSet:
         """
         if norm is None or norm.original != text:
             norm = normalize(text)
-        found, suppressed, plain_spans = self._scan(norm)
-        live: list[Hit] = []
-        shadow: list[Hit] = []
-        for idx, spans in found.items():
-            rule = self.rules[idx]
-            if idx in suppressed or role not in rule.applies_to or rule.category in disabled:
-                continue
-            orig = tuple(sorted({norm.to_original(s, e) for s, e, _ in spans}))
-            # A span is not evasive when a word or phrase of the same rule matched it as
-            # written: "self harm" is also "selfharm" split by a space (issue 13 § 5: no
-            # noise). A regex or detector hit vouches for nothing: "jo at gmail dot
-            # com" stays evasive though a regex of the rule reads it too.
-            evasive = norm.obfuscated > 0 or any(
-                ev and (idx, s, e) not in plain_spans for s, e, ev in spans)
-            (shadow if rule.shadow else live).append(Hit(rule, orig[0], orig, evasive))
-        seen = {h.rule.id for h in live} | {h.rule.id for h in shadow}
-        for view in hidden_views(norm.folded, text):
-            # Written backwards or in base64: what a holding or blocking rule finds there
-            # is reported over the whole message, as evasion (masking a span of a
-            # decoded view would mask nothing the reader sees).
-            found_v, suppressed_v, _ = self._scan(normalize(view))
-            for idx in found_v:
-                rule = self.rules[idx]
-                if idx in suppressed_v or rule.id in seen or rule.action < Action.HOLD \
-                        or role not in rule.applies_to or rule.category in disabled:
-                    continue
-                seen.add(rule.id)
-                whole = (0, len(text))
-                (shadow if rule.shadow else live).append(Hit(rule, whole, (whole,), True))
-        live.sort(key=lambda h: (-h.rule.action, h.rule.id))
+        live, shadow = self._hits(norm, role, disabled)
+        live.sort(key=_severity)
         action = live[0].rule.action if live else Action.ALLOW
         alerts = {h.rule.alert for h in live if h.rule.alert}
         if any(h.evasive and h.rule.action >= Action.MASK for h in live):
@@ -444,6 +443,62 @@ class RuleSet:
             alerts=tuple(sorted(alerts)), signpost=any(h.rule.signpost for h in live),
             notice=notice, normalized=norm.folded, words=norm.words, version=self.version,
         )
+
+    def reaching(self, text: str, reach: int, role: str = "participant",
+                 disabled: frozenset[str] = frozenset()) -> tuple[Hit, ...]:
+        """The live hits ``check(text, role, disabled)`` would report for rules that
+        hold, block or count as a grooming signal, each with only its spans that end
+        past ``reach`` (a conversation's joined text, ``reach`` where the new message
+        begins: ``core/conversations.py`` keeps a hit only if a span crosses into it).
+        The same scan, without placing the matches that end before (each found by
+        ``re`` backwards from its end) or building a verdict; a hit's ``evasive`` is
+        judged on the spans kept."""
+        live, _ = self._hits(normalize(text), role, disabled, reach)
+        return tuple(sorted(live, key=_severity))
+
+    def _hits(self, norm: Normalized, role: str, disabled: frozenset[str],
+              reach: int | None = None) -> tuple[list[Hit], list[Hit]]:
+        """Live and shadow hits of ``norm.original`` (``check``; ``reaching``)."""
+        text = norm.original
+        matched: set[int] | None = set() if reach is not None else None
+        found, suppressed, plain_spans = self._scan(norm, reach, matched)
+        live: list[Hit] = []
+        shadow: list[Hit] = []
+        for idx, spans in found.items():
+            rule = self.rules[idx]
+            if idx in suppressed or role not in rule.applies_to or rule.category in disabled:
+                continue
+            if reach is not None:
+                spans = [sp for sp in spans if norm.to_original(sp[0], sp[1])[1] > reach]
+                if not spans:
+                    continue
+            orig = tuple(sorted({norm.to_original(s, e) for s, e, _ in spans}))
+            # A span is not evasive when a word or phrase of the same rule matched it as
+            # written: "self harm" is also "selfharm" split by a space (issue 13 § 5: no
+            # noise). A regex or detector hit vouches for nothing: "jo at gmail dot
+            # com" stays evasive though a regex of the rule reads it too.
+            evasive = norm.obfuscated > 0 or any(
+                ev and (idx, s, e) not in plain_spans for s, e, ev in spans)
+            (shadow if rule.shadow else live).append(Hit(rule, orig[0], orig, evasive))
+        seen = {h.rule.id for h in live} | {h.rule.id for h in shadow}
+        if matched is not None:  # rules a full scan reports, whatever their spans' ends
+            seen |= {self.rules[idx].id for idx in matched if idx not in suppressed
+                     and role in self.rules[idx].applies_to
+                     and self.rules[idx].category not in disabled}
+        for view in hidden_views(norm.folded, text):
+            # Written backwards or in base64: what a holding or blocking rule finds there
+            # is reported over the whole message, as evasion (masking a span of a
+            # decoded view would mask nothing the reader sees).
+            found_v, suppressed_v, _ = self._scan(normalize(view))
+            for idx in found_v:
+                rule = self.rules[idx]
+                if idx in suppressed_v or rule.id in seen or rule.action < Action.HOLD \
+                        or role not in rule.applies_to or rule.category in disabled:
+                    continue
+                seen.add(rule.id)
+                whole = (0, len(text))
+                (shadow if rule.shadow else live).append(Hit(rule, whole, (whole,), True))
+        return live, shadow
 
 
 def _cache_dir() -> Path:

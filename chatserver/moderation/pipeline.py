@@ -100,6 +100,11 @@ class Moderator:
         """The same heads with a reloaded rule set (hot reload swaps the whole object)."""
         return Moderator(ruleset, self.classifier, self.config)
 
+    @property
+    def waiting(self) -> int:
+        """Lines the shell prepared that no ``check`` has read yet."""
+        return len(self._prepared)
+
     def thresholds(self, profile: str = "default") -> dict[str, float]:
         """Training's thresholds, then config's, then the room profile's."""
         out = dict(self.classifier.info.thresholds) if self.classifier else {}

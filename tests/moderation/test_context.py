@@ -5,12 +5,16 @@ Time is an argument everywhere: the windows are driven with explicit ``now_ms``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from pathlib import Path
+
+import orjson
 import pytest
 
 from chatserver.config import read_rule_files
 from chatserver.moderation.context import JOIN, MAX_JOINED_CHARS, Conversation
-from chatserver.moderation.engine import RuleSet
-from chatserver.moderation.rules import SIGNALS, parse_rule_files
+from chatserver.moderation.engine import Hit, RuleSet
+from chatserver.moderation.rules import SIGNALS, Action, parse_rule_files
 from tests.conftest import RULES_DIR
 
 S = 1000
@@ -264,3 +268,36 @@ def test_soft_signal_lines_carry_their_signal(
         rules: RuleSet, text: str, signal: str) -> None:
     v = rules.check(text)
     assert signal in {h.rule.signal for h in v.hits}
+
+
+# ------------------------------------------------- the joined text's scan
+def _crossing(hits: Iterable[Hit], reach: int) -> list[tuple[str, tuple[tuple[int, int], ...]]]:
+    out = []
+    for h in hits:
+        spans = tuple(sp for sp in h.spans if sp[1] > reach)
+        if spans and (h.rule.action >= Action.HOLD or h.rule.signal):
+            out.append((h.rule.id, spans))
+    return out
+
+
+def test_reaching_finds_what_the_full_check_finds_past_the_new_message_start(
+        rules: RuleSet) -> None:
+    """``RuleSet.reaching`` (the conversation's scan) reports, for the rules that hold,
+    block or are a signal, the spans ending inside the new message that ``check`` of the
+    same joined text reports, in the same order: over corpus lines joined four at a
+    time, with split details, disguises and reversed text among them."""
+    rows = [orjson.loads(x)["text"] for x in
+            (Path(__file__).with_name("corpus.jsonl")).read_text().splitlines() if x]
+    rows += ["07700", "900", "41", "7", "how many", "would it take", "to die", "how old",
+             "are you", "add me on", "snap", "its jo.smith", "at gmail dot com",
+             "7 14 009 00770", "em llac", "yrros os m'i"]
+    checked = 0
+    for i in range(3, len(rows)):
+        earlier = JOIN.join(rows[i - 3:i])
+        joined = earlier + JOIN + rows[i]
+        reach = len(earlier) + len(JOIN)
+        want = _crossing(rules.check(joined).hits, reach)
+        got = _crossing(rules.reaching(joined, reach), reach)
+        assert got == want, joined
+        checked += bool(want)
+    assert checked > 50  # the comparison saw many hits reaching the new message

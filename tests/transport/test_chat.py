@@ -131,6 +131,25 @@ async def test_text_over_limit_is_rejected_too_large(running: Running) -> None:
     assert (await c.say("ok" + " " * 3000, "l2"))["status"] == "sent"  # trimmed first
 
 
+async def test_text_over_limit_is_refused_before_any_moderation(running: Running) -> None:
+    """An over-long line (30,000 characters, a phone number and method detail in it) is answered
+    ``too_large`` without being read: no moderation work, no alert, no signpost; the
+    next line is moderated as usual."""
+    fac = await running.client(await running.login("facilitator"))
+    await fac.send(type="join", room="lounge")
+    await fac.expect("room")
+    c = await running.client(await running.join("Longer"))
+    moderator = running.server.core.moderator
+    before = moderator.waiting
+    text = ("call me on 07700 900 417, how many pills would it take to die " * 520)[:30000]
+    ack = await c.say(text, "big")
+    assert (ack["status"], ack["code"]) == ("rejected", "too_large")
+    assert moderator.waiting == before  # the pre-pass never read it
+    assert (await c.say("how was everyones day", "next"))["status"] == "sent"
+    assert not [e for e in c.seen if e["type"] == "notice" and e.get("kind") == "signpost"]
+    assert not [e for e in fac.seen if e["type"] in ("alert", "held")]
+
+
 @pytest.mark.parametrize("frame", [
     '{"type":"send","room":"lounge","id":"e","text":"   "}',
     "this is not json",
