@@ -44,6 +44,7 @@ export function newId() {
 
 // Close codes after which a client reconnects with `resume` (docs/protocol.md § Close codes).
 const RECONNECT = new Set([1001, 1006, 1012, 1013, 1011]);
+const MAX_PENDING = 20;
 
 /**
  * One chat connection. Keeps the last seq per room and resumes from it after a drop,
@@ -59,6 +60,11 @@ export class Connection {
     this.attempt = 0;
     this.stopped = false;
     this.connected = false;
+    this.gone = false;
+    // Frames sent before the welcome (someone typing while the socket opens, or while it
+    // reconnects): sent, in order, once it arrives, so nobody is told they are offline
+    // for a connection that is only starting. Bounded: past that, "offline" is the truth.
+    this.pending = [];
   }
 
   start() { this.open(false); }
@@ -83,6 +89,8 @@ export class Connection {
         this.onStatus("reconnecting", e.code);
         this.timer = setTimeout(() => this.open(true), delay);
       } else {
+        this.gone = true;
+        this.pending = [];
         this.onStatus("closed", e.code);
       }
     });
@@ -98,6 +106,9 @@ export class Connection {
       for (const [room, messages] of Object.entries(event.history || {})) {
         for (const m of messages) this.message(m);
       }
+      const waiting = this.pending;
+      this.pending = [];
+      for (const frame of waiting) this.ws.send(JSON.stringify(frame));
       return;
     }
     if (event.type === "message") { this.message(event); return; }
@@ -113,8 +124,12 @@ export class Connection {
   }
 
   send(frame) {
-    if (!this.connected) return false;
-    this.ws.send(JSON.stringify(frame));
+    if (this.connected) {
+      this.ws.send(JSON.stringify(frame));
+      return true;
+    }
+    if (this.stopped || this.gone || this.pending.length >= MAX_PENDING) return false;
+    this.pending.push(frame);
     return true;
   }
 

@@ -25,7 +25,12 @@ import hyperscan
 from chatserver.moderation import contact
 from chatserver.moderation.contact import DETECTORS, HELPLINES, helpline_digits
 from chatserver.moderation.disguise import hidden_views
-from chatserver.moderation.normalize import Normalized, normalize, words_view
+from chatserver.moderation.normalize import (
+    Normalized,
+    disguised_within,
+    normalize,
+    words_view,
+)
 from chatserver.moderation.rules import Action, Rule, RuleLoadError, RuleProblem, parse_rule_files
 
 __all__ = ["Hit", "RuleSet", "Verdict", "compile_rules", "letters_pattern", "load_rules",
@@ -477,7 +482,7 @@ class RuleSet:
             # written: "self harm" is also "selfharm" split by a space (issue 13 § 5: no
             # noise). A regex or detector hit vouches for nothing: "jo at gmail dot
             # com" stays evasive though a regex of the rule reads it too.
-            evasive = norm.obfuscated > 0 or any(
+            evasive = disguised_within(norm, orig) or any(
                 ev and (idx, s, e) not in plain_spans for s, e, ev in spans)
             (shadow if rule.shadow else live).append(Hit(rule, orig[0], orig, evasive))
         seen = {h.rule.id for h in live} | {h.rule.id for h in shadow}

@@ -24,12 +24,13 @@ import functools
 import itertools
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
 import decancer_py
 
-__all__ = ["HOMOGLYPHS", "Normalized", "normalize", "words_view"]
+__all__ = ["HOMOGLYPHS", "Normalized", "disguised_within", "normalize", "words_view"]
 
 HOMOGLYPHS: Final[dict[str, str]] = {
     # Where the confusables data reads a letter differently from how it is meant in chat:
@@ -166,6 +167,17 @@ def _fold_char(ch: str) -> tuple[str, bool]:
 
 _ASCII_LOWER: Final = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
 """``str.translate`` table lower-casing ASCII letters (as ``str.lower`` does them)."""
+
+
+def disguised_within(norm: Normalized, spans: Iterable[tuple[int, int]]) -> bool:
+    """Whether a character that folded as a disguise (a look-alike letter, an invisible
+    separator) lies inside one of ``spans`` (original coordinates): a kaomoji or an
+    emoji elsewhere in the line says nothing about how a matched word was written
+    ("1 year clean from self harm (ﾉ◕ヮ◕)ﾉ" is not an evasion)."""
+    if not norm.obfuscated:
+        return False
+    return any(_fold_char(ch)[1] for start, end in spans
+               for ch in norm.original[start:end] if not ch.isascii())
 
 
 def normalize(text: str) -> Normalized:

@@ -15,6 +15,7 @@ from playwright.async_api import (
     Page,
     ViewportSize,
     WebSocket,
+    WebSocketRoute,
     expect,
 )
 
@@ -90,6 +91,46 @@ async def member_id(client: Client, name: str, room: str = "lounge") -> str:
 
 def mine(page: Page, text: str) -> Locator:
     return page.locator(".msg.mine", has=page.locator(".text", has_text=text))
+
+
+async def test_a_message_typed_while_the_connection_opens_is_sent_once_it_is_up(
+        browser: Browser, site: Running) -> None:
+    """Someone who types before the welcome arrives (a slow phone network, a busy
+    server) is not told they are offline: the message waits and goes once it is up."""
+    ctx = await context(browser)
+    page = await ctx.new_page()
+    held: list[str | bytes] = []
+    routes: list[WebSocketRoute] = []
+
+    def hold_the_server(ws: WebSocketRoute) -> None:
+        routes.append(ws)
+
+        def from_server(message: str | bytes) -> None:
+            if len(routes) > 1:  # released: pass everything on as it comes
+                ws.send(message)
+            else:  # the page hears nothing yet
+                held.append(message)
+        ws.connect_to_server().on_message(from_server)
+
+    await page.route_web_socket("**/ws", hold_the_server)
+    await page.goto(site.http + "/")
+    await page.get_by_label("Room", exact=True).select_option(label="Lounge")
+    await page.get_by_label("Display name").fill("Early")
+    await page.get_by_role("button", name="Join").click()
+    await expect(page.locator("#room-title")).to_have_text("Lounge")
+    await type_and_send(page, "typed before the welcome")
+    await expect(mine(page, "typed before the welcome")).to_have_count(1)
+    await expect(page.get_by_text("offline")).to_have_count(0)
+    # Nothing from the server has reached the page: the message waits, shown as sending.
+    await expect(mine(page, "typed before the welcome").locator(".meta")).to_contain_text(
+        "Sending")
+    assert len(routes) == 1
+    routes.append(routes[0])  # released from now on
+    for message in held:
+        routes[0].send(message)
+    await expect(mine(page, "typed before the welcome").locator(".meta")).to_contain_text("Sent")
+    await expect(page.get_by_text("offline")).to_have_count(0)
+    await ctx.close()
 
 
 @pytest.mark.parametrize("viewport", SIZES)

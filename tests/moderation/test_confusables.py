@@ -101,3 +101,15 @@ def test_scripts_people_write_in_are_kept() -> None:
     assert normalize("straße").folded == "strasse"
     assert normalize("café").folded == "cafe"
     assert normalize("café").obfuscated == 0
+
+
+@pytest.mark.parametrize("text", [
+    "a year clean from self harm today (ﾉ◕ヮ◕)ﾉ*:･ﾟ✧",
+    "i want to die this ship is so cute (⁄ ⁄•⁄ω⁄•⁄ ⁄)",
+    "the pride flag 🏳️‍🌈 fell off my wall and i want to die 😭 so embarrassing",
+])
+def test_a_kaomoji_or_emoji_away_from_the_match_is_no_evasion(rules: RuleSet,
+                                                             text: str) -> None:
+    v = rules.check(text)
+    assert v.hits, text  # a rule still reads the words
+    assert "evasion" not in v.alerts, (text, v.alerts)
