@@ -98,9 +98,14 @@ class PostgresStore:
             self._pool = await asyncpg.create_pool(
                 self.dsn, min_size=1, max_size=self.pool_size,
                 server_settings={"search_path": self.schema})
-            async with self.pool.acquire() as conn:
+            async with self.pool.acquire() as conn, conn.transaction():
+                # Nodes of a cluster start together: two running this DDL at once on a
+                # fresh schema deadlock (or collide on CREATE SCHEMA), so one node at a
+                # time creates it, under a lock named by the schema, held to the commit.
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))",
+                                   f"chatserver-schema:{self.schema}")
                 await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
-                await conn.execute(f"SET search_path TO {self.schema}")
+                await conn.execute(f"SET LOCAL search_path TO {self.schema}")
                 await conn.execute(SCHEMA)
         except (OSError, asyncpg.PostgresError) as e:
             raise StoreError(str(e)) from e

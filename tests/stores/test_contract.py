@@ -140,6 +140,25 @@ async def _two_nodes() -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
         await conn.close()
 
 
+async def test_nodes_starting_together_on_a_fresh_schema_all_open() -> None:
+    """A cluster's nodes start at once: creating the schema must not deadlock one of
+    them (it did: "deadlock detected", and that node never served)."""
+    require(await _pg_available(), f"PostgreSQL is not reachable at {PG_DSN}")
+    schema = f"t_{secrets.token_hex(6)}"
+    stores = [PostgresStore(PG_DSN, schema) for _ in range(4)]
+    try:
+        await asyncio.gather(*(s.open() for s in stores))
+        await stores[0].apply([room("a")])
+        assert [len(await s.recent_messages(RoomId("a"), 10)) for s in stores] == [0] * 4
+    finally:
+        for s in stores:
+            await s.close()
+        import asyncpg
+        conn = await asyncpg.connect(PG_DSN)
+        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await conn.close()
+
+
 async def test_two_nodes_on_one_postgresql_share_seq_and_one_audit_chain() -> None:
     """The cluster: two stores (two nodes) append to the same rooms at once."""
     from chatserver.auditchain import verify
