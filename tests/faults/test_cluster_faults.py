@@ -54,15 +54,23 @@ def _in_doubt(sender: Member, sent: list[str]) -> list[str]:
 
 async def _retry_and_finish(sender: Member, listeners: list[Member], in_doubt: list[str]
                             ) -> None:
-    for mid in in_doubt:
-        sender.acks.pop(mid, None)
-        await sender.ws.send(orjson.dumps({"type": "send", "room": "demo", "id": mid,
-                                           "text": f"message number {mid[1:]}"}).decode())
-    for k in range(3):
-        await sender.ws.send(orjson.dumps({"type": "send", "room": "demo", "id": f"after{k}",
-                                           "text": "after the fault"}).decode())
-    wanted = [*in_doubt, "after0", "after1", "after2"]
-    await wait_until(sender.ack_arrived, lambda: all(k in sender.acks for k in wanted))
+    texts = {mid: f"message number {mid[1:]}" for mid in in_doubt}
+    texts.update({f"after{k}": "after the fault" for k in range(3)})
+    wanted = list(texts)
+    # As a client does (docs/protocol.md § Cluster): a send answered `internal` is sent
+    # again with the same id. Just after Redis is back, one publish may still meet a
+    # connection that died with the old Redis; a few rounds, never a loss or a copy.
+    pending = wanted
+    for _ in range(4):
+        for mid in pending:
+            sender.acks.pop(mid, None)
+            await sender.ws.send(orjson.dumps({"type": "send", "room": "demo", "id": mid,
+                                               "text": texts[mid]}).decode())
+        await wait_until(sender.ack_arrived,
+                         lambda p=pending: all(k in sender.acks for k in p))
+        pending = [k for k in pending if sender.acks[k].get("code") == "internal"]
+        if not pending:
+            break
     assert all(sender.acks[k]["status"] == "sent" for k in wanted), \
         [sender.acks[k] for k in wanted if sender.acks[k]["status"] != "sent"]
     for listener in listeners:
