@@ -130,6 +130,11 @@ class RedisBroker:
                 await pubsub.subscribe(self._control, *[self._channel(r) for r in self._rooms])
                 self._pubsub = pubsub
                 self.subscribed.set()
+                if lost:
+                    # The pool's idle connections went with the old Redis; drop them so
+                    # the next publish opens a fresh one rather than failing on one
+                    # (the subscription already proves Redis is reachable again).
+                    await self.redis.connection_pool.disconnect(inuse_connections=False)
                 if lost and self.on_reset is not None:
                     log.warning("broker_resubscribed")
                     result = self.on_reset()
