@@ -117,8 +117,9 @@ class Endpoint:
         self.clients: list[Client] = []
 
     async def close_clients(self) -> None:
-        for c in self.clients:
-            await c.ws.close()
+        # All at once: each close waits for its handshake, and a client whose unread
+        # events filled its queue answers late (200 one by one took over a minute).
+        await asyncio.gather(*(c.ws.close() for c in self.clients))
 
     async def post(self, path: str, body: dict[str, Any], token: str | None = None
                    ) -> tuple[int, Any]:

@@ -221,11 +221,15 @@ class Delivery:
                 sock.outbox.task_done()
 
     async def close_all(self, code: CloseCode, reason: str, grace_s: float) -> None:
-        """Shutdown: close every socket now, each given at most ``grace_s``."""
-        for sock in list(self.sockets.values()):
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(sock.ws.close(code=code, message=reason.encode()),
-                                       grace_s)
+        """Shutdown: close every socket at once, as ``close_soon`` does (queued frames
+        first, then the close frame, the writer never cut mid-send), all within
+        ``grace_s`` in all (one by one, each socket waited for its own handshake, and
+        a busy node took seconds to say goodbye)."""
+        for cid in list(self.sockets):
+            self.close_soon(cid, code, reason)
+        tasks = [s.close_task for s in self.sockets.values() if s.close_task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace_s)
 
 
 def reset(transport: asyncio.Transport) -> None:

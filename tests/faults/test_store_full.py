@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from chatserver.config import ServerConfig
 from chatserver.moderation.engine import RuleSet
 from chatserver.stores.sqlite import SqliteStore
 from tests.conftest import Running, start_server
@@ -121,10 +122,14 @@ async def test_fl08_reconnect_storm_after_a_restart_is_served(tmp_path: Path,
 
     def roomy(r: Running) -> Running:
         # 200 people in one room: every join tells everyone (rooms are small by design),
-        # so this test uses production-sized queues, not the tests' tiny default.
+        # so this test uses production-sized queues, not the tests' tiny default, and
+        # production's heartbeat: 200 clients share this process's event loop with the
+        # server, and on a busy machine the join storm kept them from answering a ping
+        # within the tests' 2.5 s (the server then rightly dropped them, no 1012).
         cfg = r.server.config
         r.server.config = dataclasses.replace(
-            cfg, server=dataclasses.replace(cfg.server, outbox_frames=1024))
+            cfg, server=dataclasses.replace(cfg.server, outbox_frames=1024,
+                                            heartbeat_s=ServerConfig().heartbeat_s))
         return r
 
     running = roomy(await start_server(tmp_path, rules))
