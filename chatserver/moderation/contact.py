@@ -124,6 +124,8 @@ _TOKEN: Final = re.compile(r"[a-z0-9|]+|\+")
 _NUMBER_WORDS: Final = frozenset({*_UNITS, *_TENS})
 _DIGIT: Final = re.compile(r"\d")
 _LETTERS: Final = re.compile(r"[a-z]+")
+_DIGITS_ONLY_RUN: Final = re.compile(r"\d(?:[^0-9A-Za-z+]*\d)*")
+"""Digits with only separators between them (no letter or number word)."""
 _PLAIN_RUN: Final = re.compile(r"\+?\d(?:[^0-9+]*\d)?(?:[^0-9+]*\d)*")
 _NON_DIGIT: Final = re.compile(r"\D+")
 _CANDIDATE: Final = re.compile(
@@ -315,6 +317,17 @@ def _matches(digits: str, plus: bool) -> bool:
     return False
 
 
+def _plainly_a_number(text: str, plus: bool) -> bool:
+    """A number already written in plain digits inside a run that words extend
+    ("rang 0800 800 150 THREE times"): the number was not disguised, so no evasion."""
+    for m in _DIGITS_ONLY_RUN.finditer(text):
+        digits = _NON_DIGIT.sub("", m.group())
+        if len(digits) >= MIN_RUN_DIGITS and (
+                len(digits) >= LONG_RUN_DIGITS or _matches(digits[:20], plus)):
+            return True
+    return False
+
+
 def find_phones(norm: Normalized, allowed: frozenset[str] = HELPLINES) -> list[Span]:
     """Phone numbers in any spelling; helplines in ``allowed`` (digits) are skipped."""
     found: list[Span] = []
@@ -327,7 +340,8 @@ def find_phones(norm: Normalized, allowed: frozenset[str] = HELPLINES) -> list[S
         if _trivial(run.digits):
             continue
         if len(run.digits) >= LONG_RUN_DIGITS or _matches(run.digits[:20], run.plus):
-            found.append((run.start, run.end, run.disguised))
+            found.append((run.start, run.end, run.disguised and not _plainly_a_number(
+                norm.folded[run.start:run.end], run.plus)))
     return found
 
 
@@ -357,6 +371,7 @@ _EMAIL_PLAIN: Final = re.compile(
 _EMAIL_WORDS: Final = re.compile(
     rf"[a-z0-9._\-]{{2,}}{_AT}(?:(?:{_loose(_PROVIDER_NAMES)})\b(?:{_DOT}(?:{_TLDS})\b)?|"
     rf"(?:{_loose(_WEAK_PROVIDERS)}){_DOT}(?:{_TLDS})\b)")
+_KNOWN_TLD_END: Final = re.compile(rf"\.(?:{_TLDS})$")
 _SPACED_OUT: Final = re.compile(r"(?<!\S)(?:\S\s+){3,}\S(?!\S)")
 _SQUASH: Final = re.compile(r"[\s._\-]+")
 _NON_SPACE: Final = re.compile(r"\S")
@@ -406,6 +421,10 @@ def find_emails(norm: Normalized, allowed: frozenset[str] = HELPLINES) -> list[S
         n = len(joined)
         for pattern in patterns:
             for m in pattern.finditer(backwards):
+                if pattern is _EMAIL_PLAIN and _KNOWN_TLD_END.search(m.group()) is None:
+                    # "lukas.becker@schule" read backwards ends in ".sakul": an
+                    # address written backwards still ends in a real domain.
+                    continue
                 s, e = keep[n - m.end()], keep[n - 1 - m.start()] + 1
                 found.append((s, e, True))
     return found
@@ -429,9 +448,14 @@ _APP_WORDS: Final = (frozenset(re.split(r"[^a-z👻]+", APPS.replace(r"\s", " ")
 """Every word of every app name: a message with none of them names no app."""
 _VERBS: Final = (r"add|follow|dm|pm|message|msg|text|txt|snap|find|search|look|hmu|hit|ping|"
                  r"call|chat|talk|reach|contact|friend|sub|subscribe|inbox|slide|facetime")
+_NOUN_BEFORE: Final = re.compile(
+    r"\b(?:a|an|the|my|his|her|our|your|ur|their|this|that)[\s\"']*$")
+"""A determiner just before a request verb makes it a noun: "she has a friend on
+fortnite", "my message on insta" ask nobody for anything."""
 _HANDLE_PATTERNS: Final = (
     # "add me on sc", "search me up on the ghost app", "hmu on 👻"
-    re.compile(rf"\b(?:{_VERBS})\s*(?:me|us|him|her)?\s+(?:up\s+)?(?:on|at|via|thru|through|"
+    re.compile(rf"\b(?:{_VERBS})\s*(?:me|us|him|her)?\s+(?:up\s+)?"
+               rf"(?:on|at|via|thru|through|"
                rf"in|@)\s*(?:my\s+)?(?:{APPS})(?![a-z])"),
     # "my sc is jess", "his insta: x", "👻 - coolkid"
     re.compile(rf"\b(?:my|his|her|our)\s+(?:{APPS})\s*(?:name|user\s?name|handle|tag|@|id)?\s*"
@@ -452,6 +476,7 @@ _HANDLE_PATTERNS: Final = (
     # "sc: jess_07", "discord - coolkid99"
     re.compile(rf"(?<![a-z])(?:{APPS})\s*(?::|=|-|is)\s*@?[a-z0-9_.]*[0-9_.][a-z0-9_.]*"),
 )
+_REQUEST: Final = _HANDLE_PATTERNS[0]
 _HANDLE_NEEDS: Final[tuple[tuple[str, ...], ...]] = (
     (), ("my", "his", "her", "our"), ("👻", "ghost"), ("what", "wat", "wot"), ("on",),
     ("search", "look", "find", "add"), ("#",), (),
@@ -484,6 +509,9 @@ def find_handles(norm: Normalized, allowed: frozenset[str] = HELPLINES) -> list[
             if needs and not any(word in view for word in needs):
                 continue
             for m in pattern.finditer(view):
+                if pattern is _REQUEST and _NOUN_BEFORE.search(
+                        view, max(0, m.start() - 8), m.start()):
+                    continue
                 found.append((m.start(), m.end(), disguised))
         if found:
             break

@@ -432,7 +432,10 @@ class RuleSet:
         live.sort(key=_severity)
         action = live[0].rule.action if live else Action.ALLOW
         alerts = {h.rule.alert for h in live if h.rule.alert}
-        if any(h.evasive and h.rule.action >= Action.MASK for h in live):
+        # A self-censored swear word ("f*ck", "sh1t", "fuckkk") is masked anyway and is
+        # politeness, not a dodge: evasion is for a disguised match of a rule that
+        # holds, blocks or alerts (a slur, a handle, a method question).
+        if any(h.evasive and (h.rule.action >= Action.HOLD or h.rule.alert) for h in live):
             alerts.add("evasion")
         notice = next((h.rule.notice for h in live if h.rule.notice), None)
         text_out = text

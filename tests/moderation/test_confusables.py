@@ -95,6 +95,35 @@ def test_must_allow_corpus_raises_no_evasion(rules: RuleSet) -> None:
     assert noisy == []
 
 
+@pytest.mark.slow
+def test_no_must_allow_line_of_any_corpus_author_raises_evasion(rules: RuleSet) -> None:
+    """Issue 13: evasion stays a signal. Self-censored swearing ("f*ck", "fuckkk") is
+    masked without it, a slur quoted in a report ("got called a f@g") is masked, and a
+    number written in plain digits is no disguise whatever words follow it."""
+    from chatserver.moderation.corpus import load_corpus
+    from chatserver.moderation.evaluation import ALLOWED
+    from tests.conftest import ROOT
+    corpus = load_corpus(ROOT / "corpus", ROOT / "tests/moderation/corpus")
+    noisy = [(r.author, r.text) for r in (*corpus.train, *corpus.test)
+             if r.label in ALLOWED and "evasion" in rules.check(r.text).alerts]
+    assert noisy == []
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("got called a f@g at work today, still shaky", "got called a *** at work today, still shaky"),
+    ("someone called me a t0welhead on the bus", "someone called me a ********* on the bus"),
+])
+def test_a_slur_quoted_in_a_report_is_masked_and_the_rest_is_sent(
+        rules: RuleSet, text: str, shown: str) -> None:
+    v = rules.check(text)
+    assert (v.action, v.text_out, v.alerts) == (Action.MASK, shown, ())
+
+
+def test_a_slur_aimed_at_someone_is_still_blocked_as_evasion(rules: RuleSet) -> None:
+    v = rules.check("ur a f@g")
+    assert v.action == Action.BLOCK and {"abuse", "evasion"} <= set(v.alerts)
+
+
 def test_scripts_people_write_in_are_kept() -> None:
     assert normalize("مرحبا").folded == "مرحبا"
     assert normalize("こんにちは").folded == "こんにちは"

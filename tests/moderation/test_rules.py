@@ -150,3 +150,10 @@ def test_rules_try_cli_explains(tmp_path: Path) -> None:
     assert "verdict:    block" in result.stdout
     assert "contact.phone" in result.stdout
     assert "normalized:" in result.stdout
+
+
+def test_every_slur_is_masked_when_quoted_in_a_report(rules: RuleSet) -> None:
+    """abuse.slur's `unless` lets a report through to abuse.slur-reported, which masks:
+    a word in the first list only would reach the room unmasked inside a report."""
+    by_id = {r.id: r for r in rules.rules}
+    assert set(by_id["abuse.slur"].words) == set(by_id["abuse.slur-reported"].words)
