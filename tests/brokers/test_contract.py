@@ -112,6 +112,12 @@ async def test_a_node_hears_only_rooms_it_follows_and_every_control_message() ->
         assert [(e.room, type(e.event).__name__) for e in got] == [
             (other, "Message"), (ALL_ROOMS, "Sync")]
         await b.unfollow(other)
+        # UNSUBSCRIBE is sent, not yet confirmed: wait until Redis counts no subscriber
+        # on the room's channel (a publish before that may still reach b).
+        for _ in range(500):  # polling Redis itself: there is no event to wait on
+            if not (await a.redis.pubsub_numsub(b._channel(other)))[0][1]:
+                break
+            await asyncio.sleep(0.01)
         await a.publish(Envelope(other, msg(2, other), Audience.MEMBERS, node="a"))
         await a.publish(Envelope(ALL_ROOMS, Sync(), Audience.MEMBERS, node="a"))
         got = await there.wait_for(3)

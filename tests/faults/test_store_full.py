@@ -125,11 +125,13 @@ async def test_fl08_reconnect_storm_after_a_restart_is_served(tmp_path: Path,
         # so this test uses production-sized queues, not the tests' tiny default, and
         # production's heartbeat: 200 clients share this process's event loop with the
         # server, and on a busy machine the join storm kept them from answering a ping
-        # within the tests' 2.5 s (the server then rightly dropped them, no 1012).
+        # within the tests' 2.5 s (the server then rightly dropped them, no 1012),
+        # and 200 resumes at once could not all say hello within the tests' 0.5 s (4001).
         cfg = r.server.config
         r.server.config = dataclasses.replace(
             cfg, server=dataclasses.replace(cfg.server, outbox_frames=1024,
-                                            heartbeat_s=ServerConfig().heartbeat_s))
+                                            heartbeat_s=ServerConfig().heartbeat_s,
+                                            hello_timeout_s=ServerConfig().hello_timeout_s))
         return r
 
     running = roomy(await start_server(tmp_path, rules))
