@@ -7,6 +7,7 @@ syntax) and returns **every** problem with its file and rule id, never just the 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from collections.abc import Mapping
@@ -47,8 +48,10 @@ gives within ``moderation.grooming_window_s`` add up (``moderation/context.py``)
 _KEYS: Final = frozenset({
     "id", "category", "action", "alert", "signpost", "notice", "applies_to", "mode",
     "words", "phrases", "regex", "unless", "examples", "message", "description", "combine",
-    "detector", "allow", "model_may_clear", "signal",
+    "detector", "allow", "model_may_clear", "signal", "reported",
 })
+_REPORTED_KEYS: Final = frozenset({"when", "action", "alert", "notice", "model_may_clear",
+                                   "examples"})
 MAX_COMBINATIONS: Final = 100_000
 """A sanity bound on what one ``combine`` table may mean."""
 _ID: Final = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)+$")
@@ -142,12 +145,76 @@ def _combine(raw: Mapping[str, object], where: RuleProblem,
     return tuple(tuple(part) for part in value)
 
 
-def _parse_rule(raw: Mapping[str, object], file: str, problems: list[RuleProblem]) -> Rule | None:
+def _reported(raw: Mapping[str, object], rule: Rule, problems: list[RuleProblem]
+              ) -> list[Rule]:
+    """A rule's ``[rule.reported]`` table: the same words said *about* rather than *to*
+    someone ("someone told me to kys", "got called a f@g at work", "if an adult asks u
+    to keep secrets, that's a red flag"). Where one of ``when`` is in the message, the
+    rule stands aside (its ``unless``) and ``<id>-reported``, matching exactly what the
+    rule matches, decides instead with a lighter action (mask or hold; a hold the model
+    may clear). One list of words serves both, so a report can never carry a word the
+    lighter rule would not see."""
+    table = raw.get("reported")
+    if table is None:
+        return [rule]
+    rid = f"{rule.id}-reported"
+    here = RuleProblem(rule.file, rule.id, "")
+    before = len(problems)
+
+    def bad(message: str) -> None:
+        problems.append(RuleProblem(rule.file, rule.id, f"reported: {message}"))
+
+    if not isinstance(table, dict):
+        bad("must be a table with 'when', 'action' and 'examples'")
+        return []
+    for key in sorted(set(table) - _REPORTED_KEYS):
+        bad(f"unknown key {key!r}")
+    when = _strings(table, "when", here, problems)
+    if not when:
+        bad("'when' must list the phrases that mark a report")
+    try:
+        action = Action[str(table.get("action")).upper()]
+    except KeyError:
+        action = Action.BLOCK
+    may_clear = table.get("model_may_clear", False)
+    # Lighter: a milder action, or the same hold that the model may now clear.
+    clearer = action == rule.action == Action.HOLD and may_clear is True \
+        and not rule.model_may_clear
+    if not (Action.ALLOW < action < rule.action or clearer):
+        bad("'action' must be lighter than the rule's own (or a hold the model may "
+            "clear), and not allow")
+    alert = table.get("alert")
+    if alert is not None and alert not in ALERT_KINDS:
+        bad(f"unknown alert kind {alert!r}")
+    notice = table.get("notice")
+    if notice is not None and not isinstance(notice, str):
+        bad("'notice' must be a string")
+    if not isinstance(may_clear, bool) or (may_clear and action != Action.HOLD):
+        bad("'model_may_clear' is true or false, and only for a hold")
+    examples = table.get("examples", [])
+    if not isinstance(examples, list) or not examples or not all(
+            isinstance(e, str) and e for e in examples):
+        bad("'examples' must list reports it holds or masks")
+        examples = []
+    if len(problems) > before:
+        return []
+    lighter = dataclasses.replace(
+        rule, id=rid, action=action, alert=alert if isinstance(alert, str) else None,
+        notice=notice if isinstance(notice, str) else None, model_may_clear=may_clear is True,
+        signal=None, examples_match=tuple(examples), examples_no_match=())
+    # Each example is proved twice: the lighter rule decides it, the rule stands aside.
+    return [dataclasses.replace(rule, unless=rule.unless + when,
+                                examples_no_match=rule.examples_no_match + tuple(examples)),
+            lighter]
+
+
+def _parse_rule(raw: Mapping[str, object], file: str, problems: list[RuleProblem]
+                ) -> list[Rule]:
     rid = raw.get("id")
     if not isinstance(rid, str) or not _ID.match(rid):
         problems.append(RuleProblem(file, str(rid), "'id' must be dotted lower-case, "
                                                     "like 'contact.phone-uk'"))
-        return None
+        return []
     here = RuleProblem(file, rid, "")
     before = len(problems)
 
@@ -219,8 +286,8 @@ def _parse_rule(raw: Mapping[str, object], file: str, problems: list[RuleProblem
     if not ex_match or not ex_no:
         bad("every rule needs examples.match and examples.no_match")
     if len(problems) > before:
-        return None
-    return Rule(
+        return []
+    return _reported(raw, Rule(
         id=rid, category=category, action=action, file=file,
         alert=alert if isinstance(alert, str) else None, signpost=bool(signpost),
         notice=notice if isinstance(notice, str) else None, applies_to=frozenset(applies),
@@ -230,7 +297,7 @@ def _parse_rule(raw: Mapping[str, object], file: str, problems: list[RuleProblem
         detector=detector if isinstance(detector, str) else None, allow=allow,
         model_may_clear=may_clear is True,
         signal=signal if isinstance(signal, str) else None,
-    )
+    ), problems)
 
 
 def parse_rule_files(files: Mapping[str, str]) -> tuple[list[Rule], list[RuleProblem]]:
@@ -265,8 +332,12 @@ def parse_rule_files(files: Mapping[str, str]) -> tuple[list[Rule], list[RulePro
                 problems.append(RuleProblem(file, rid, f"duplicate id (also in {seen[rid]})"))
             elif isinstance(rid, str):
                 seen[rid] = file
-            rule = _parse_rule(raw, file, problems)
-            if rule is not None and seen.get(rule.id) == file and \
-                    not any(r.id == rule.id for r in rules):
-                rules.append(rule)
+            for rule in _parse_rule(raw, file, problems):
+                if rule.id != rid and rule.id in seen:  # "<id>-reported" written twice
+                    problems.append(RuleProblem(file, rule.id, "duplicate id (also in "
+                                                               f"{seen[rule.id]})"))
+                    continue
+                seen.setdefault(rule.id, file)
+                if seen.get(rule.id) == file and not any(r.id == rule.id for r in rules):
+                    rules.append(rule)
     return rules, problems

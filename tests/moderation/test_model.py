@@ -21,14 +21,14 @@ from tests.conftest import ROOT, classifier
 
 # Floors on the test split (authors disjoint from training), README § Moderation quality.
 # Recall: the issue's floor (0.85) for risk, abuse, contact and grooming, and method
-# near where it stands (0.97). False positives: where the committed model stands (5.4 %),
-# kept as a ratchet; the issue's 5 % is not met yet.
+# near where it stands (0.97). False positives: where the committed model stands (5.04 %,
+# 74 of 1,469), kept as a ratchet; the issue's 5 % is not met yet (73 lines).
 TEST_SPLIT_RECALL_FLOORS = {"risk": 0.85, "method": 0.95, "abuse": 0.85, "contact": 0.85,
                             "grooming": 0.85}
-TEST_SPLIT_MAX_FALSE_POSITIVES = 0.055
+TEST_SPLIT_MAX_FALSE_POSITIVES = 0.051
 
 
-# Loading the corpus (near-duplicate removal) takes 5 to 10 s and retraining a minute:
+# Loading the corpus (near-duplicate removal) takes 5 to 10 s and retraining minutes:
 # every test that needs the corpus is `slow`, run by make test and not by make check.
 @pytest.fixture(scope="module")
 def corpus() -> Corpus:
@@ -48,15 +48,22 @@ def test_the_committed_heads_were_trained_on_this_corpus(corpus: Corpus) -> None
 
 @pytest.mark.slow
 def test_retraining_reproduces_the_committed_heads(corpus: Corpus) -> None:
-    """Same corpus, same seed → the same weights (the artifact is not hand-edited)."""
+    """Same corpus, same seed → the same weights (the artifact is not hand-edited).
+
+    Not bit for bit: the CPU's floating-point kernels differ between machines. Solved to
+    ``training.TOL``, an AVX2 and an AVX-512 run agreed to 0.007 in weights of up to 8;
+    float16 storage adds half a thousandth of each weight. Each array must agree to 0.2 %
+    of its largest weight, plus 0.002."""
     from chatserver.moderation import training
     arrays = training.fit_heads(corpus.train)
     path = ROOT / "chatserver/moderation" / DEFAULT_MODEL
     with np.load(path) as committed:
         assert sorted(committed.files) == sorted([*arrays, "meta"])
         for key in arrays:
-            assert np.allclose(committed[key].astype(np.float32),
-                               arrays[key].astype(np.float32), atol=2e-3), key
+            want = committed[key].astype(np.float32)
+            got = arrays[key].astype(np.float32)
+            bound = 0.002 * float(np.abs(want).max()) + 0.002
+            assert float(np.abs(want - got).max()) <= bound, key
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -152,8 +153,75 @@ def test_rules_try_cli_explains(tmp_path: Path) -> None:
     assert "normalized:" in result.stdout
 
 
-def test_every_slur_is_masked_when_quoted_in_a_report(rules: RuleSet) -> None:
-    """abuse.slur's `unless` lets a report through to abuse.slur-reported, which masks:
-    a word in the first list only would reach the room unmasked inside a report."""
+def test_every_slur_is_masked_in_a_report_and_blocked_when_aimed(rules: RuleSet) -> None:
+    """abuse.slur's `reported` table: a report masks the word and sends the rest."""
     by_id = {r.id: r for r in rules.rules}
-    assert set(by_id["abuse.slur"].words) == set(by_id["abuse.slur-reported"].words)
+    for word in by_id["abuse.slur"].words:
+        report = rules.check(f"a lad at school called me a {word} today")
+        assert report.action == Action.MASK, word
+        assert word not in report.text_out.lower().split(), word
+        assert rules.check(f"ur such a {word}").action == Action.BLOCK, word
+
+
+def test_a_report_of_kys_is_held_and_kys_aimed_at_someone_is_blocked(rules: RuleSet) -> None:
+    """abuse.kys's `reported` table: a report is held (the model may release it), never
+    let through unread; the same words aimed at someone are blocked."""
+    for report in ("some lad said kys to me in the lobby, reported him",
+                   "my stepdad used to say 'nobody would miss you'",
+                   "got 'neck urself' in my dms again",
+                   "whoever keeps telling her to kys, grow up"):
+        v = rules.check(report)
+        assert v.action == Action.HOLD, report
+        assert {h.rule.id for h in v.hits} == {"abuse.kys-reported"}, report
+    for aimed in ("kys", "reported u lol. kys", "nobody would miss you"):
+        v = rules.check(aimed)
+        assert v.action == Action.BLOCK, aimed
+        assert "abuse.kys" in {h.rule.id for h in v.hits}, aimed
+
+
+def test_a_reported_table_is_checked_like_a_rule() -> None:
+    """A `reported` table's problems are named, and its examples are proved: the rule
+    must stand aside on each (a `when` phrase in it), the lighter rule deciding."""
+    rule = textwrap.dedent("""
+        [[rule]]
+        id = "abuse.x"
+        category = "abuse"
+        action = "block"
+        phrases = ["go away"]
+        reported.when = ["told me to"]
+        reported.action = "%s"
+        reported.examples = ["%s"]
+        examples.match = ["go away"]
+        examples.no_match = ["hello"]
+    """)
+    _, problems = parse_rule_files({"a.toml": rule % ("block", "he told me to go away")})
+    assert [str(p) for p in problems] == [
+        "a.toml: abuse.x: reported: 'action' must be lighter than the rule's own (or a "
+        "hold the model may clear), and not allow"]
+    with pytest.raises(RuleLoadError) as err:
+        load_rules({"a.toml": rule % ("hold", "he said go away")})
+    assert sorted(str(p) for p in err.value.problems) == [
+        "a.toml: abuse.x: example should not match but does: 'he said go away'"]
+    ok = load_rules({"a.toml": rule % ("hold", "he told me to go away")})
+    assert ok.check("he told me to go away").action == Action.HOLD
+    assert ok.check("go away").action == Action.BLOCK
+
+
+def test_a_grooming_warning_is_held_for_the_model_to_release_and_a_request_is_not(
+        rules: RuleSet) -> None:
+    """A young person telling the room what a stranger asked, or a helper warning about
+    it, is still held and alerted, but the model may release it; the request itself is
+    held for a facilitator whatever the model says."""
+    for report, rule in (("a stranger asked me r u home alone?? i blocked him", "location"),
+                         ("if someone online says send a pic, thats a red flag", "photos"),
+                         ("free robux from strangers is always a scam", "gifts")):
+        v = rules.check(report)
+        assert v.action == Action.HOLD and "grooming" in v.alerts, report
+        held = [h.rule for h in v.hits if h.rule.action == Action.HOLD]
+        assert [r.id for r in held] == [f"grooming.{rule}-reported"], report
+        assert held[0].model_may_clear, report
+    for request in ("r u home alone??", "send a pic x", "want free robux?"):
+        v = rules.check(request)
+        assert v.action == Action.HOLD, request
+        assert not all(h.rule.model_may_clear for h in v.hits
+                       if h.rule.action == Action.HOLD), request
