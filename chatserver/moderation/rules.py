@@ -51,7 +51,7 @@ _KEYS: Final = frozenset({
     "detector", "allow", "model_may_clear", "signal", "reported",
 })
 _REPORTED_KEYS: Final = frozenset({"when", "action", "alert", "notice", "model_may_clear",
-                                   "examples"})
+                                   "examples", "like"})
 MAX_COMBINATIONS: Final = 100_000
 """A sanity bound on what one ``combine`` table may mean."""
 _ID: Final = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)+$")
@@ -145,15 +145,18 @@ def _combine(raw: Mapping[str, object], where: RuleProblem,
     return tuple(tuple(part) for part in value)
 
 
-def _reported(raw: Mapping[str, object], rule: Rule, problems: list[RuleProblem]
-              ) -> list[Rule]:
+def _reported(raw: Mapping[str, object], rule: Rule, problems: list[RuleProblem],
+              siblings: Mapping[str, object]) -> list[Rule]:
     """A rule's ``[rule.reported]`` table: the same words said *about* rather than *to*
     someone ("someone told me to kys", "got called a f@g at work", "if an adult asks u
     to keep secrets, that's a red flag"). Where one of ``when`` is in the message, the
     rule stands aside (its ``unless``) and ``<id>-reported``, matching exactly what the
     rule matches, decides instead with a lighter action (mask or hold; a hold the model
     may clear). One list of words serves both, so a report can never carry a word the
-    lighter rule would not see."""
+    lighter rule would not see.
+
+    ``like = "<id>"``: everything but the examples from that rule's table, in the same
+    file (``siblings``: id → its table), so rules that share markers list them once."""
     table = raw.get("reported")
     if table is None:
         return [rule]
@@ -169,6 +172,13 @@ def _reported(raw: Mapping[str, object], rule: Rule, problems: list[RuleProblem]
         return []
     for key in sorted(set(table) - _REPORTED_KEYS):
         bad(f"unknown key {key!r}")
+    like = table.get("like")
+    if like is not None:
+        base = siblings.get(like) if isinstance(like, str) else None
+        if not isinstance(base, dict) or "like" in base:
+            bad(f"'like' must name a rule of this file with a table of its own: {like!r}")
+            return []
+        table = {**{k: v for k, v in base.items() if k != "examples"}, **table}
     when = _strings(table, "when", here, problems)
     if not when:
         bad("'when' must list the phrases that mark a report")
@@ -208,8 +218,8 @@ def _reported(raw: Mapping[str, object], rule: Rule, problems: list[RuleProblem]
             lighter]
 
 
-def _parse_rule(raw: Mapping[str, object], file: str, problems: list[RuleProblem]
-                ) -> list[Rule]:
+def _parse_rule(raw: Mapping[str, object], file: str, problems: list[RuleProblem],
+                siblings: Mapping[str, object]) -> list[Rule]:
     rid = raw.get("id")
     if not isinstance(rid, str) or not _ID.match(rid):
         problems.append(RuleProblem(file, str(rid), "'id' must be dotted lower-case, "
@@ -297,7 +307,7 @@ def _parse_rule(raw: Mapping[str, object], file: str, problems: list[RuleProblem
         detector=detector if isinstance(detector, str) else None, allow=allow,
         model_may_clear=may_clear is True,
         signal=signal if isinstance(signal, str) else None,
-    ), problems)
+    ), problems, siblings)
 
 
 def parse_rule_files(files: Mapping[str, str]) -> tuple[list[Rule], list[RuleProblem]]:
@@ -325,6 +335,9 @@ def parse_rule_files(files: Mapping[str, str]) -> tuple[list[Rule], list[RulePro
         if not isinstance(entries, list):
             problems.append(RuleProblem(file, "-", "rules must be [[rule]] tables"))
             continue
+        # Each rule's `reported` table by id, for another's `like`.
+        siblings = {raw["id"]: raw["reported"] for raw in entries if isinstance(raw, dict)
+                    and isinstance(raw.get("id"), str) and "reported" in raw}
         for raw in entries:
             rid = raw.get("id") if isinstance(raw, dict) else None
             if isinstance(rid, str) and rid in seen:
@@ -332,7 +345,7 @@ def parse_rule_files(files: Mapping[str, str]) -> tuple[list[Rule], list[RulePro
                 problems.append(RuleProblem(file, rid, f"duplicate id (also in {seen[rid]})"))
             elif isinstance(rid, str):
                 seen[rid] = file
-            for rule in _parse_rule(raw, file, problems):
+            for rule in _parse_rule(raw, file, problems, siblings):
                 if rule.id != rid and rule.id in seen:  # "<id>-reported" written twice
                     problems.append(RuleProblem(file, rule.id, "duplicate id (also in "
                                                                f"{seen[rule.id]})"))

@@ -225,3 +225,38 @@ def test_a_grooming_warning_is_held_for_the_model_to_release_and_a_request_is_no
         assert v.action == Action.HOLD, request
         assert not all(h.rule.model_may_clear for h in v.hits
                        if h.rule.action == Action.HOLD), request
+
+
+def test_a_reported_table_may_take_another_rules_markers() -> None:
+    """`reported.like`: the markers, action and notice of another rule's table in the
+    same file, its own examples; a name that is not such a rule is refused."""
+    rules = textwrap.dedent("""
+        [[rule]]
+        id = "grooming.a"
+        category = "grooming"
+        action = "hold"
+        phrases = ["send a pic"]
+        reported.when = ["red flag"]
+        reported.action = "hold"
+        reported.model_may_clear = true
+        reported.examples = ["send a pic is a red flag"]
+        examples.match = ["send a pic"]
+        examples.no_match = ["hello"]
+
+        [[rule]]
+        id = "grooming.b"
+        category = "grooming"
+        action = "hold"
+        phrases = ["free robux"]
+        reported.like = "%s"
+        reported.examples = ["free robux is a red flag"]
+        examples.match = ["free robux"]
+        examples.no_match = ["hello"]
+    """)
+    ok = load_rules({"g.toml": rules % "grooming.a"})
+    v = ok.check("free robux is a red flag")
+    assert [(h.rule.id, h.rule.model_may_clear) for h in v.hits] == [("grooming.b-reported", True)]
+    _, problems = parse_rule_files({"g.toml": rules % "grooming.c"})
+    assert [str(p) for p in problems] == [
+        "g.toml: grooming.b: reported: 'like' must name a rule of this file with a table of "
+        "its own: 'grooming.c'"]
