@@ -452,14 +452,21 @@ _NOUN_BEFORE: Final = re.compile(
     r"\b(?:a|an|the|my|his|her|our|your|ur|their|this|that)[\s\"']*$")
 """A determiner just before a request verb makes it a noun: "she has a friend on
 fortnite", "my message on insta" ask nobody for anything."""
+_NOT_A_HANDLE: Final = (
+    r"(?!(?:so|such|a|an|just|still|always|never|not|full|down|broken|dead|literally|"
+    r"really|very|too|off|up|old|private|public|deleted|hacked|banned|gone|"
+    r"laggy|rubbish|trash|mint|different|better|worse)\b|[a-z]{2,}ing\s+[a-z])")
+"""What follows "my xbox is" when no handle does: "my xbox is updating again", "my insta
+is private", "my snap is so dry" describe an app and give nobody a name."""
 _HANDLE_PATTERNS: Final = (
     # "add me on sc", "search me up on the ghost app", "hmu on 👻"
     re.compile(rf"\b(?:{_VERBS})\s*(?:me|us|him|her)?\s+(?:up\s+)?"
                rf"(?:on|at|via|thru|through|"
                rf"in|@)\s*(?:my\s+)?(?:{APPS})(?![a-z])"),
-    # "my sc is jess", "his insta: x", "👻 - coolkid"
+    # "my sc is jess", "his insta: x", "👻 - coolkid"; "my snapchat is" ending a message
+    # announces the next one (conversation context joins them)
     re.compile(rf"\b(?:my|his|her|our)\s+(?:{APPS})\s*(?:name|user\s?name|handle|tag|@|id)?\s*"
-               rf"(?:is|=|:|-|its|it s)\s*@?[a-z0-9_.]{{2,}}"),
+               rf"(?:is|=|:|-|its|it s)\s*(?:{_NOT_A_HANDLE}@?[a-z0-9_.]+|[\W_]*$)"),
     re.compile(r"👻\s*(?:is|=|:|-)?\s*@?[a-z][a-z0-9_.]{2,}|\bghost\s+app\s*(?:(?:is|=|:|-)"
                r"\s*@?[a-z0-9_.]{3,}|\s+@?[a-z0-9_.]*[0-9_.][a-z0-9_.]*)"),
     # "what's ur snap", "wats yo discord"
@@ -607,7 +614,10 @@ _STREET_TYPES: Final = (
 _NOT_NAME: Final = (r"(?!(?:on|the|in|to|of|a|an|my|down|up|across|along|over|for|at|and|or|"
                     r"hours?|hrs?|days?|weeks?|minutes?|mins?|times?|years?|months?|miles?|"
                     r"km|mi|metres?|meters?|laps?|more|less|other|different|same|pages?|"
-                    r"bus|buses|cars?|people|kids|of)\b)")
+                    r"bus|buses|cars?|people|kids|of|"
+                    # "7:45 which is way too early", "£80 one way", "2 all the way"
+                    r"which|is|was|one|all|half|each|every|it|its|this|that|no|so|too|very|"
+                    r"way)\b)")
 _NUMBERED_STREET: Final = re.compile(
     rf"\b\d{{1,4}}[a-z]?\s*,?\s+(?:{_NOT_NAME}[a-z]+\s+){{1,3}}(?:{_STREET_TYPES})\b")
 """12 oak road", "12a, high st", "flat 3 12 oak road"."""
