@@ -506,6 +506,12 @@ class RuleSet:
                 seen.add(rule.id)
                 whole = (0, len(text))
                 (shadow if rule.shadow else live).append(Hit(rule, whole, (whole,), True))
+        # "<id>-reported" matches what <id> matches: beside <id>'s own hit (no report
+        # marker, so <id> did not stand aside) it would only tell staff of a report that
+        # is not there.
+        if any(h.rule.reports for h in live):
+            standing = {h.rule.id for h in live}
+            live = [h for h in live if h.rule.reports not in standing]
         return live, shadow
 
 

@@ -85,6 +85,9 @@ class Rule:
     """The learned stage may let a line this rule would hold through, when it scores the
     line as supportive (a helper's reply that says "suicide"). Only for ``hold`` rules:
     what a rule blocks (contact details, method) stays blocked whatever a model says."""
+    reports: str | None = None
+    """For ``<id>-reported``: the rule it stands in for. Both match the same words; where
+    that rule did not stand aside (no report marker), its own hit is the one reported."""
     signal: str | None = None
     """The grooming signal a match counts as (``SIGNALS``), whatever the rule's action:
     an ``allow`` rule may be a signal alone (issue 13: lines that pass one by one)."""
@@ -211,7 +214,7 @@ def _reported(raw: Mapping[str, object], rule: Rule, problems: list[RuleProblem]
     lighter = dataclasses.replace(
         rule, id=rid, action=action, alert=alert if isinstance(alert, str) else None,
         notice=notice if isinstance(notice, str) else None, model_may_clear=may_clear is True,
-        signal=None, examples_match=tuple(examples), examples_no_match=())
+        signal=None, reports=rule.id, examples_match=tuple(examples), examples_no_match=())
     # Each example is proved twice: the lighter rule decides it, the rule stands aside.
     return [dataclasses.replace(rule, unless=rule.unless + when,
                                 examples_no_match=rule.examples_no_match + tuple(examples)),

@@ -1,6 +1,8 @@
 """This node's sockets: frames written straight to a socket that keeps up, queued to a
 bounded outbox (one writer task per socket) behind one that does not, slow clients cut
-rather than waited for (CONTRIBUTING.md § Style), closes that always finish.
+rather than waited for (CONTRIBUTING.md § Style), closes that always finish. The outbox
+and its writer exist only once a socket first falls behind: most never do, and an idle
+connection without them costs about 6 KiB less (bench/README.md § Idle memory).
 
 The one owner of ``Socket`` objects: everything that writes to a client goes through
 ``Delivery``.
@@ -44,13 +46,16 @@ def text_frame(payload: bytes) -> bytes:
 @dataclass(slots=True)
 class Socket:
     """One WebSocket: written to directly while it keeps up, else through a bounded
-    outbox drained by one writer task (CONTRIBUTING.md § Style)."""
+    outbox drained by one writer task (CONTRIBUTING.md § Style), both made the first
+    time a frame has to wait."""
 
     ws: web.WebSocketResponse
-    outbox: asyncio.Queue[bytes]
+    outbox_frames: int
+    """The outbox's bound: a client this many frames behind is cut."""
     transport: asyncio.Transport | None = None
     """The TCP transport, kept from the start: aiohttp forgets it once closing, and a
     peer that reads nothing must still be cut (``abort``)."""
+    outbox: asyncio.Queue[bytes] | None = None
     writer: asyncio.Task[None] | None = None
     closing: bool = False
     close_task: asyncio.Task[None] | None = field(default=None)
@@ -77,17 +82,36 @@ class Socket:
         if self.closing:
             return True
         transport = self.transport
-        if (transport is not None and self.outbox.empty()
+        if (transport is not None and not self.queued()
                 and not transport.get_write_buffer_size() and not self.ws.closed):
             if not transport.is_closing():  # else the peer is gone: its reader ends it
                 transport.write(text_frame(frame) if wire is None else wire)
                 self.wrote = True
             return True
+        if self.outbox is None:
+            self.outbox = asyncio.Queue(maxsize=self.outbox_frames)
+            self.writer = asyncio.create_task(_write_loop(self.ws, self.outbox))
         try:
             self.outbox.put_nowait(frame)
         except asyncio.QueueFull:
             return False
         return True
+
+    def queued(self) -> bool:
+        """Frames wait in the outbox for the writer."""
+        return self.outbox is not None and not self.outbox.empty()
+
+
+async def _write_loop(ws: web.WebSocketResponse, outbox: asyncio.Queue[bytes]) -> None:
+    """The writer of a socket's queued frames (CONTRIBUTING.md § Style)."""
+    while True:
+        frame = await outbox.get()
+        try:
+            await ws.send_frame(frame, WSMsgType.TEXT)
+        except (ConnectionError, RuntimeError):
+            return
+        finally:
+            outbox.task_done()
 
 
 class Delivery:
@@ -176,15 +200,18 @@ class Delivery:
         sock.close_task = asyncio.create_task(self._close(sock, code, reason))
 
     async def _close(self, sock: Socket, code: CloseCode, reason: str) -> None:
-        if code == CloseCode.SLOW:
+        outbox = sock.outbox
+        if outbox is None:
+            pass  # nothing was ever queued
+        elif code == CloseCode.SLOW:
             # Its queue is what overflowed: drop what is queued (it resumes by seq).
-            while not sock.outbox.empty():
-                sock.outbox.get_nowait()
-                sock.outbox.task_done()
+            while not outbox.empty():
+                outbox.get_nowait()
+                outbox.task_done()
         else:
             # Let queued frames (the error or notice explaining the close) go first.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(sock.outbox.join(), 2.0)
+                await asyncio.wait_for(outbox.join(), 2.0)
         # The writer is never cancelled mid-send: aiohttp's drain waiter is shared with
         # close(), and cancelling one cancels the other. The close frame goes out behind
         # whatever the kernel already holds.
@@ -208,17 +235,6 @@ class Delivery:
             return
         asyncio.get_running_loop().call_later(self.config.close_deadline_s,
                                               reset, transport)
-
-    async def write_loop(self, sock: Socket) -> None:
-        """The writer of a socket's queued frames (CONTRIBUTING.md § Style)."""
-        while True:
-            frame = await sock.outbox.get()
-            try:
-                await sock.ws.send_frame(frame, WSMsgType.TEXT)
-            except (ConnectionError, RuntimeError):
-                return
-            finally:
-                sock.outbox.task_done()
 
     async def close_all(self, code: CloseCode, reason: str, grace_s: float) -> None:
         """Shutdown: close every socket at once, as ``close_soon`` does (queued frames

@@ -79,10 +79,9 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         heartbeat=cfg.server.heartbeat_s,  # dead peers (SEC-24)
     )
     await ws.prepare(request)
-    sock = Socket(ws, asyncio.Queue(maxsize=cfg.server.outbox_frames), request.transport)
+    sock = Socket(ws, cfg.server.outbox_frames, request.transport)
     cid = server.new_conn(sock)
     structlog.contextvars.bind_contextvars(conn=cid)
-    sock.writer = asyncio.create_task(server.delivery.write_loop(sock), name=f"writer-{cid}")
     try:
         if await _hello(server, sock, cid, client_address(request),
                         request.app[THROTTLE_KEY]):
@@ -191,6 +190,6 @@ async def _reject(server: Server, sock: Socket, conn: ConnId, error: ChatError,
 async def _yield_if_replies(sock: Socket) -> None:
     """receive() returns without suspending while frames are buffered: yield so this
     socket's writer (and every other connection) runs between the frames of a burst."""
-    if sock.wrote or not sock.outbox.empty():
+    if sock.wrote or sock.queued():
         sock.wrote = False
         await asyncio.sleep(0)
