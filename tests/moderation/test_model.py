@@ -21,11 +21,11 @@ from tests.conftest import ROOT, classifier
 
 # Floors on the test split (authors disjoint from training), README § Moderation quality.
 # Recall: the floor (0.85) for risk, abuse, contact and grooming, and method
-# near where it stands (0.97). False positives: where the committed model stands (5.04 %,
-# 74 of 1,469), kept as a ratchet; the 5 % is not met yet (73 lines).
+# near where it stands (0.97). False positives: the 5 % (the committed model
+# stands at 4.5 %, 66 of 1,468).
 TEST_SPLIT_RECALL_FLOORS = {"risk": 0.85, "method": 0.95, "abuse": 0.85, "contact": 0.85,
                             "grooming": 0.85}
-TEST_SPLIT_MAX_FALSE_POSITIVES = 0.051
+TEST_SPLIT_MAX_FALSE_POSITIVES = 0.05
 
 
 # Loading the corpus (near-duplicate removal) takes 5 to 10 s and retraining minutes:
