@@ -98,15 +98,15 @@ def main() -> None:
         pre = clock() - t
         if folded is not None:
             slow.append(m)
-            moderator.remember(m, "participant", classifier.embed([folded])[0])
+            moderator.remember(m, "participant", classifier.embed(folded))
         t = clock()
         moderator.check(m)
         loop_us.append((pre + clock() - t) / 1000)
     full_us: list[float] = []
     for m in slow[:2000]:
         t = clock()
-        folded = prepare(m)
-        classifier.full_scores(folded, classifier.embed([folded])[0])
+        line = prepare(m)
+        classifier.full_scores(line, classifier.embed([line])[0])
         full_us.append((clock() - t) / 1000)
     batch = [prepare(m) for m in slow[:32]]
     t = clock()
@@ -167,7 +167,7 @@ def adversarial(moderator: Moderator, classifier: Classifier) -> None:
             encoder_ns = 0
             if folded is not None:
                 t = clock()
-                vector = classifier.embed([folded])[0]
+                vector = classifier.embed(folded)
                 encoder_ns = clock() - t
                 moderator.remember(text, "participant", vector)
             t, c = clock(), cpu()

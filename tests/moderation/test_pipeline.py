@@ -19,6 +19,20 @@ from tests.conftest import classifier
 HELPER_REPLY = "if ur feeling suicidal tonight pls ring samaritans 116 123, we want u here x"
 INDIRECT = "gave my console to my little brother today. wont be needing it after friday"
 PHONE = "text me on 07700 900 417 later"
+# A forum-length post: an ordinary day told at length, then what matters, past the 600
+# characters the heads read at a time.
+DAY = ("ok long one sorry. started the morning late because the alarm didnt go off, "
+       "missed the 7.40 bus and had to wait in the rain for the next one with a woman "
+       "who kept telling me about her allotment. college was fine, media studies then a "
+       "free period where we sat in the library pretending to revise and mostly argued "
+       "about which greggs is best. afternoon was english, "
+       "we're doing an inspector calls again, which i actually quite like. got home, fed "
+       "the dog, helped my little brother with his spellings and burnt the fish fingers "
+       "a bit but nobody complained. ")
+LONG_GOODBYE = DAY + ("so yeah. ive written everyone their letters and put them in my drawer. "
+                      "tonights the night, im done with all of it")
+LONG_BETTER = DAY + ("so yeah. honestly a normal boring day and im grateful for it, thanks for "
+                     "always listening lot")
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +124,7 @@ def test_the_same_line_in_flight_twice_finds_its_vector_both_times(rules: RuleSe
     alone = Moderator(rules, clf, ModelConfig()).check(INDIRECT)
     folded = [moderator.needs_vector(INDIRECT), moderator.needs_vector(INDIRECT)]
     assert folded[0] is not None and folded == [folded[0]] * 2
-    vector = clf.embed([folded[0]])[0]
+    vector = clf.embed(folded[0])
     moderator.remember(INDIRECT, "participant", vector)
     moderator.remember(INDIRECT, "participant", vector)
     inline: list[object] = []
@@ -122,6 +136,38 @@ def test_the_same_line_in_flight_twice_finds_its_vector_both_times(rules: RuleSe
         clf.encoder = encoder
     assert inline == []
     assert first == second == alone
+
+
+def test_what_a_long_post_says_after_its_first_600_characters_is_read(
+        moderator: Moderator) -> None:
+    """The heads read a long message in windows: a goodbye after a long ordinary story
+    is held and signposted, where reading only the start let it through; the same story
+    ending well is delivered."""
+    assert LONG_GOODBYE.index("tonights the night") > 600
+    assert moderator.ruleset.check(LONG_GOODBYE).action == Action.ALLOW
+    v = moderator.check(LONG_GOODBYE)
+    assert (v.action, v.stage) == (Action.HOLD, "model") and v.signpost
+    assert "risk" in v.alerts
+    assert moderator.check(LONG_BETTER).action == Action.ALLOW
+
+
+def test_the_shell_prepares_every_window_of_a_long_post(rules: RuleSet) -> None:
+    """The server's path for a long message: the pre-pass asks for one vector a window,
+    the check then computes none on the event loop and gives the inline verdict."""
+    clf = classifier()
+    moderator = Moderator(rules, clf, ModelConfig())
+    alone = Moderator(rules, clf, ModelConfig()).check(LONG_GOODBYE)
+    folded = moderator.needs_vector(LONG_GOODBYE)
+    assert folded is not None and len(folded) == 2 and folded[-1].endswith("all of it")
+    moderator.remember(LONG_GOODBYE, "participant", clf.embed(folded))
+    inline: list[object] = []
+    encoder = clf.encoder
+    try:
+        clf.encoder = _Counting(encoder, inline)
+        served = moderator.check(LONG_GOODBYE)
+    finally:
+        clf.encoder = encoder
+    assert inline == [] and served == alone
 
 
 class _Counting:

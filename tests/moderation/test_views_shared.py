@@ -10,7 +10,15 @@ from hypothesis import given, settings, strategies as st
 
 from chatserver.moderation import engine
 from chatserver.moderation.engine import RuleSet
-from chatserver.moderation.features import MAX_CHARS, _ngrams, gram_counts, prepare, prepared
+from chatserver.moderation.features import (
+    MAX_CHARS,
+    MAX_WINDOWS,
+    _ngrams,
+    gram_counts,
+    prepare,
+    prepared,
+    windows,
+)
 from chatserver.moderation.normalize import _fold_char, normalize
 
 # Letters, digits and separators beside the characters that fold to none (zero-width,
@@ -49,6 +57,23 @@ def test_one_translate_folds_as_each_character_alone(text: str) -> None:
 def test_the_heads_read_the_same_text_from_the_rules_views(text: str, pad: int) -> None:
     long = "x" * pad + text  # lines that cross the featurized prefix's end too
     assert prepared(normalize(long)) == prepare(long)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet="abc😂 ", min_size=1, max_size=40), max_size=120).map(" ".join))
+def test_a_long_message_is_read_whole_in_windows(text: str) -> None:
+    """Every window fits what the heads read at a time, a line that fits is one window
+    (as they were trained), and every word of a long one (up to the server's 2,000
+    characters) is in some window whole."""
+    norm = normalize(text)
+    parts = windows(norm)
+    assert all(len(w) <= MAX_CHARS for w in parts) and len(parts) <= MAX_WINDOWS
+    if len(text) <= MAX_CHARS:
+        assert parts == (prepared(norm),)
+    elif len(text) <= 2000:
+        assert len(parts) > 1
+        for word in norm.folded.split():
+            assert any(word in w.split() for w in parts), word
 
 
 @settings(max_examples=500, deadline=None)
