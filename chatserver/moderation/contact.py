@@ -475,18 +475,20 @@ _HANDLE_PATTERNS: Final = (
     # "i'm jess_07 on discord", "im coolkid99 on snap"
     re.compile(rf"\b(?:i\s?m|i\s+am|i s m)\s+@?[a-z0-9_.]*[0-9_.][a-z0-9_.]*\s+on\s+"
                rf"(?:{APPS})(?![a-z])"),
-    # "search jess_07 on tiktok", "look up coolkid99 on insta"
-    re.compile(rf"\b(?:search|look\s+up|find|add)\s+@?[a-z0-9_.]*[0-9_][a-z0-9_.]*\s+"
-               rf"(?:on|in)\s+(?:{APPS})(?![a-z])"),
+    # "search jess_07 on tiktok", "look up coolkid99 on insta", "add ruby.sky.w on ig"
+    re.compile(rf"\b(?:search|look\s+up|find|add)\s+@?[a-z0-9_]*(?:[0-9_]|\.[a-z0-9_])"
+               rf"[a-z0-9_.]*\s+(?:on|in)\s+(?:{APPS})(?![a-z])"),
     # gamer tags: "coolkid#1234", "jess # 0420"
     re.compile(r"\b[a-z][a-z0-9_.]{2,31}\s?#\s?\d{4,5}\b"),
     # "sc: jess_07", "discord - coolkid99"
     re.compile(rf"(?<![a-z])(?:{APPS})\s*(?::|=|-|is)\s*@?[a-z0-9_.]*[0-9_.][a-z0-9_.]*"),
+    # a whole message that is an app and a name: "snap: elliebxx", "ig - jessrose"
+    re.compile(rf"^\W*(?:{APPS})\s*(?::|=|-)\s*@?[a-z][a-z0-9_.]{{3,29}}[\W_]*$"),
 )
 _REQUEST: Final = _HANDLE_PATTERNS[0]
 _HANDLE_NEEDS: Final[tuple[tuple[str, ...], ...]] = (
     (), ("my", "his", "her", "our"), ("👻", "ghost"), ("what", "wat", "wot"), ("on",),
-    ("search", "look", "find", "add"), ("#",), (),
+    ("search", "look", "find", "add"), ("#",), (), (),
 )
 """Text each of ``_HANDLE_PATTERNS`` cannot match without (one of these substrings):
 a pattern whose words are absent is not run (F-15: each is an alternation of app names
@@ -593,9 +595,11 @@ def find_postcodes(norm: Normalized, allowed: frozenset[str] = HELPLINES) -> lis
 def _spelt_char(tok: str) -> str:
     """What a token spells in a postcode: a character, a letter or digit name's
     character, a short letter-digit mix as it is; "double"/"dbl" kept for the caller;
-    any other word "|"."""
+    "space" nothing; any other word "|"."""
     if len(tok) == 1 or tok in ("double", "dbl"):
         return tok
+    if tok == "space":  # "b s 1 6 space 4 t q": the gap between the halves, said
+        return ""
     char = _LETTER_NAMES.get(tok)
     if char is not None:
         return char

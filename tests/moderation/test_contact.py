@@ -151,7 +151,8 @@ def test_ordinary_at_is_not_an_email(text: str) -> None:
     "add me on sc", "search me up on the ghost app", "👻 jess_07", "hmu on 👻",
     "my insta is lily.x", "whats ur discord", "what's your snap", "i'm coolkid99 on snap",
     "coolkid#1234", "add me on sn4pch4t", "find me on tik tok", "msg me on watsapp",
-    "look up jess_07 on tiktok", "sc: jess_07",
+    "look up jess_07 on tiktok", "sc: jess_07", "snap: elliebxx", "ig - jessrose 💕",
+    "add ruby.sky.w on ig",
 ])
 def test_handles_are_found(text: str) -> None:
     assert find_handles(normalize(text)), text
@@ -159,13 +160,15 @@ def test_handles_are_found(text: str) -> None:
 
 @pytest.mark.parametrize("text", [
     "i deleted snapchat", "my insta feed makes me sad", "i use discord with friends",
-    "the ghost app stresses me out", "i was #1 in my class",
+    "the ghost app stresses me out", "i was #1 in my class", "snap: i love it",
+    "discord: it's down again", "add sugar. on insta they said",
 ])
 def test_talking_about_apps_is_not_a_handle(text: str) -> None:
     assert not find_handles(normalize(text)), text
 
 
 @pytest.mark.parametrize("text", ["SW1A 1AA", "s w one a one a a", "em one one ay ee",
+                                  "postcode: B-S-1-6 space 4-T-Q",
                                   "B 3 3 8 T H", "ess double you one ay one ay ay"])
 def test_postcodes_written_or_spelt_are_found(text: str) -> None:
     assert find_postcodes(normalize(text)), text

@@ -10,6 +10,7 @@ from chatserver.moderation.rules import Action
 
 PHRASES = [
     ("kill yourself", Action.BLOCK),
+    ("go hang urself", Action.BLOCK),
     ("i want to kill myself", Action.HOLD),
     ("send me a pic", Action.HOLD),
     ("add me on snapchat", Action.BLOCK),
