@@ -54,9 +54,12 @@ WINDOW_CHARS: Final = 600
 WINDOW_STEP: Final = 400
 """Each window of a long message starts about this far after the one before (at a
 space), so a sentence that one window's end cuts is whole in the next."""
-MAX_WINDOWS: Final = 5
-"""Windows read at most: a 2,000-character message (``max_text_chars``) needs five;
-past that the last window is the text's end, where a goodbye usually is."""
+MAX_WINDOWS: Final = 2
+"""Windows read at most: the start of a long message and its end (where a goodbye
+usually is). Each window costs the event loop its n-grams (the fast tier): five, enough
+for a 2,000-character message, took the slowest adversarial message to 5.8 ms on the
+loop, over the 5 ms budget (bench/filter.py); two keep it at 4.8 ms. The rules read
+the whole text whatever its length."""
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -202,7 +205,8 @@ def prepared(norm: Normalized) -> str:
 def windows(norm: Normalized) -> tuple[str, ...]:
     """What the heads read of a message: ``(prepared(norm),)`` for a line of up to
     ``MAX_CHARS`` characters (every line the heads were trained on); a longer one, in
-    overlapping windows of at most ``MAX_CHARS`` folded characters cut at spaces.
+    windows of at most ``WINDOW_CHARS`` folded characters cut at spaces, overlapping
+    (at most ``MAX_WINDOWS``: the start and the end).
 
     A forum-length post often says the thing that matters after a long story: read
     only its start, the heads never saw it (the rules always read the whole text)."""
