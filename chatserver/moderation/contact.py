@@ -495,6 +495,19 @@ a pattern whose words are absent is not run (F-15: each is an alternation of app
 tried at every word of a long line)."""
 
 
+def _apps_spelt_out(folded: str, words: str) -> str:
+    """``folded`` with each app name written in leetspeak spelt out ("sn4p: ellie.b.o.o" →
+    "snap: ellie.b.o.o"): the words view reads the app but drops the colon and the dots
+    that make the rest a handle. The views are aligned character by character."""
+    out = folded
+    if len(words) != len(folded):  # never, today: each character maps to one
+        return out
+    for m in re.finditer(r"\S+", words):
+        if m.group() in _APP_WORDS and folded[m.start():m.end()] != m.group():
+            out = out[:m.start()] + m.group() + out[m.end():]
+    return out
+
+
 _LONE_HANDLE: Final = re.compile(r"\s*(@[a-z0-9_.]{3,30})\s*")
 
 
@@ -513,6 +526,9 @@ def find_handles(norm: Normalized, allowed: frozenset[str] = HELPLINES) -> list[
     views = [(folded, False)]
     if norm.words != folded:
         views.append((norm.words, True))
+        apps = _apps_spelt_out(folded, norm.words)
+        if apps != folded:
+            views.append((apps, True))
     for view, disguised in views:
         for pattern, needs in zip(_HANDLE_PATTERNS, _HANDLE_NEEDS, strict=True):
             if needs and not any(word in view for word in needs):

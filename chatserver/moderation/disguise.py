@@ -1,8 +1,12 @@
-"""Text written backwards or in base64: the views the rules also read, only when a
-message looks like one (issue 13), so ordinary lines cost a set lookup, not a scan.
+"""Text written backwards, upside down or in base64: the views the rules also read, only
+when a message looks like one (issue 13), so ordinary lines cost a set lookup, not a scan.
 
 * **reversed**: "moc.liamg ta 4321nyrab" or "5423 009 00770 no em txet". A line looks
   reversed when more of its words are common words read backwards than read forwards.
+* **upside down**: "ʇɐɥɔdɐus uo ǝɯ ppɐ", the letters turned over (and the line reversed,
+  so that it reads on a phone held upside down). A line looks upside down when it has at
+  least two distinct turned letters that no language writes on their own (``_TURNED``);
+  the view turns them back and reads the line in both orders.
 * **base64**: a run of 12 or more base64 characters that decodes (standard library) to
   printable UTF-8 text with letters in it, or with a phone number's worth of digits.
 
@@ -37,6 +41,23 @@ _MIN_DIGITS: Final = 7
 """A decoded run of digits this long may be a phone number ("MDc3MDAgOTAwIDMxMg==")."""
 
 
+_TURNED: Final = {
+    "ɐ": "a", "ɔ": "c", "ǝ": "e", "ɟ": "f", "ƃ": "g", "ᵷ": "g", "ɥ": "h", "ᴉ": "i", "ı": "i",
+    "ɾ": "j", "ʞ": "k", "ꞁ": "l", "ɯ": "m", "ɹ": "r", "ʇ": "t", "ʌ": "v", "ʍ": "w", "ʎ": "y",
+    "Ɩ": "1", "ᄅ": "2", "Ɛ": "3", "ㄣ": "4", "ϛ": "5", "ㄥ": "7", "˙": ".", "¿": "?", "¡": "!",
+}
+"""Turned letters (the usual upside-down text generators' table; the Unicode names say
+"turned" or "inverted"), to what they stand for: the mark that a line is upside down."""
+_TURN_BACK: Final = str.maketrans({
+    **_TURNED, "b": "q", "q": "b", "d": "p", "p": "d", "n": "u", "u": "n", "6": "9", "9": "6",
+    "'": ",", ",": "'"})
+"""Turned back: the turned letters, and the letters that are each other turned over."""
+
+
+def _looks_upside_down(original: str) -> bool:
+    return len(set(original).intersection(_TURNED)) >= 2
+
+
 def _looks_reversed(folded: str) -> bool:
     words = _WORD.findall(folded)
     if len(words) < 2:
@@ -60,11 +81,15 @@ def _decoded(token: str) -> str | None:
 
 
 def hidden_views(folded: str, original: str) -> list[str]:
-    """The texts a disguised message may carry: its reversal, its base64 runs decoded
-    (at most a few). Empty for an ordinary message."""
+    """The texts a disguised message may carry: its reversal, the line turned back
+    from upside down, its base64 runs decoded (at most a few). Empty for an ordinary
+    message."""
     views: list[str] = []
     if _looks_reversed(folded):
         views.append(original[::-1])
+    if _looks_upside_down(original):
+        turned = original.translate(_TURN_BACK)
+        views += [turned[::-1], turned]
     for match in _B64.finditer(original):
         if not any(ch.isdigit() or ch.isupper() for ch in match.group()):
             continue  # a long plain word ("supercalifragilistic") is not base64

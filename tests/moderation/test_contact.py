@@ -152,7 +152,7 @@ def test_ordinary_at_is_not_an_email(text: str) -> None:
     "my insta is lily.x", "whats ur discord", "what's your snap", "i'm coolkid99 on snap",
     "coolkid#1234", "add me on sn4pch4t", "find me on tik tok", "msg me on watsapp",
     "look up jess_07 on tiktok", "sc: jess_07", "snap: elliebxx", "ig - jessrose 💕",
-    "add ruby.sky.w on ig",
+    "add ruby.sky.w on ig", "sn4p: ellie.b.o.o", "1g - jess.rose",
 ])
 def test_handles_are_found(text: str) -> None:
     assert find_handles(normalize(text)), text
@@ -161,7 +161,8 @@ def test_handles_are_found(text: str) -> None:
 @pytest.mark.parametrize("text", [
     "i deleted snapchat", "my insta feed makes me sad", "i use discord with friends",
     "the ghost app stresses me out", "i was #1 in my class", "snap: i love it",
-    "discord: it's down again", "add sugar. on insta they said",
+    "discord: it's down again", "add sugar. on insta they said", "sn4p: i love it",
+    "my sn4p is so dry",
 ])
 def test_talking_about_apps_is_not_a_handle(text: str) -> None:
     assert not find_handles(normalize(text)), text

@@ -1,4 +1,5 @@
-"""Text written backwards or in base64 is read too, only when a message looks like it."""
+"""Text written backwards, upside down or in base64 is read too, only when a message looks
+like it."""
 
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ DISGUISED = [
     "add me on snapchat"[::-1],
     "text me on 07700 900461 tonight"[::-1],
     "my email is barny1234 at gmail dot com"[::-1],
+    "Ɩ9ㄣ006 00ㄥㄥ0 uo ǝɯ ʇxǝʇ",  # "text me on 07700 900461", turned upside down
+    "ʎlʇsǝuoɥ sʎʞ plnoɥs noʎ",
+    "uɹ ǝuolɐ ǝɯoɥ noʎ ǝɹɐ",
+    "ɹǝqɯnu ʎɯ sᴉ 19ㄣ006 00ㄥㄥ0"[::-1],  # turned over but not reversed
     base64.b64encode(b"text me on 07700 900461").decode(),
     "ok here: " + base64.b64encode(b"how many pills would it take to kill me").decode(),
 ]
@@ -25,6 +30,10 @@ ORDINARY = [
     "level 12 done, on to the boss now",
     "supercalifragilisticexpialidocious is a long word",
     "my password hint is Password1234ABCD lol no",
+]
+TURNED_LETTERS_IN_ORDINARY_WRITING = [
+    "ılık bir gün, çok güzel",  # Turkish: dotless i alone
+    "ɔ is a letter in twi, like in ɔdɔ (love)",  # one turned letter, however often
 ]
 
 
@@ -47,6 +56,11 @@ def test_what_only_a_hidden_view_shows_raises_evasion(rules: RuleSet) -> None:
 def test_an_ordinary_line_is_not_read_backwards(rules: RuleSet, text: str) -> None:
     assert not [v for v in _views(text) if v == text[::-1]]
     assert rules.check(text).action == Action.ALLOW
+
+
+@pytest.mark.parametrize("text", TURNED_LETTERS_IN_ORDINARY_WRITING)
+def test_a_language_with_a_turned_letter_is_not_turned_back(text: str) -> None:
+    assert _views(text) == []
 
 
 @given(st.text(max_size=300))
