@@ -55,7 +55,8 @@ _TURN_BACK: Final = str.maketrans({
 
 
 def _looks_upside_down(original: str) -> bool:
-    return len(set(original).intersection(_TURNED)) >= 2
+    # Most lines are ASCII (``isascii`` reads a flag, no scan): no set built for them.
+    return not original.isascii() and len(set(original).intersection(_TURNED)) >= 2
 
 
 def _looks_reversed(folded: str) -> bool:

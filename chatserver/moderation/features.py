@@ -144,10 +144,15 @@ def _ngrams(text: str) -> list[str]:
     grams = [f"w:{w}" for w in words]
     grams += [f"b:{a} {b}" for a, b in itertools.pairwise(words)]
     for w in words:
-        padded = f" {w} "
-        for n in CHAR_NGRAMS:
-            grams += [padded[i:i + n] for i in range(len(padded) - n + 1)]
+        grams += _char_grams(w)
     return grams
+
+
+def _char_grams(word: str) -> list[str]:
+    """A word's character n-grams, padded with spaces, by size then position."""
+    padded = f" {word} "
+    return [padded[i:i + size] for size in CHAR_NGRAMS
+            for i in range(len(padded) - size + 1)]
 
 
 WORD_CACHE: Final = 8192
@@ -160,9 +165,7 @@ CACHED_WORD_CHARS: Final = 24
 
 
 def _char_buckets_of(word: str) -> array.array[int]:
-    padded = f" {word} "
-    return array.array("i", [bucket(padded[i:i + size]) for size in CHAR_NGRAMS
-                             for i in range(len(padded) - size + 1)])
+    return array.array("i", [bucket(g) for g in _char_grams(word)])
 
 
 _char_buckets = functools.lru_cache(maxsize=WORD_CACHE)(_char_buckets_of)
