@@ -637,7 +637,9 @@ _NOT_NAME: Final = (r"(?!(?:on|the|in|to|of|a|an|my|down|up|across|along|over|fo
                     r"bus|buses|cars?|people|kids|of|"
                     # "7:45 which is way too early", "£80 one way", "2 all the way"
                     r"which|is|was|one|all|half|each|every|it|its|this|that|no|so|too|very|"
-                    r"way)\b)")
+                    r"way|"
+                    # "11 till close", "9 until close": a shift, not a cul-de-sac
+                    r"till|til|until|past|before|after)\b)")
 _NUMBERED_STREET: Final = re.compile(
     rf"\b\d{{1,4}}[a-z]?\s*,?\s+(?:{_NOT_NAME}[a-z]+\s+){{1,3}}(?:{_STREET_TYPES})\b")
 """12 oak road", "12a, high st", "flat 3 12 oak road"."""
