@@ -30,6 +30,7 @@ from chatserver.core.effects import RoomRecord
 from chatserver.core.ids import RoomId
 from chatserver.core.vocabulary import RoomKind
 from chatserver.moderation.classifier import Classifier, load_classifier
+from chatserver.moderation.corpus import Corpus, load_corpus
 from chatserver.moderation.engine import RuleSet, load_rules
 from chatserver.moderation.pipeline import Moderator
 from chatserver.ports import Broker, ClusterState
@@ -87,6 +88,13 @@ def classifier() -> Classifier:
 @pytest.fixture(scope="session")
 def rules() -> RuleSet:
     return load_rules(read_rule_files(RULES_DIR))
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Corpus:
+    """The labelled corpus, split (``corpus/``): loading it, near-duplicate removal
+    included, takes 30 s here, so the run does it once for every test that reads it."""
+    return load_corpus(ROOT / "corpus", ROOT / "tests/moderation/corpus")
 
 
 OPEN_BUDGETS: dict[str, Any] = {"joins_per_address": 100_000, "logins_per_address": 100_000,

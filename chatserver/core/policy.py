@@ -48,6 +48,7 @@ IMPERSONATED_NAMES: Final = frozenset({
     "admin", "administrator", "childline", "samaritans", "moderator", "mod", "shout",
     "system", "kooth", "nspcc", "police", "helpline", "official", "modteam", "mods",
     "moderation", "moderators", "safeguarding", "papyrus", "hopeline", "youngminds",
+    "nhs", "camhs", "ceop", "barnardos",
 })
 """Helplines, other organisations, the moderators and the system: nobody's display name
 may look like one, staff's included. A young person trusts a name that says Childline or

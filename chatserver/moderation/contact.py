@@ -23,6 +23,7 @@ spaced or reversed spelling).
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -30,6 +31,8 @@ from dataclasses import dataclass
 from typing import Final
 
 import phonenumbers
+from rapidfuzz import process
+from rapidfuzz.distance import OSA
 
 from chatserver.moderation.normalize import Normalized
 
@@ -508,6 +511,46 @@ def _apps_spelt_out(folded: str, words: str) -> str:
     return out
 
 
+SPELLED_APPS: Final = ("snapchat", "instagram", "whatsapp", "telegram", "discord", "tiktok",
+                       "facebook", "twitter", "roblox", "fortnite", "minecraft", "messenger")
+"""Apps whose names are long enough that one slip (a letter wrong, missing, added, or two
+swapped: "snapchst", "instagam", "whatsaap", "tiktk") still names only them: any word one
+such edit away (optimal string alignment, rapidfuzz) reads as the app (issue 13 § 1)."""
+_NOT_APPS: Final = frozenset({"discard", "titter"})
+"""English words one edit from an app's name."""
+
+
+@functools.lru_cache(maxsize=8192)
+def _misspelt_app(word: str) -> str | None:
+    """The app ``word`` misspells, if any (kept per word: chat vocabulary repeats)."""
+    if not 5 <= len(word) <= 10 or word in _APP_WORDS or word in _NOT_APPS:
+        return None
+    found = process.extractOne(word, SPELLED_APPS, scorer=OSA.distance, score_cutoff=1)
+    return None if found is None else str(found[0])
+
+
+def _apps_respelt(view: str) -> tuple[str, list[int]] | None:
+    """``view`` with each misspelt app name spelt right, and for each character of it
+    (and its end) the offset in ``view`` it stands for; None if nothing was misspelt."""
+    out: list[str] = []
+    index: list[int] = []
+    last = 0
+    for m in re.finditer(r"[a-z]+", view):
+        app = _misspelt_app(m.group())
+        if app is None:
+            continue
+        out.append(view[last:m.start()])
+        index.extend(range(last, m.start()))
+        out.append(app)
+        index.extend(min(m.start() + k, m.end() - 1) for k in range(len(app)))
+        last = m.end()
+    if not out:
+        return None
+    out.append(view[last:])
+    index.extend(range(last, len(view) + 1))
+    return "".join(out), index
+
+
 _LONE_HANDLE: Final = re.compile(r"\s*(@[a-z0-9_.]{3,30})\s*")
 
 
@@ -520,16 +563,30 @@ def find_handles(norm: Normalized, allowed: frozenset[str] = HELPLINES) -> list[
         return [(lone.start(1), lone.end(1), False)]
     if "#" not in norm.folded and _APP_WORDS.isdisjoint(norm.words.split()) \
             and "👻" not in norm.folded:
+        # A slip of the thumb ("snapchst: aimee_07") is no disguise: no evasion alert.
+        for view in (norm.folded.replace("'", " "), norm.words):
+            respelt = _apps_respelt(view)
+            if respelt is not None:
+                text, index = respelt
+                found = _handle_spans([text])
+                if found:
+                    return [(index[s], index[e - 1] + 1, False) for s, e, _ in found]
         return []
-    found: list[Span] = []
     folded = norm.folded.replace("'", " ")
-    views = [(folded, False)]
+    views = [folded]
     if norm.words != folded:
-        views.append((norm.words, True))
+        views.append(norm.words)
         apps = _apps_spelt_out(folded, norm.words)
         if apps != folded:
-            views.append((apps, True))
-    for view, disguised in views:
+            views.append(apps)
+    return _handle_spans(views)
+
+
+def _handle_spans(views: Sequence[str]) -> list[Span]:
+    """The handle patterns' matches in the first of ``views`` that has any (each later
+    view is a disguise undone: a match there is ``disguised``)."""
+    found: list[Span] = []
+    for n, view in enumerate(views):
         for pattern, needs in zip(_HANDLE_PATTERNS, _HANDLE_NEEDS, strict=True):
             if needs and not any(word in view for word in needs):
                 continue
@@ -537,7 +594,7 @@ def find_handles(norm: Normalized, allowed: frozenset[str] = HELPLINES) -> list[
                 if pattern is _REQUEST and _NOUN_BEFORE.search(
                         view, max(0, m.start() - 8), m.start()):
                     continue
-                found.append((m.start(), m.end(), disguised))
+                found.append((m.start(), m.end(), n > 0))
         if found:
             break
     return found

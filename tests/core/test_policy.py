@@ -52,7 +52,7 @@ def test_display_names(rules: RuleSet, name: str, code: ErrorCode | None) -> Non
 STAFF_NAMES_REFUSED = [
     "Childline", "Chi1dline Sam", "ChildIine", "Samaritans volunteer", "Shout 85258",
     "Mod team", "M0d team", "Sam the mod", "Moderator Sam", "Admin", "System", "NSPCC",
-    "Papyrus Sam", "Official Support",              # helplines, organisations, authority
+    "Papyrus Sam", "Official Support", "NHS 111 Help", "CAMHS Team",  # organisations
     "Sam 07700 900123", "Sam oh seven seven oh oh nine", "sam@example.org",
     "snap sam_j", "insta samj",                     # numbers, addresses, handles (SG-05)
     "sam at gmail dot com", "www.sam.com",          # what the message rules would mask

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from chatserver.moderation.corpus import Corpus
 from chatserver.moderation.engine import RuleSet
 from chatserver.moderation.normalize import normalize
 from chatserver.moderation.rules import Action
@@ -96,14 +97,12 @@ def test_must_allow_corpus_raises_no_evasion(rules: RuleSet) -> None:
 
 
 @pytest.mark.slow
-def test_no_must_allow_line_of_any_corpus_author_raises_evasion(rules: RuleSet) -> None:
+def test_no_must_allow_line_of_any_corpus_author_raises_evasion(
+        rules: RuleSet, corpus: Corpus) -> None:
     """Issue 13: evasion stays a signal. Self-censored swearing ("f*ck", "fuckkk") is
     masked without it, a slur quoted in a report ("got called a f@g") is masked, and a
     number written in plain digits is no disguise whatever words follow it."""
-    from chatserver.moderation.corpus import load_corpus
     from chatserver.moderation.evaluation import ALLOWED
-    from tests.conftest import ROOT
-    corpus = load_corpus(ROOT / "corpus", ROOT / "tests/moderation/corpus")
     noisy = [(r.author, r.text) for r in (*corpus.train, *corpus.test)
              if r.label in ALLOWED and "evasion" in rules.check(r.text).alerts]
     assert noisy == []

@@ -168,6 +168,27 @@ def test_talking_about_apps_is_not_a_handle(text: str) -> None:
     assert not find_handles(normalize(text)), text
 
 
+@pytest.mark.parametrize(("text", "named"), [
+    ("snapchst: aimee_luv12", "snapchst: aimee_luv12"),   # a letter wrong
+    ("my instagam is jade.x07", "my instagam is jade.x07"),  # a letter missing
+    ("add me on tiktk", "add me on tiktk"),
+    ("whatsaap: jess_07 x", "whatsaap: jess_07"),         # a letter added
+    ("my dicsord is coolkid_99", "my dicsord is coolkid_99"),  # two letters swapped
+])
+def test_a_misspelt_app_still_names_a_handle(text: str, named: str) -> None:
+    """Issue 13: misspelt app names, read by edit distance rather than listed one by
+    one; the span is where the handle is in what the sender wrote."""
+    spans = find_handles(normalize(text))  # every pattern that matches: they overlap
+    assert text[min(s for s, _, _ in spans):max(e for _, e, _ in spans)] == named
+    assert not any(disguised for _, _, disguised in spans)  # a typo raises no evasion
+
+
+@pytest.mark.parametrize("text", ["my snapchst is so dry lol", "i had to discard: 2 drafts",
+                                  "twiter: its down again"])
+def test_a_misspelt_app_with_no_handle_names_nobody(text: str) -> None:
+    assert not find_handles(normalize(text)), text
+
+
 @pytest.mark.parametrize("text", ["SW1A 1AA", "s w one a one a a", "em one one ay ee",
                                   "postcode: B-S-1-6 space 4-T-Q",
                                   "B 3 3 8 T H", "ess double you one ay one ay ay"])
