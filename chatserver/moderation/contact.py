@@ -529,14 +529,24 @@ def _misspelt_app(word: str) -> str | None:
     return None if found is None else str(found[0])
 
 
+_SPELLED_LENGTH: Final = re.compile(r"(?<![a-z])[a-z]{5,10}(?![a-z])")
+"""Words as long as a misspelt ``SPELLED_APPS`` name can be."""
+
+
 def _apps_respelt(view: str) -> tuple[str, list[int]] | None:
     """``view`` with each misspelt app name spelt right, and for each character of it
-    (and its end) the offset in ``view`` it stands for; None if nothing was misspelt."""
+    (and its end) the offset in ``view`` it stands for; None if nothing was misspelt.
+    Runs for nearly every message (any without an app's name): its distinct words of
+    the right length are looked up first, and the view rebuilt only if one is a slip."""
+    slips = {w: app for w in set(_SPELLED_LENGTH.findall(view))
+             if (app := _misspelt_app(w)) is not None}
+    if not slips:
+        return None
     out: list[str] = []
     index: list[int] = []
     last = 0
-    for m in re.finditer(r"[a-z]+", view):
-        app = _misspelt_app(m.group())
+    for m in _SPELLED_LENGTH.finditer(view):
+        app = slips.get(m.group())
         if app is None:
             continue
         out.append(view[last:m.start()])
