@@ -520,10 +520,18 @@ _NOT_APPS: Final = frozenset({"discard", "titter"})
 """English words one edit from an app's name."""
 
 
+_EDGES: Final = (frozenset(a[:2] for a in SPELLED_APPS), frozenset(a[-2:] for a in SPELLED_APPS))
+
+
 @functools.lru_cache(maxsize=8192)
 def _misspelt_app(word: str) -> str | None:
     """The app ``word`` misspells, if any (kept per word: chat vocabulary repeats)."""
     if not 5 <= len(word) <= 10 or word in _APP_WORDS or word in _NOT_APPS:
+        return None
+    # One edit leaves a name of 5 or more letters its first two or its last two: most
+    # words are ruled out here, before the edit distance (a post of 2,000 characters of
+    # words never seen before took 0.8 ms without this, 0.1 ms with it).
+    if word[:2] not in _EDGES[0] and word[-2:] not in _EDGES[1]:
         return None
     found = process.extractOne(word, SPELLED_APPS, scorer=OSA.distance, score_cutoff=1)
     return None if found is None else str(found[0])
@@ -531,8 +539,6 @@ def _misspelt_app(word: str) -> str | None:
 
 _SPELLED_LENGTH: Final = re.compile(r"(?<![a-z])[a-z]{5,10}(?![a-z])")
 """Words as long as a misspelt ``SPELLED_APPS`` name can be."""
-
-
 def _apps_respelt(view: str) -> tuple[str, list[int]] | None:
     """``view`` with each misspelt app name spelt right, and for each character of it
     (and its end) the offset in ``view`` it stands for; None if nothing was misspelt.
@@ -574,7 +580,7 @@ def find_handles(norm: Normalized, allowed: frozenset[str] = HELPLINES) -> list[
     if "#" not in norm.folded and _APP_WORDS.isdisjoint(norm.words.split()) \
             and "👻" not in norm.folded:
         # A slip of the thumb ("snapchst: aimee_07") is no disguise: no evasion alert.
-        for view in (norm.folded.replace("'", " "), norm.words):
+        for view in dict.fromkeys((norm.folded.replace("'", " "), norm.words)):
             respelt = _apps_respelt(view)
             if respelt is not None:
                 text, index = respelt
