@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 
 from chatserver.config import read_rule_files
 from chatserver.core.events import Resource
 from chatserver.moderation.contact import (
+    _APP_WORDS,
+    _NOT_APPS,
     HELPLINES,
+    SPELLED_APPS,
+    _misspelt_app,
     digits_of,
     digits_view,
     find_addresses,
@@ -258,3 +262,19 @@ def test_a_spelt_postcode_is_found_where_it_is_written(text: str, spelt: str) ->
     norm = normalize(text)
     spans = [(s, e) for s, e, disguised in find_postcodes(norm) if disguised]
     assert [text[s:e] for s, e in spans] == [spelt]
+
+
+@settings(max_examples=300, deadline=None)
+@given(app=st.sampled_from(SPELLED_APPS), edit=st.sampled_from(["swap", "drop", "add", "change"]),
+       where=st.integers(min_value=0, max_value=20),
+       letter=st.sampled_from("abcdefghijklmnopqrstuvwxyz"))
+def test_every_single_slip_of_an_app_name_is_read_as_that_app(
+        app: str, edit: str, where: int, letter: str) -> None:
+    """The cheap first look (a slip keeps the name's first or last two letters) never
+    rules out a word one edit from a name."""
+    i = where % len(app)
+    slip = {"swap": app[:i] + app[i + 1:i + 2] + app[i:i + 1] + app[i + 2:],
+            "drop": app[:i] + app[i + 1:], "add": app[:i] + letter + app[i:],
+            "change": app[:i] + letter + app[i + 1:]}[edit]
+    assume(slip != app and slip not in _NOT_APPS and slip not in _APP_WORDS)
+    assert _misspelt_app(slip) is not None, slip
