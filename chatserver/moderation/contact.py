@@ -518,9 +518,8 @@ swapped: "snapchst", "instagam", "whatsaap", "tiktk") still names only them: any
 such edit away (optimal string alignment, rapidfuzz) reads as the app (issue 13 § 1)."""
 _NOT_APPS: Final = frozenset({"discard", "titter"})
 """English words one edit from an app's name."""
-
-
 _EDGES: Final = (frozenset(a[:2] for a in SPELLED_APPS), frozenset(a[-2:] for a in SPELLED_APPS))
+"""Each app's first two letters and its last two (``_misspelt_app``'s first look)."""
 
 
 @functools.lru_cache(maxsize=8192)
@@ -539,6 +538,8 @@ def _misspelt_app(word: str) -> str | None:
 
 _SPELLED_LENGTH: Final = re.compile(r"(?<![a-z])[a-z]{5,10}(?![a-z])")
 """Words as long as a misspelt ``SPELLED_APPS`` name can be."""
+
+
 def _apps_respelt(view: str) -> tuple[str, list[int]] | None:
     """``view`` with each misspelt app name spelt right, and for each character of it
     (and its end) the offset in ``view`` it stands for; None if nothing was misspelt.
@@ -560,8 +561,6 @@ def _apps_respelt(view: str) -> tuple[str, list[int]] | None:
         out.append(app)
         index.extend(min(m.start() + k, m.end() - 1) for k in range(len(app)))
         last = m.end()
-    if not out:
-        return None
     out.append(view[last:])
     index.extend(range(last, len(view) + 1))
     return "".join(out), index

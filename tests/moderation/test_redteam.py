@@ -31,12 +31,14 @@ from chatserver.moderation.pipeline import Moderator
 from chatserver.moderation.rules import Action
 from tests.conftest import classifier
 
-SUITE = [orjson.loads(line) for line in
-         (Path(__file__).parent / "redteam.jsonl").read_text(encoding="utf-8").splitlines()
-         if line.strip()]
-SUITE_2 = [orjson.loads(line) for line in
-           (Path(__file__).parent / "redteam2.jsonl").read_text(encoding="utf-8").splitlines()
-           if line.strip()]
+
+def _suite(name: str) -> list[dict[str, Any]]:
+    text = (Path(__file__).parent / name).read_text(encoding="utf-8")
+    return [orjson.loads(line) for line in text.splitlines() if line.strip()]
+
+
+SUITE = _suite("redteam.jsonl")
+SUITE_2 = _suite("redteam2.jsonl")
 FLOOR = 0.95
 
 
